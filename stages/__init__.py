@@ -1,0 +1,1 @@
+"""One readable script per stage; each exposes `run(cfg) -> dict`."""

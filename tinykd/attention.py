@@ -1,0 +1,61 @@
+"""Capturing TinyBERT's attention targets through transformers' own extension points.
+
+HF's `output_attentions` returns post-softmax probabilities (after dropout, in eager mode).
+TinyBERT distils the pre-softmax scores Q·Kᵀ/√d. We register two attention functions
+with `AttentionInterface`; both compute the same attention output as eager attention and
+differ only in what they hand back as "attention weights" (which HF then returns as
+`outputs.attentions`):
+
+- ``tinykd_scores``: raw scores Q·Kᵀ/√d, *before* the padding mask is added (padded
+  positions are excluded in the loss, not by a magic large negative number);
+- ``tinykd_probs``: softmax probabilities before dropout.
+
+An attention function registered under a new name gets no padding mask unless a mask
+function is registered for the same name in `AttentionMaskInterface`; we register the
+eager (additive) mask, so padding is honoured exactly as in eager attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+SCORES = "tinykd_scores"
+PROBS = "tinykd_probs"
+
+
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, return_scores=True, **kwargs):
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    masked = scores if attention_mask is None else scores + attention_mask
+    probs = nn.functional.softmax(masked, dim=-1)
+    attn_output = torch.matmul(nn.functional.dropout(probs, p=dropout, training=module.training), value)
+    attn_output = attn_output.transpose(1, 2).contiguous()
+    return attn_output, (scores if return_scores else probs)
+
+
+def scores_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    return _attention(module, query, key, value, attention_mask, scaling, dropout, True)
+
+
+def probs_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    return _attention(module, query, key, value, attention_mask, scaling, dropout, False)
+
+
+def register() -> None:
+    AttentionInterface.register(SCORES, scores_attention)
+    AttentionInterface.register(PROBS, probs_attention)
+    AttentionMaskInterface.register(SCORES, eager_mask)
+    AttentionMaskInterface.register(PROBS, eager_mask)
+
+
+def implementation_for(target: str) -> str:
+    """The registered attention implementation for distill.attention_target."""
+    register()
+    return {"scores": SCORES, "probs": PROBS}[target]
+
+
+register()

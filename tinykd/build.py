@@ -1,0 +1,88 @@
+"""Small `build_*` functions: the only library code that reads `cfg`.
+
+Each turns one part of the config into plain objects (a model source, a dataset, a list of
+layer matches) for the stages.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from tinykd import data, models
+from tinykd.errors import TinyKDError
+from tinykd.layermap import LayerMatch, format_table, resolve_matches
+from tinykd.tasks import TaskSpec, get_task
+
+
+def teacher_source(cfg) -> str:
+    """A local directory (or hub id) for the pretrained teacher; tiny teachers are built here."""
+    t = cfg.teacher
+    if t.tiny is not None:
+        return models.build_tiny_model(
+            t.path, num_layers=t.tiny.num_layers, hidden_size=t.tiny.hidden_size, num_heads=t.tiny.num_heads,
+            intermediate_size=t.tiny.intermediate_size, vocab_size=t.tiny.vocab_size,
+            vocab_source=t.tiny.vocab_source, seed=t.tiny.seed,
+        )
+    return models.resolve_source(t.path, t.package, "teacher")
+
+
+def finetuned_teacher_dir(cfg) -> str:
+    """The fine-tuned teacher for task distillation (what `stage=teacher` exported)."""
+    path = Path(cfg.stage.teacher_dir)
+    if not (path / "config.json").is_file():
+        raise TinyKDError(
+            f"No fine-tuned teacher at {path}.",
+            f"run `python -m tinykd stage=teacher task={cfg.task.name}` first (same teacher/debug options), or set "
+            "stage.teacher_dir=<a fine-tuned sequence-classification model directory>.",
+        )
+    return str(path)
+
+
+def task_spec(cfg) -> TaskSpec:
+    return get_task(cfg.task.name)
+
+
+def task_split(cfg, tokenizer, split: str):
+    spec = task_spec(cfg)
+    return data.load_task_split(
+        spec, split, tokenizer,
+        source=cfg.task.source, data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len,
+        limit=cfg.task.train_limit if split == "train" else cfg.task.dev_limit,
+        cache_dir=str(Path(cfg.paths.cache) / "datasets"),
+        augmented=cfg.task.augmented if split == "train" else None,
+    )
+
+
+def corpus(cfg, tokenizer):
+    return data.load_corpus(
+        tokenizer, corpus_dir=cfg.paths.corpus_dir, patterns=list(cfg.corpus.files), exclude=list(cfg.corpus.exclude),
+        max_lines=cfg.corpus.max_lines, max_len=cfg.corpus.max_seq_len, cache_dir=str(Path(cfg.paths.cache) / "datasets"),
+    )
+
+
+def matches(cfg, n_teacher: int, n_student: int, features=("embedding", "attention", "hidden")) -> list[LayerMatch]:
+    w = cfg.distill.weights
+    weights = {f: getattr(w, f) for f in features}
+    layers = list(cfg.distill.layers) if cfg.distill.layers is not None else None
+    found = resolve_matches(cfg.distill.layer_map, n_teacher, n_student, weights, layers)
+    print(f"[tinykd] layer map ({cfg.distill.layer_map}; teacher {n_teacher} layers, student {n_student}):")
+    print(format_table(found))
+    return found
+
+
+def total_steps(phase, batches_per_epoch: int) -> int:
+    """Optimizer steps for a phase: `max_steps`, or `epochs` passes (the last partial step counted)."""
+    if phase.max_steps > 0:
+        return phase.max_steps
+    steps = math.ceil(phase.epochs * batches_per_epoch / phase.grad_accum)
+    if steps <= 0:
+        raise TinyKDError("The phase has zero steps.", "set train.<phase>.max_steps or epochs > 0.")
+    return steps
+
+
+def set_threads(cfg) -> None:
+    if cfg.engine.num_threads:
+        torch.set_num_threads(cfg.engine.num_threads)

@@ -1,0 +1,194 @@
+"""Typed schemas for every config group.
+
+Hydra composes `conf/` on top of these dataclasses, so a misspelt key or a
+value of the wrong type fails at start-up with its name. Library code never
+reads `cfg`; stages and the small `build_*` functions do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class PathsConfig:
+    # ../shared/data beside the clone, unless TINYKD_DATA points elsewhere.
+    data_dir: str = "${oc.env:TINYKD_DATA,${tinykd_root:}/../shared/data}"
+    glue_dir: str = "${paths.data_dir}/glue"
+    corpus_dir: str = "${paths.data_dir}/corpus"
+    runs: str = "${oc.env:TINYKD_RUNS,runs}"
+    cache: str = "${oc.env:TINYKD_CACHE,${tinykd_root:}/.cache}"
+
+
+@dataclass
+class RunsConfig:
+    """Where each stage writes; later stages read earlier stages' outputs from here."""
+
+    teacher: str = "${paths.runs}/teacher/${task.name}-${teacher.name}"
+    general: str = "${paths.runs}/general/${teacher.name}-${student.name}"
+    task: str = "${paths.runs}/task/${task.name}-${teacher.name}-${student.name}"
+    eval: str = "${paths.runs}/eval/${task.name}"
+    pipeline: str = "${paths.runs}/pipeline/${task.name}-${teacher.name}-${student.name}"
+
+
+@dataclass
+class StageConfig:
+    name: str = MISSING
+    # task stage: the fine-tuned teacher (default: what `stage=teacher` exported)
+    teacher_dir: Optional[str] = None
+    # task stage: where `student.init=general` finds the general-distilled student
+    general_dir: Optional[str] = None
+    # task stage: which phases run, in order
+    phases: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    source: str = "tsv"  # tsv: GLUE TSV files in data_dir | hub: datasets.load_dataset("glue", name)
+    data_dir: str = MISSING
+    max_seq_len: int = 64
+    train_limit: Optional[int] = None  # first N training rows (None: all)
+    dev_limit: Optional[int] = None
+    augmented: Optional[str] = None  # a datasets directory to train on instead of train.tsv
+
+
+@dataclass
+class TinyModelConfig:
+    """A small random BERT built on the fly (debug and tests)."""
+
+    num_layers: int = 4
+    hidden_size: int = 64
+    num_heads: int = 4
+    intermediate_size: int = 128
+    vocab_size: int = 2000
+    vocab_source: str = "${paths.glue_dir}/SST-2/train.tsv"
+    seed: int = 0
+
+
+@dataclass
+class TeacherConfig:
+    name: str = MISSING
+    path: str = MISSING  # hub id or local directory
+    package: Optional[str] = None  # an installed package that bundles the weights offline
+    tiny: Optional[TinyModelConfig] = None
+
+
+@dataclass
+class StudentConfig:
+    name: str = MISSING
+    num_layers: int = 4
+    hidden_size: int = 312
+    num_heads: int = 12
+    intermediate_size: int = 1200
+    dropout: float = 0.1
+    # task stage: "general" (the general stage's export), "random", or a model directory
+    init: str = "general"
+
+
+@dataclass
+class LossWeights:
+    embedding: float = 1.0
+    attention: float = 1.0
+    hidden: float = 1.0
+    prediction: float = 1.0
+    hard_label: float = 0.0  # prediction phase: weight of the task loss on gold labels
+
+
+@dataclass
+class DistillConfig:
+    layer_map: str = "uniform"  # uniform | last | list
+    layers: Optional[List[int]] = None  # list: teacher layer (1..N) for student layers 1..M
+    attention_target: str = "scores"  # scores (pre-softmax, TinyBERT) | probs
+    attention_heads: str = "match"  # match: head i to head i | mean: average heads first
+    mask_padding: bool = True  # exclude padded tokens from every intermediate loss
+    pred_loss: str = "soft_ce"  # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT)
+    temperature: float = 1.0
+    weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass
+class PhaseConfig:
+    """One optimisation loop. Counted in optimizer steps."""
+
+    max_steps: int = 0  # > 0: exactly this many steps; 0: `epochs` passes over the data
+    epochs: float = 1.0
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"  # any name transformers.get_scheduler knows
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # steps between dev evaluations; 0: only at the end
+    save_every: int = 200  # steps between checkpoints; the end is always saved
+    log_every: int = 10
+    eval_batch_size: int = 128
+
+
+@dataclass
+class TrainConfig:
+    teacher: PhaseConfig = field(default_factory=PhaseConfig)
+    general: PhaseConfig = field(default_factory=PhaseConfig)
+    task_intermediate: PhaseConfig = field(default_factory=PhaseConfig)
+    task_prediction: PhaseConfig = field(default_factory=PhaseConfig)
+
+
+@dataclass
+class CorpusConfig:
+    files: List[str] = field(default_factory=lambda: ["*.txt"])
+    exclude: List[str] = field(default_factory=lambda: ["LICENSE*", "README*"])
+    max_lines: Optional[int] = None  # per file
+    max_seq_len: int = 128
+
+
+@dataclass
+class EngineConfig:
+    name: str = "torch"
+    precision: str = "fp32"  # fp32 | bf16 (autocast; GPU)
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: Optional[int] = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    project: str = "tinykd"
+    mode: str = "offline"  # offline | online | disabled
+    group: Optional[str] = None
+
+
+@dataclass
+class Config:
+    stage: StageConfig = field(default_factory=StageConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    runs: RunsConfig = field(default_factory=RunsConfig)
+    seed: int = 42
+    resume: bool = False
+    model: Optional[str] = None  # eval stage: the model directory to evaluate
+    progress: bool = True  # tqdm bars on long work
+    # Stop after this many optimizer steps in this process, as if interrupted (time-boxed or
+    # preemptible jobs); `resume=true` continues from the checkpoint written at that point.
+    interrupt_after: Optional[int] = None
+
+
+def register() -> None:
+    """Make the schemas and resolvers known to Hydra (idempotent)."""
+    if not OmegaConf.has_resolver("tinykd_root"):
+        OmegaConf.register_new_resolver("tinykd_root", lambda: str(REPO_ROOT))
+    ConfigStore.instance().store(name="tinykd_schema", node=Config)

@@ -1,0 +1,331 @@
+"""Data: GLUE TSV and hub loaders, the unlabeled corpus, tokenisation cached as Arrow, batching.
+
+Every tokenised dataset is cached with `datasets.save_to_disk` under a key made of
+everything that changes its contents (source files, tokenizer vocabulary, lengths,
+limits), and written atomically (temp directory + rename).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import datasets
+import torch
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from tinykd.errors import TinyKDError
+from tinykd.tasks import TaskSpec
+
+datasets.disable_progress_bars()
+
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of what decides token ids: the vocabulary and the normalisation."""
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(str(getattr(tokenizer, "do_lower_case", None)).encode())
+    return h.hexdigest()[:16]
+
+
+def file_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def cache_key(*parts) -> str:
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:20]
+
+
+def cached_dataset(cache_dir: str | os.PathLike, key: str, build) -> datasets.Dataset:
+    """Load `<cache_dir>/<key>` or build it with `build()` and save it atomically."""
+    final = Path(cache_dir) / key
+    if final.exists():
+        return datasets.load_from_disk(str(final))
+    ds = build()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
+    ds.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process finished the same entry first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(final))
+
+
+# ----------------------------------------------------------------------------- GLUE
+
+
+def read_glue_tsv(path: Path, spec: TaskSpec, limit: Optional[int] = None) -> dict[str, list]:
+    """Parse one GLUE TSV file into columns text_a, text_b, label.
+
+    GLUE files are tab-separated with no quoting (quotes are literal text), so they are
+    split on tabs rather than read with a CSV dialect. Every problem names the file and line.
+    """
+    if not path.is_file():
+        raise TinyKDError(
+            f"Task {spec.name}: data file {path} not found.",
+            "set task.data_dir=<dir holding the GLUE TSV files> (or TINYKD_DATA=<dir with glue/>).",
+        )
+    columns: dict[str, list] = {"text_a": [], "text_b": [], "label": []}
+    need = max(c for c in (spec.text_a, spec.text_b, spec.label) if c is not None)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        lines = f.read().splitlines()
+    start = 1 if spec.header else 0
+    for lineno, line in enumerate(lines[start:], start=start + 1):
+        if limit is not None and len(columns["label"]) >= limit:
+            break
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) <= need or (spec.label == -1 and len(fields) < 2):
+            raise TinyKDError(
+                f"{path} line {lineno}: {len(fields)} tab-separated columns, but task {spec.name} "
+                f"reads column {need + 1}.",
+                "check the file is the GLUE TSV for this task (task=<name>), unmodified.",
+            )
+        raw = fields[spec.label].strip()
+        if spec.is_regression:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            if not 0.0 <= value <= 5.0:
+                raise TinyKDError(
+                    f"{path} line {lineno}: score '{raw}' is not a number in [0, 5].",
+                    "fix or remove that row.",
+                )
+            label = value
+        else:
+            if raw not in spec.label_values:
+                raise TinyKDError(
+                    f"{path} line {lineno}: label '{raw}' is out of range for task {spec.name} "
+                    f"(expected one of {list(spec.label_values)}).",
+                    "fix or remove that row, or check task=<name> matches the file.",
+                )
+            label = spec.label_values.index(raw)
+        columns["text_a"].append(fields[spec.text_a].strip())
+        columns["text_b"].append(fields[spec.text_b].strip() if spec.text_b is not None else None)
+        columns["label"].append(label)
+    if not columns["label"]:
+        raise TinyKDError(f"{path} holds no examples.", "point task.data_dir at a non-empty GLUE TSV directory.")
+    return columns
+
+
+def load_glue_split(spec: TaskSpec, split: str, source: str, data_dir: str, limit: Optional[int]) -> datasets.Dataset:
+    """Raw (untokenised) examples of one split, as a `datasets.Dataset`."""
+    if source == "tsv":
+        fname = spec.train_file if split == "train" else spec.dev_file
+        cols = read_glue_tsv(Path(data_dir) / fname, spec, limit)
+        return datasets.Dataset.from_dict(cols)
+    if source == "hub":
+        hub_split = "train" if split == "train" else spec.hub_dev_split
+        try:
+            ds = datasets.load_dataset("nyu-mll/glue", spec.hub_name, split=hub_split)
+        except Exception as e:  # offline, or the hub is unreachable
+            raise TinyKDError(
+                f"Could not load GLUE {spec.hub_name} from the Hugging Face hub ({type(e).__name__}: {e}).",
+                "connect to the internet (unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), or use task.source=tsv "
+                "with local GLUE files.",
+            ) from e
+        if limit is not None:
+            ds = ds.select(range(min(limit, len(ds))))
+        a, b = spec.hub_text_keys[0], (spec.hub_text_keys[1] if len(spec.hub_text_keys) > 1 else None)
+        return datasets.Dataset.from_dict(
+            {"text_a": ds[a], "text_b": ds[b] if b else [None] * len(ds), "label": ds["label"]}
+        )
+    raise TinyKDError(f"Unknown task.source '{source}'.", "use task.source=tsv or task.source=hub.")
+
+
+def tokenize_pairs(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_len: int) -> datasets.Dataset:
+    def encode(batch):
+        b = batch["text_b"] if any(t is not None for t in batch["text_b"]) else None
+        enc = tokenizer(batch["text_a"], b, truncation=True, max_length=max_len)
+        out = {k: enc[k] for k in MODEL_INPUTS if k in enc}
+        out["labels"] = batch["label"]
+        return out
+
+    return ds.map(encode, batched=True, remove_columns=ds.column_names)
+
+
+def load_task_split(
+    spec: TaskSpec,
+    split: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    source: str,
+    data_dir: str,
+    max_len: int,
+    limit: Optional[int],
+    cache_dir: str,
+    augmented: Optional[str] = None,
+) -> datasets.Dataset:
+    """Tokenised examples of a task split (columns: model inputs + `labels`), cached."""
+    if split == "train" and augmented:
+        aug = Path(augmented)
+        if not aug.exists():
+            raise TinyKDError(f"Augmented dataset {aug} not found.", "run stage=augment first, or unset task.augmented.")
+        src = datasets.load_from_disk(str(aug))
+        missing = {"text_a", "text_b", "label"} - set(src.column_names)
+        if missing:
+            raise TinyKDError(f"Augmented dataset {aug} lacks columns {sorted(missing)}.",
+                              "write it with stage=augment.")
+        key = cache_key("aug", aug.resolve(), src._fingerprint, tokenizer_fingerprint(tokenizer), max_len, limit)
+        if limit is not None:
+            src = src.select(range(min(limit, len(src))))
+        return cached_dataset(cache_dir, key, lambda: tokenize_pairs(src, tokenizer, max_len))
+
+    if source == "tsv":
+        fname = spec.train_file if split == "train" else spec.dev_file
+        origin = file_fingerprint(Path(data_dir) / fname) if (Path(data_dir) / fname).is_file() else "missing"
+    else:
+        origin = f"hub:{spec.hub_name}"
+    if origin == "missing":  # raise the clear error before building a cache key
+        read_glue_tsv(Path(data_dir) / fname, spec)
+    key = cache_key("glue", spec.name, split, origin, tokenizer_fingerprint(tokenizer), max_len, limit)
+    return cached_dataset(
+        cache_dir,
+        key,
+        lambda: tokenize_pairs(load_glue_split(spec, split, source, data_dir, limit), tokenizer, max_len),
+    )
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+def corpus_files(corpus_dir: str, patterns: Sequence[str], exclude: Sequence[str]) -> list[Path]:
+    root = Path(corpus_dir)
+    if not root.is_dir():
+        raise TinyKDError(
+            f"Corpus directory {root} not found.",
+            "set paths.corpus_dir=<dir of .txt files, one paragraph per line> (or TINYKD_DATA).",
+        )
+    files = sorted(
+        {p for pat in patterns for p in root.glob(pat) if p.is_file()
+         and not any(fnmatch.fnmatch(p.name, x) for x in exclude)}
+    )
+    if not files:
+        raise TinyKDError(
+            f"No corpus files match {list(patterns)} in {root}.",
+            "set corpus.files=[<glob>, ...] or paths.corpus_dir.",
+        )
+    return files
+
+
+def _read_lines(path: Path, max_lines: Optional[int]) -> list[str]:
+    lines = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    lines.append(line)
+                    if max_lines is not None and len(lines) >= max_lines:
+                        break
+    except UnicodeDecodeError as e:
+        raise TinyKDError(f"Corpus file {path} is not UTF-8 ({e}).", "re-encode it as UTF-8.") from e
+    return lines
+
+
+def pack_blocks(token_lists: list[list[int]], block_len: int, cls_id: int, sep_id: int) -> list[list[int]]:
+    """Concatenate token lists and cut them into `[CLS] ... [SEP]` blocks of at most `block_len`.
+
+    The last, shorter block is kept: no text is dropped.
+    """
+    body = block_len - 2
+    stream = [t for toks in token_lists for t in toks]
+    return [[cls_id, *stream[i : i + body], sep_id] for i in range(0, len(stream), body)]
+
+
+def load_corpus(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    corpus_dir: str,
+    patterns: Sequence[str],
+    exclude: Sequence[str],
+    max_lines: Optional[int],
+    max_len: int,
+    cache_dir: str,
+) -> datasets.Dataset:
+    """Unlabeled text → token blocks of `max_len` (one file's lines concatenated in order), cached."""
+    files = corpus_files(corpus_dir, patterns, exclude)
+    key = cache_key("corpus", [file_fingerprint(f) for f in files], tokenizer_fingerprint(tokenizer), max_lines, max_len)
+
+    def build():
+        blocks: list[list[int]] = []
+        for f in files:
+            lines = _read_lines(f, max_lines)
+            if not lines:
+                continue
+            ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
+            blocks.extend(pack_blocks(ids, max_len, tokenizer.cls_token_id, tokenizer.sep_token_id))
+        if not blocks:
+            raise TinyKDError(f"Corpus files {[str(f) for f in files]} hold no text.", "point paths.corpus_dir at text.")
+        return datasets.Dataset.from_dict(
+            {
+                "input_ids": blocks,
+                "token_type_ids": [[0] * len(b) for b in blocks],
+                "attention_mask": [[1] * len(b) for b in blocks],
+            }
+        )
+
+    return cached_dataset(cache_dir, key, build)
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool) -> list[list[int]]:
+    """Index lists for one pass; the order depends only on (seed, epoch), so a resumed run
+    sees the same batches. The last, shorter batch is kept."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+    else:
+        order = list(range(n))
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+class Batcher:
+    """Micro-batches for a training loop counted in steps: `micro_step` k of the run is
+    always the same batch, whatever process or resume produced it."""
+
+    def __init__(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int):
+        if len(ds) == 0:
+            raise TinyKDError("The training set is empty.", "check the data files and task.train_limit.")
+        self.ds = ds.with_format(None)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.batches_per_epoch = math.ceil(len(ds) / batch_size)
+
+    def collate_rows(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        return self.collate(rows)
+
+    def iterate(self, start_micro_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        epoch, offset = divmod(start_micro_step, self.batches_per_epoch)
+        while True:
+            for idx in epoch_batches(len(self.ds), self.batch_size, self.seed, epoch, True)[offset:]:
+                yield self.collate(self.ds.select(idx).to_list())
+            epoch, offset = epoch + 1, 0
+
+
+def eval_batches(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int):
+    """All examples in order, in batches (the last one shorter): nothing is skipped."""
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    ds = ds.with_format(None)
+    for idx in epoch_batches(len(ds), batch_size, 0, 0, False):
+        yield collate(ds.select(idx).to_list())

@@ -1,0 +1,82 @@
+"""The distiller: the layer matches plus the parameters that exist only for distillation.
+
+Projections (TinyBERT's W_e for embeddings, W_h for hidden states) live here, beside the
+student and never inside it, so the exported student is a plain Hugging Face model.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from tinykd import attention, losses
+from tinykd.errors import TinyKDError
+from tinykd.layermap import LayerMatch
+
+
+class Distiller(nn.Module):
+    def __init__(self, matches: Sequence[LayerMatch], student_width: int, teacher_width: int,
+                 attention_heads: str = "match", mask_padding: bool = True):
+        super().__init__()
+        self.matches = list(matches)
+        self.attention_heads = attention_heads
+        self.mask_padding = mask_padding
+        same = student_width == teacher_width
+        # W_e and W_h map the student's width to the teacher's (identity when equal).
+        self.embedding_proj = nn.Identity() if same else nn.Linear(student_width, teacher_width)
+        self.hidden_proj = nn.Identity() if same else nn.Linear(student_width, teacher_width)
+
+    @property
+    def needs_attentions(self) -> bool:
+        return any(m.feature == "attention" for m in self.matches)
+
+    def forward(self, student_out, teacher_out, attention_mask: Optional[torch.Tensor]):
+        """Weighted sum of the intermediate losses, and each part (unweighted) for logging.
+
+        `*_out` are HF model outputs with `hidden_states` (embeddings first) and, when an
+        attention match exists, `attentions` (one (B, H, L, L) map per layer).
+        """
+        mask = attention_mask if self.mask_padding else None
+        total = torch.zeros((), device=student_out.hidden_states[0].device)
+        parts: dict[str, torch.Tensor] = {}
+        for m in self.matches:
+            if m.feature == "embedding":
+                s = self.embedding_proj(student_out.hidden_states[0])
+                loss = losses.masked_mse(s, teacher_out.hidden_states[0], mask)
+            elif m.feature == "hidden":
+                s = self.hidden_proj(student_out.hidden_states[m.student_layer])
+                loss = losses.masked_mse(s, teacher_out.hidden_states[m.teacher_layer], mask)
+            elif m.feature == "attention":
+                loss = losses.attention_mse(student_out.attentions[m.student_layer - 1],
+                                            teacher_out.attentions[m.teacher_layer - 1], mask, self.attention_heads)
+            else:
+                raise ValueError(m.feature)
+            parts[f"{m.feature}/{m.student_layer}"] = loss.detach()
+            total = total + m.weight * loss
+        return total, parts
+
+
+def check_compatible(student_config, teacher_config, matches: Sequence[LayerMatch], attention_heads: str,
+                     attention_target: str) -> None:
+    if any(m.feature == "attention" for m in matches) and attention_heads == "match":
+        hs, ht = student_config.num_attention_heads, teacher_config.num_attention_heads
+        if hs != ht:
+            raise TinyKDError(
+                f"Attention distillation ({attention_target}) compares head h with head h, but the student has "
+                f"{hs} heads and the teacher {ht}.",
+                "set distill.attention_heads=mean (average over heads), or student.num_heads="
+                f"{ht}, or distill.weights.attention=0.",
+            )
+
+
+def use_attention_target(model, target: str) -> None:
+    """Make `outputs.attentions` hold the distillation target (pre-softmax scores or probabilities)."""
+    model.set_attn_implementation(attention.implementation_for(target))
+
+
+def features(model, batch: dict, need_attentions: bool):
+    """One forward pass returning hidden states (and attention maps when needed)."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")}
+    return model(**inputs, output_hidden_states=True, output_attentions=need_attentions, return_dict=True)

@@ -1,0 +1,29 @@
+"""Dev-set evaluation of a sequence classifier: every example, in order."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tinykd.data import eval_batches
+from tinykd.metrics import compute_metrics
+from tinykd.tasks import TaskSpec
+
+
+@torch.no_grad()
+def predict_logits(model, ds, tokenizer, batch_size: int, device) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    out = []
+    for batch in eval_batches(ds, tokenizer, batch_size):
+        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")}
+        out.append(model(**inputs).logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def evaluate(model, ds, tokenizer, spec: TaskSpec, batch_size: int, device) -> dict[str, float]:
+    logits = predict_logits(model, ds, tokenizer, batch_size, device)
+    labels = np.asarray(ds["labels"])
+    preds = logits[:, 0] if spec.is_regression else logits.argmax(-1)
+    return compute_metrics(spec.metrics, preds, labels)

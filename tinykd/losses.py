@@ -1,0 +1,85 @@
+"""Distillation losses as pure functions.
+
+Shapes: B batch, L sequence, H heads, D width, C classes. `mask` is the (B, L) attention
+mask (1 = real token, 0 = padding). Every function returns a scalar tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean squared error over real tokens.
+
+    student, teacher: (B, L, D), same width (project the student first). With `mask`,
+    the mean runs over the B·L_real·D entries of non-padded tokens; without, over all
+    B·L·D entries (TinyBERT's reference code, which includes padding).
+    """
+    sq = (student - teacher).pow(2)
+    if mask is None:
+        return sq.mean()
+    m = mask.to(sq.dtype).unsqueeze(-1)
+    return (sq * m).sum() / (m.sum() * sq.size(-1)).clamp_min(1.0)
+
+
+def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor],
+                  heads: str = "match") -> torch.Tensor:
+    """MSE between attention maps (pre-softmax scores or probabilities).
+
+    student, teacher: (B, H, L, L) — query × key. With `mask`, only pairs where both the
+    query and the key are real tokens count: the mean runs over B·H·(pairs) entries.
+    heads="match" compares head h with head h (needs equal head counts); heads="mean"
+    averages each model's heads first, so any head counts work (H becomes 1).
+    """
+    if heads == "mean":
+        student, teacher = student.mean(1, keepdim=True), teacher.mean(1, keepdim=True)
+    elif student.shape != teacher.shape:
+        raise ValueError(f"attention shapes differ: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
+    sq = (student - teacher).pow(2)
+    if mask is None:
+        return sq.mean()
+    m = mask.to(sq.dtype)
+    pair = (m[:, :, None] * m[:, None, :]).unsqueeze(1)  # (B, 1, L, L)
+    return (sq * pair).sum() / (pair.sum() * sq.size(1)).clamp_min(1.0)
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """TinyBERT's prediction-layer loss: −Σ_c softmax(z_T/T)_c · log softmax(z_S/T)_c, mean over the batch.
+
+    No T² factor (as in TinyBERT). logits: (B, C).
+    """
+    t = F.softmax(teacher_logits / temperature, dim=-1)
+    return -(t * F.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean()
+
+
+def kl_div_t2(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al./DistilBERT: T² · KL(softmax(z_T/T) ‖ softmax(z_S/T)), mean over the batch.
+
+    T² keeps gradient magnitudes comparable across temperatures. logits: (B, C).
+    """
+    log_s = F.log_softmax(student_logits / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return temperature**2 * (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+
+
+def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str, temperature: float,
+                    regression: bool) -> torch.Tensor:
+    """Prediction-layer distillation: MSE for regression tasks (STS-B, logits (B, 1)), else soft CE or KL·T²."""
+    if regression:
+        return F.mse_loss(student_logits.view(-1), teacher_logits.view(-1))
+    if kind == "soft_ce":
+        return soft_cross_entropy(student_logits, teacher_logits, temperature)
+    if kind == "kl":
+        return kl_div_t2(student_logits, teacher_logits, temperature)
+    raise ValueError(f"unknown prediction loss {kind}")
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Gold-label loss: cross-entropy, or MSE for regression."""
+    if regression:
+        return F.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
+    return F.cross_entropy(logits, labels)

@@ -1,0 +1,160 @@
+"""Run directories, metrics, checkpoints.
+
+A run directory holds `config.yaml` (resolved), `metrics.jsonl`, `checkpoints/last.pt`
+and the exported model. Checkpoints are written to a temp file and renamed, so a kill at
+any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from tinykd.errors import NonFiniteLossError, TinyKDError
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+def prepare_run_dir(path: str, resume: bool) -> Path:
+    """Create the run directory. Without `resume`, an earlier run there is moved aside
+    (`<dir>.prev-<time>`), never deleted; with it, its checkpoint must exist."""
+    run_dir = Path(path)
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise TinyKDError(
+                f"resume=true but {run_dir / CHECKPOINT} does not exist.",
+                "drop resume=true to start a new run, or point the run at the directory of the interrupted run.",
+            )
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"[tinykd] an earlier run in {run_dir} was moved to {aside}")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def save_config(run_dir: Path, cfg) -> None:
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> Path:
+    """Atomically write `checkpoints/last.pt`: model, projections, optimizer, scheduler, step, RNG."""
+    path = run_dir / CHECKPOINT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last.pt-")
+    os.close(fd)
+    torch.save({**state, "rng": rng_state()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> Optional[dict]:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+class MetricsLogger:
+    """`metrics.jsonl` always; Weights & Biases too when `logger.name=wandb`."""
+
+    def __init__(self, run_dir: Path, logger_cfg, cfg, job: str):
+        self.path = run_dir / "metrics.jsonl"
+        self.wandb = None
+        if logger_cfg.name == "wandb" and logger_cfg.mode != "disabled":
+            import wandb
+
+            self.wandb = wandb.init(
+                project=logger_cfg.project,
+                group=logger_cfg.group,
+                job_type=job,
+                name=f"{job}-{run_dir.name}",
+                dir=str(run_dir),
+                mode=os.environ.get("WANDB_MODE", logger_cfg.mode),
+                config=OmegaConf.to_container(cfg, resolve=True),
+                reinit="finish_previous",
+            )
+        elif logger_cfg.name not in ("wandb", "none"):
+            raise TinyKDError(f"Unknown logger '{logger_cfg.name}'.", "use logger=wandb or logger=none.")
+
+    def log(self, record: dict) -> None:
+        record = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def check_finite(loss: torch.Tensor, parts: dict, step: int, run_dir: Path) -> None:
+    """Stop on NaN/inf before it reaches the weights; the last checkpoint stays as it was."""
+    if not math.isfinite(float(loss.detach())):
+        bad = [k for k, v in parts.items() if not math.isfinite(float(v))]
+        ckpt = run_dir / CHECKPOINT
+        kept = f"the last good checkpoint is {ckpt} (resume=true continues from it)" if ckpt.is_file() else \
+            "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"Loss became {float(loss)} at step {step} (non-finite parts: {bad or ['total']}); training stopped and "
+            f"{kept}.",
+            "lower the learning rate (train.<phase>.lr), check the inputs, or enable gradient clipping.",
+        )
+
+
+def copy_tree_atomic(src: Path, dst: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-"))
+    shutil.copytree(src, tmp, dirs_exist_ok=True)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
