@@ -58,7 +58,11 @@ def cached_dataset(cache_dir: str | os.PathLike, key: str, build) -> datasets.Da
     ds = build()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
-    ds.save_to_disk(str(tmp))
+    try:
+        ds.save_to_disk(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, final)
     except OSError:  # another process finished the same entry first

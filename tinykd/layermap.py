@@ -58,7 +58,7 @@ def teacher_layers(strategy: str, n_teacher: int, n_student: int, layers: Option
                 f"set distill.layers=[t1,...,t{n_student}] with values in 1..{n_teacher}.",
             )
         for m, t in enumerate(layers, start=1):
-            if not 1 <= int(t) <= n_teacher:
+            if int(t) != t or not 1 <= int(t) <= n_teacher:
                 raise TinyKDError(
                     f"Layer map out of range: student layer {m} -> teacher layer {t}, but the teacher has layers "
                     f"1..{n_teacher}.",

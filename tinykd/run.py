@@ -148,7 +148,8 @@ def check_finite(loss: torch.Tensor, parts: dict, step: int, run_dir: Path) -> N
         raise NonFiniteLossError(
             f"Loss became {float(loss)} at step {step} (non-finite parts: {bad or ['total']}); training stopped and "
             f"{kept}.",
-            "lower the learning rate (train.<phase>.lr), check the inputs, or enable gradient clipping.",
+            "lower the learning rate (train.<phase>.lr) or check the inputs. If the loss blew up over several "
+            "steps, the last checkpoint may already hold diverged weights: start a fresh run rather than resuming.",
         )
 
 

@@ -1,0 +1,66 @@
+"""Stage `pipeline`: teacher fine-tuning → general distillation → task distillation, one command.
+
+Each step is the ordinary stage with the same config, writing its own run directory
+(`runs.teacher`, `runs.general`, `runs.task`); each reads the one before through files.
+With resume=true a finished step (its results.json exists) is skipped and an interrupted
+one continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf, open_dict
+
+from stages import general, task, teacher
+from tinykd.run import atomic_write_text
+
+STEPS = (("teacher", teacher), ("general", general), ("task", task))
+
+
+def step_config(cfg, name: str):
+    """A copy of `cfg` for one step: resume only what was started and not finished."""
+    run_dir = Path(cfg.runs[name])
+    finished = (run_dir / "results.json").is_file()
+    started = (run_dir / "checkpoints" / "last.pt").is_file()
+    sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(sub):
+        sub.stage.name = name
+        sub.resume = bool(cfg.resume and started and not finished)
+    return sub, finished
+
+
+def run(cfg) -> dict:
+    results = {}
+    for name, module in STEPS:
+        sub, finished = step_config(cfg, name)
+        if cfg.resume and finished:
+            results[name] = json.loads((Path(cfg.runs[name]) / "results.json").read_text())
+            print(f"[tinykd] pipeline: {name} already finished in {cfg.runs[name]}; skipped")
+            continue
+        print(f"[tinykd] pipeline: {name}")
+        results[name] = module.run(sub)
+        if results[name].get("interrupted"):
+            return results[name]
+
+    out_dir = Path(cfg.runs.pipeline)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "stage": "pipeline",
+        "task": cfg.task.name,
+        "teacher_dev": results["teacher"]["dev"],
+        "student_dev": results["task"]["dev"],
+        "main_metric": results["task"]["main_metric"],
+        "dev": results["task"]["dev"],
+        "teacher_export": results["teacher"]["export"],
+        "general_export": results["general"]["export"],
+        "student_export": results["task"]["export"],
+        "run_dir": str(out_dir),
+    }
+    atomic_write_text(out_dir / "results.json", json.dumps(summary, indent=2))
+    m = summary["main_metric"]
+    print(f"[tinykd] pipeline done: teacher dev {m} = {summary['teacher_dev'][m]:.4f}, "
+          f"student dev {m} = {summary['student_dev'][m]:.4f}")
+    print(f"[tinykd] student exported to {summary['student_export']}")
+    return summary

@@ -1,0 +1,205 @@
+"""Stage `task`: task-specific distillation (TinyBERT §3.2, two phases).
+
+A fine-tuned teacher → the student (from the general stage, random, or a directory):
+  phase `intermediate`: embedding, attention and hidden-state losses on the task's data;
+  phase `prediction`: soft cross-entropy against the teacher's logits at temperature T
+                      (or KL·T², or MSE for regression), evaluated on dev as it goes.
+The best dev checkpoint is exported as `<run_dir>/student`, a plain
+`AutoModelForSequenceClassification` directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tinykd import build, models
+from tinykd.data import Batcher
+from tinykd.distiller import Distiller, check_compatible, features, use_attention_target
+from tinykd.engine import build_engine
+from tinykd.errors import TinyKDError
+from tinykd.evaluate import evaluate
+from tinykd.losses import prediction_loss, task_loss
+from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, load_checkpoint, prepare_run_dir,
+                        save_checkpoint, save_config, seed_everything, set_rng_state)
+
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def build_student(cfg, spec, teacher, teacher_tok):
+    """The student classifier, initialised as `student.init` says; its vocabulary must be the teacher's."""
+    init = cfg.student.init
+    if init == "random":
+        s = cfg.student
+        config = models.student_config(teacher.config, num_layers=s.num_layers, hidden_size=s.hidden_size,
+                                       num_heads=s.num_heads, intermediate_size=s.intermediate_size,
+                                       dropout=s.dropout, num_labels=spec.num_labels, label_names=spec.label_names)
+        return models.random_student(config, cfg.seed, classifier=True)
+    path = Path(cfg.stage.general_dir if init == "general" else init)
+    if not (path / "config.json").is_file():
+        if init == "general":
+            raise TinyKDError(
+                f"student.init=general, but there is no general-distilled student at {path}.",
+                "run `python -m tinykd stage=general` first (same teacher/student/debug options), or set "
+                "student.init=random, or student.init=<model directory>.",
+            )
+        raise TinyKDError(f"student.init path {path} does not exist or has no config.json.",
+                          "set student.init=general, random, or an existing model directory.")
+    check_vocab = models.load_tokenizer(str(path), "student")
+    models.check_same_vocab(check_vocab, teacher_tok, str(path), "teacher")
+    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student")
+
+
+def run(cfg) -> dict:
+    build.set_threads(cfg)
+    seed_everything(cfg.seed)
+    spec = build.task_spec(cfg)
+
+    # --- build: the fine-tuned teacher (frozen), the student, matches and projections, data
+    teacher_dir = build.finetuned_teacher_dir(cfg)
+    tokenizer = models.load_tokenizer(teacher_dir)
+    teacher = models.freeze(models.load_classifier(teacher_dir, spec.num_labels, spec.label_names, "teacher"))
+    student = build_student(cfg, spec, teacher, tokenizer)
+    matches = build.matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+    check_compatible(student.config, teacher.config, matches, cfg.distill.attention_heads,
+                     cfg.distill.attention_target)
+    distiller = Distiller(matches, student.config.hidden_size, teacher.config.hidden_size,
+                          cfg.distill.attention_heads, cfg.distill.mask_padding)
+    for m in (teacher, student):
+        use_attention_target(m, cfg.distill.attention_target)
+    train_ds = build.task_split(cfg, tokenizer, "train")
+    dev_ds = build.task_split(cfg, tokenizer, "dev")
+
+    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
+    save_config(run_dir, cfg)
+    print(f"[tinykd] stage=task task={spec.name} teacher={teacher_dir} student.init={cfg.student.init} "
+          f"train={len(train_ds)} dev={len(dev_ds)} run_dir={run_dir}")
+    trainable = nn.ModuleDict({"student": student, "distiller": distiller})
+    logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
+
+    ckpt = load_checkpoint(run_dir) if cfg.resume else None
+    phases = list(cfg.stage.phases)
+    unknown = set(phases) - {"intermediate", "prediction"}
+    if unknown or not phases:
+        raise TinyKDError(f"Unknown task phases {sorted(unknown) or phases}.",
+                          "set stage.phases to a list of intermediate and/or prediction.")
+    best = None if ckpt is None else ckpt["best"]
+    if ckpt is not None:
+        trainable.load_state_dict(ckpt["model"])
+        print(f"[tinykd] resuming phase {ckpt['phase']} at step {ckpt['step']}")
+
+    # `steps_done` counts optimizer steps taken in this process, across phases (interrupt_after)
+    ctx = dict(cfg=cfg, spec=spec, teacher=teacher, student=student, distiller=distiller, trainable=trainable,
+               tokenizer=tokenizer, train_ds=train_ds, dev_ds=dev_ds, run_dir=run_dir, logger=logger,
+               steps_done=[0])
+    for index, name in enumerate(phases):
+        if ckpt is not None and index < ckpt["phase_index"]:
+            continue
+        resume_state = ckpt if (ckpt is not None and index == ckpt["phase_index"]) else None
+        best, interrupted = train_phase(name, index, best, resume_state, **ctx)
+        if interrupted:
+            logger.close()
+            return {"run_dir": str(run_dir), "interrupted": True}
+
+    if best is None:  # no prediction phase ran: evaluate and export the final student
+        best = {"dev": evaluate(student, dev_ds, tokenizer, spec, cfg.train.task_prediction.eval_batch_size,
+                                next(student.parameters()).device), "step": None, "phase": phases[-1]}
+        models.export(student, tokenizer, run_dir / "student")
+    logger.close()
+    out = run_dir / "student"
+    result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
+              "main_metric": spec.main_metric, "best_step": best["step"], "teacher": teacher_dir}
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    print(f"[tinykd] student dev {spec.main_metric} = {best['dev'][spec.main_metric]:.4f} (best step {best['step']})")
+    print(f"[tinykd] exported student: {out}")
+    return result
+
+
+def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student, distiller, trainable, tokenizer,
+                train_ds, dev_ds, run_dir, logger, steps_done):
+    """One phase's loop. Returns (best dev record, interrupted?)."""
+    phase = cfg.train.task_intermediate if name == "intermediate" else cfg.train.task_prediction
+    batcher = Batcher(train_ds, tokenizer, phase.batch_size, cfg.seed)
+    total = build.total_steps(phase, batcher.batches_per_epoch)
+    engine = build_engine(cfg.engine, phase, trainable, total)
+    device = engine.device
+    teacher.to(device)
+    step = 0
+    if resume_state is not None:
+        engine.load_state_dict(resume_state["engine"])
+        step = resume_state["step"]
+        set_rng_state(resume_state["rng"])
+    w = cfg.distill.weights
+    main = spec.main_metric
+
+    def checkpoint():
+        save_checkpoint(run_dir, {"phase": name, "phase_index": index, "step": step, "model": trainable.state_dict(),
+                                  "engine": engine.state_dict(), "best": best})
+
+    def evaluate_and_keep_best():
+        nonlocal best
+        metrics = evaluate(student, dev_ds, tokenizer, spec, phase.eval_batch_size, device)
+        logger.log({"phase": name, "step": step, **{f"dev/{k}": v for k, v in metrics.items()}})
+        if best is None or metrics[main] > best["dev"][main]:
+            best = {"dev": metrics, "step": step, "phase": name}
+            models.export(student, tokenizer, run_dir / "student")
+
+    trainable.train()
+    bar = tqdm(total=total, initial=step, desc=f"task/{name}", disable=not cfg.progress or step >= total)
+    seen, t0 = 0, time.perf_counter()
+    for batch in batcher.iterate(engine.micro) if step < total else []:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+        if name == "intermediate":
+            # 1. teacher features under no_grad; 2. student features; 3. matched losses
+            with torch.no_grad(), engine.autocast():
+                t_out = features(teacher, inputs, distiller.needs_attentions)
+            with engine.autocast():
+                s_out = features(student, inputs, distiller.needs_attentions)
+                loss, parts = distiller(s_out, t_out, batch["attention_mask"])
+        else:
+            # Only logits are needed: no hidden states or attention maps are returned.
+            with torch.no_grad(), engine.autocast():
+                t_logits = teacher(**inputs).logits
+            with engine.autocast():
+                s_logits = student(**inputs).logits
+                pred = prediction_loss(s_logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
+                                       spec.is_regression)
+                parts = {"prediction": pred.detach()}
+                loss = w.prediction * pred
+                if w.hard_label:
+                    hard = task_loss(s_logits, batch["labels"], spec.is_regression)
+                    parts["hard_label"] = hard.detach()
+                    loss = loss + w.hard_label * hard
+        check_finite(loss, parts, step + 1, run_dir)
+        engine.backward(loss)
+        seen += batch["input_ids"].size(0)
+        if not engine.step():
+            continue
+        step += 1
+        steps_done[0] += 1
+        rate = seen / (time.perf_counter() - t0)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{engine.lr():.2e}", ex_s=f"{rate:.0f}")
+        if step % phase.log_every == 0 or step == total:
+            logger.log({"phase": name, "step": step, "loss": loss.item(), "lr": engine.lr(), "examples_per_s": rate,
+                        **{f"loss/{k}": v.item() for k, v in parts.items()}})
+        if name == "prediction" and ((phase.eval_every and step % phase.eval_every == 0) or step == total):
+            evaluate_and_keep_best()
+        interrupted = cfg.interrupt_after is not None and steps_done[0] >= cfg.interrupt_after
+        if step % phase.save_every == 0 or step == total or interrupted:
+            checkpoint()
+        if interrupted and step < total:
+            bar.close()
+            print(f"[tinykd] interrupted in phase {name} after step {step}/{total}; resume=true continues. "
+                  f"run_dir={run_dir}")
+            return best, True
+        if step >= total:
+            break
+    bar.close()
+    return best, False

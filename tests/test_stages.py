@@ -1,0 +1,139 @@
+"""Stage tier: every stage on debug=smoke (tiny random models built on the fly), artefacts on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_stage
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from tinykd import models
+from tinykd.data import eval_batches
+from tinykd.tasks import get_task
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_teacher_stage(make_cfg):
+    res = run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke"))
+    run_dir = Path(res["run_dir"])
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+    final = records[-1]
+    assert final["dev/accuracy"] == pytest.approx(res["dev"]["accuracy"])
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "teacher")
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert 0.0 <= res["dev"]["accuracy"] <= 1.0
+
+
+def test_general_stage_exports_plain_student(make_cfg):
+    res = run_stage(make_cfg("stage=general", "debug=smoke"))
+    run_dir = Path(res["run_dir"])
+    records = read_metrics(run_dir)
+    parts = {k for r in records for k in r if k.startswith("loss/")}
+    assert parts == {"loss/embedding/0", "loss/attention/1", "loss/attention/2", "loss/hidden/1", "loss/hidden/2"}
+    losses = [r["loss"] for r in records]
+    assert losses[-1] < losses[0], "general distillation should reduce the loss on the smoke run"
+    config = json.loads((run_dir / "student" / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"]
+    assert config["num_hidden_layers"] == 2 and config["hidden_size"] == 32
+    assert "tinykd" not in json.dumps(config), "the exported config must not name tinykd's attention functions"
+    # the projections live in the checkpoint (distiller), never in the exported student
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert any(k.startswith("distiller.hidden_proj") for k in ckpt["model"])
+    from safetensors.torch import load_file
+
+    assert not any("proj" in k for k in load_file(run_dir / "student" / "model.safetensors"))
+
+
+@pytest.fixture
+def distilled(make_cfg):
+    """teacher → general → task on smoke, in one runs directory."""
+    run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke"))
+    run_stage(make_cfg("stage=general", "debug=smoke"))
+    return make_cfg
+
+
+def test_task_stage_two_phases_and_best_export(distilled):
+    res = run_stage(distilled("stage=task", "task=sst2", "debug=smoke"))
+    run_dir = Path(res["run_dir"])
+    records = read_metrics(run_dir)
+    phases = [r["phase"] for r in records if "loss" in r]
+    assert phases.index("prediction") > phases.index("intermediate")
+    assert phases == sorted(phases, key=["intermediate", "prediction"].index)
+    evals = [r for r in records if "dev/accuracy" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    assert res["dev"]["accuracy"] == max(r["dev/accuracy"] for r in evals)
+    # The exported best student scores the same with plain transformers as in-framework.
+    ev = run_stage(distilled("stage=eval", "task=sst2", "debug=smoke", f"model={res['export']}"))
+    assert ev["dev"]["accuracy"] == pytest.approx(res["dev"]["accuracy"], abs=1e-9)
+
+
+def test_exported_student_reloads_with_identical_logits(distilled):
+    """With one phase the export is the final state: rebuild it from the checkpoint and compare logits."""
+    res = run_stage(distilled("stage=task", "task=sst2", "debug=smoke", "stage.phases=[intermediate]"))
+    run_dir = Path(res["run_dir"])
+    exported = AutoModelForSequenceClassification.from_pretrained(run_dir / "student").eval()
+    tok = AutoTokenizer.from_pretrained(run_dir / "student")
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    student_state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+    rebuilt = BertForSequenceClassification(BertConfig.from_pretrained(run_dir / "student")).eval()
+    rebuilt.load_state_dict(student_state)
+    batch = tok(["a gorgeous , witty , seductive movie .", "bad"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a, b = exported(**batch).logits, rebuilt(**batch).logits
+    assert torch.equal(a, b)
+
+
+def test_teacher_frozen_and_unchanged(distilled, monkeypatch):
+    """Spy on the real `models.freeze` to keep the teacher the task stage trains against."""
+    seen = []
+    real_freeze = models.freeze
+
+    def spy(model):
+        seen.append(real_freeze(model))
+        return seen[-1]
+
+    monkeypatch.setattr(models, "freeze", spy)
+    res = run_stage(distilled("stage=task", "task=sst2", "debug=smoke"))
+    (teacher,) = seen
+    assert not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    fresh = AutoModelForSequenceClassification.from_pretrained(res["teacher"])
+    for (k, a), (_, b) in zip(teacher.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), f"teacher weight {k} changed during distillation"
+
+
+def test_pipeline_chains_all_stages(make_cfg):
+    res = run_stage(make_cfg("stage=pipeline", "task=sst2", "debug=smoke"))
+    assert Path(res["student_export"], "config.json").is_file()
+    assert Path(res["teacher_export"], "config.json").is_file()
+    summary = json.loads(Path(res["run_dir"], "results.json").read_text())
+    assert summary["student_dev"] == res["dev"]
+    # resume=true skips finished steps: nothing is retrained, the results are the same
+    again = run_stage(make_cfg("stage=pipeline", "task=sst2", "debug=smoke", "resume=true"))
+    assert again["student_dev"] == res["student_dev"]
+
+
+def test_regression_task_uses_mse(distilled):
+    """STS-B: one output, MSE prediction loss, Pearson/Spearman metrics."""
+    run_stage(distilled("stage=teacher", "task=stsb", "debug=smoke"))
+    res = run_stage(distilled("stage=task", "task=stsb", "debug=smoke"))
+    assert set(res["dev"]) == {"pearson", "spearman"}
+    assert res["main_metric"] == "pearson"
+    assert get_task("stsb").num_labels == 1
+
+
+def test_cli_smoke_stage_prints_run_dir(cli, runs_dir):
+    proc = cli("stage=teacher", "task=sst2", "debug=smoke")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "run_dir=" in proc.stdout and "teacher dev accuracy" in proc.stdout
+    assert "exported teacher:" in proc.stdout
