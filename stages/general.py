@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from tinykd import build, models
 from tinykd.data import Batcher
-from tinykd.distiller import Distiller, check_compatible, features, use_attention_target
+from tinykd.distiller import features
 from tinykd.engine import build_engine
 from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, load_checkpoint, prepare_run_dir,
                         save_checkpoint, save_config, seed_everything, set_rng_state)
@@ -36,13 +36,7 @@ def run(cfg) -> dict:
                               num_heads=s.num_heads, intermediate_size=s.intermediate_size, dropout=s.dropout),
         cfg.seed, classifier=False,
     )
-    matches = build.matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
-    check_compatible(student.config, teacher.config, matches, cfg.distill.attention_heads,
-                     cfg.distill.attention_target)
-    distiller = Distiller(matches, student.config.hidden_size, teacher.config.hidden_size,
-                          cfg.distill.attention_heads, cfg.distill.mask_padding)
-    for m in (teacher, student):
-        use_attention_target(m, cfg.distill.attention_target)
+    distiller = build.distiller(cfg, student, teacher)
     corpus = build.corpus(cfg, tokenizer)
 
     run_dir = prepare_run_dir(cfg.runs.general, cfg.resume)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from tinykd import build, models
 from tinykd.data import Batcher
-from tinykd.distiller import Distiller, check_compatible, features, use_attention_target
+from tinykd.distiller import features
 from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
@@ -65,13 +65,7 @@ def run(cfg) -> dict:
     tokenizer = models.load_tokenizer(teacher_dir)
     teacher = models.freeze(models.load_classifier(teacher_dir, spec.num_labels, spec.label_names, "teacher"))
     student = build_student(cfg, spec, teacher, tokenizer)
-    matches = build.matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
-    check_compatible(student.config, teacher.config, matches, cfg.distill.attention_heads,
-                     cfg.distill.attention_target)
-    distiller = Distiller(matches, student.config.hidden_size, teacher.config.hidden_size,
-                          cfg.distill.attention_heads, cfg.distill.mask_padding)
-    for m in (teacher, student):
-        use_attention_target(m, cfg.distill.attention_target)
+    distiller = build.distiller(cfg, student, teacher)
     train_ds = build.task_split(cfg, tokenizer, "train")
     dev_ds = build.task_split(cfg, tokenizer, "dev")
 

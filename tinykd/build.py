@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from tinykd import data, models
+from tinykd.distiller import Distiller, check_compatible, use_attention_target
 from tinykd.errors import TinyKDError
 from tinykd.layermap import LayerMatch, format_table, resolve_matches
 from tinykd.tasks import TaskSpec, get_task
@@ -71,6 +72,16 @@ def matches(cfg, n_teacher: int, n_student: int, features=("embedding", "attenti
     print(f"[tinykd] layer map ({cfg.distill.layer_map}; teacher {n_teacher} layers, student {n_student}):")
     print(format_table(found))
     return found
+
+
+def distiller(cfg, student, teacher):
+    """Matches, projections and attention capture for a student/teacher pair, validated."""
+    found = matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+    check_compatible(student.config, teacher.config, found, cfg.distill.attention_heads, cfg.distill.attention_target)
+    for m in (teacher, student):
+        use_attention_target(m, cfg.distill.attention_target)
+    return Distiller(found, student.config.hidden_size, teacher.config.hidden_size, cfg.distill.attention_heads,
+                     cfg.distill.mask_padding)
 
 
 def total_steps(phase, batches_per_epoch: int) -> int:

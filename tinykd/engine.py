@@ -13,11 +13,14 @@ torch engine here and the DeepSpeed engine satisfy the same calls:
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import ContextManager, Protocol
 
 import torch
 from torch import nn
 from transformers import get_scheduler
+
+from tinykd.errors import NonFiniteLossError, TinyKDError
 
 
 class Engine(Protocol):
@@ -80,6 +83,14 @@ class TorchEngine:
             return False
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+        if not math.isfinite(self.last_grad_norm):
+            # Checked before the update, so the weights (and any checkpoint) stay as they were.
+            raise NonFiniteLossError(
+                f"The gradient norm became {self.last_grad_norm} (the loss itself was finite); training stopped "
+                "before the update.",
+                "lower the learning rate (train.<phase>.lr) or check the inputs; resume=true continues from the "
+                "last checkpoint.",
+            )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -112,6 +123,4 @@ def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int) -> 
             precision=engine_cfg.precision,
             device=pick_device(engine_cfg.device),
         )
-    from tinykd.errors import TinyKDError
-
     raise TinyKDError(f"Unknown engine '{engine_cfg.name}'.", "use engine=torch.")

