@@ -147,7 +147,7 @@ def check_finite(loss: torch.Tensor, parts: dict, step: int, run_dir: Path) -> N
         kept = f"the last good checkpoint is {ckpt} (resume=true continues from it)" if ckpt.is_file() else \
             "no checkpoint had been written yet"
         raise NonFiniteLossError(
-            f"Loss became {float(loss)} at step {step} (non-finite parts: {bad or ['total']}); training stopped and "
+            f"Loss became {float(loss.detach())} at step {step} (non-finite parts: {bad or ['total']}); training stopped and "
             f"{kept}.",
             "lower the learning rate (train.<phase>.lr) or check the inputs. If the loss blew up over several "
             "steps, the last checkpoint may already hold diverged weights: start a fresh run rather than resuming.",
