@@ -266,3 +266,11 @@ def test_resume_without_checkpoint(make_cfg):
             f"resume=true but {Path(cfg.runs.teacher) / 'checkpoints' / 'last.pt'} does not exist")) as e:
         run_stage(cfg)
     assert "drop resume=true" in e.value.fix
+
+
+def test_hub_dataset_while_offline(make_cfg, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TinyKDError, match="Could not load GLUE sst2 from the Hugging Face hub") as e:
+        run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke", "task.source=hub"))
+    assert "task.source=tsv" in e.value.fix
