@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run test test-slow clean
+.PHONY: help install run sweep test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,11 @@ $(STAMP): pyproject.toml
 
 run: install  ## the main job: teacher -> general -> task distillation on SST-2 (~10 min on 2 CPU cores)
 	$(PY) -m tinykd stage=pipeline task=sst2
+
+sweep: install  ## Optuna search over task distillation on SST-2 (~20 min), then a leaderboard and plot
+	# The teacher is fine-tuned once (reuse=true: skipped when already done) and shared by every trial.
+	$(PY) -m tinykd experiment=sweep_sst2 stage=teacher task=sst2 reuse=true
+	$(PY) -m tinykd -m experiment=sweep_sst2 hparams_search=sst2_optuna stage=task task=sst2
 
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q

@@ -1,22 +1,31 @@
 """The dispatcher: Hydra composes `conf/`, then the stage named by `stage=` runs.
 
 Stages live in `stages/<name>.py` (beside this package), each with `run(cfg) -> dict`.
-A `TinyKDError` (bad input) is printed as one line and exits with status 2.
+A `TinyKDError` (bad input) is printed as one line and exits with status 2. In a multirun
+each job is a sweep trial: its record goes to `trial.json`, and a crash is recorded there
+as a failed trial while the sweep goes on.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
+import time
+import traceback
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tinykd import config
+from tinykd import config, sweep
 from tinykd.errors import TinyKDError
+from tinykd.run import CHECKPOINT, config_differences
 
-STAGES = ("teacher", "general", "task", "eval", "pipeline")
+STAGES = ("teacher", "general", "task", "eval", "pipeline", "summarize")
 
 config.register()
 sys.path.insert(0, str(config.REPO_ROOT))  # so that `stages` imports from a source checkout
@@ -26,19 +35,67 @@ def run_stage(cfg: DictConfig) -> dict:
     name = cfg.stage.name
     if name not in STAGES:
         raise TinyKDError(f"Unknown stage '{name}'.", f"choose one of: {', '.join(STAGES)} (stage=<name>).")
+    run_dir = Path(cfg.runs[name]) if name in cfg.runs else None
+    if cfg.reuse and run_dir is not None:
+        if (run_dir / "results.json").is_file():
+            diff = config_differences(run_dir / "config.yaml", cfg)
+            if diff:
+                raise TinyKDError(
+                    f"{run_dir} holds a finished run with a different configuration (differs in: {diff[:8]}).",
+                    "refusing to mix them: use another run directory (paths.runs=... or hydra.sweep.dir=...), "
+                    "or drop reuse=true to start over (the old run is moved aside).",
+                )
+            print(f"[tinykd] reuse: {name} already finished in {run_dir}")
+            return json.loads((run_dir / "results.json").read_text())
+        if (run_dir / CHECKPOINT).is_file() and not cfg.resume:
+            cfg = cfg.copy()
+            with open_dict(cfg):
+                cfg.resume = True
     return importlib.import_module(f"stages.{name}").run(cfg)
+
+
+def run_trial(cfg: DictConfig) -> float | None:
+    """One multirun job: run the stage, record the trial, never let a crash stop the sweep."""
+    hc = HydraConfig.get()
+    trial_dir = Path(hc.runtime.output_dir)
+    # The stage's run directory is the trial's own; what other stages made (runs.teacher, ...) is shared.
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.runs[cfg.stage.name] = str(trial_dir)
+    old = json.loads((trial_dir / sweep.TRIAL).read_text()) if (trial_dir / sweep.TRIAL).is_file() else None
+    if cfg.reuse and old and old["status"] == "finished":
+        run_stage(cfg)  # checks the finished run's config matches, then returns its results unchanged
+        return old["metric"]
+    record = {"num": hc.job.num, "overrides": list(hc.overrides.task), "status": "running",
+              "metric_name": None, "metric": None, "seconds": None, "error": None}
+    t0 = time.perf_counter()
+    sweep.write_trial(trial_dir, record)
+    try:
+        result = run_stage(cfg)
+        if result.get("interrupted"):
+            raise RuntimeError("interrupted before the end (interrupt_after)")
+        record.update(status="finished", metric_name=result.get("main_metric"), metric=sweep.trial_metric(result),
+                      seconds=round(time.perf_counter() - t0, 1), result=result)
+    except Exception as e:  # recorded, summarised, and the sweep goes on
+        record.update(status="failed", seconds=round(time.perf_counter() - t0, 1),
+                      error=f"{type(e).__name__}: {e}")
+        print(f"[tinykd] trial {hc.job.num} failed: {record['error']}", file=sys.stderr)
+        if not isinstance(e, TinyKDError):
+            traceback.print_exc()
+    sweep.write_trial(trial_dir, record)
+    return record["metric"]
 
 
 @hydra.main(version_base="1.3", config_path=str(config.REPO_ROOT / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig):
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return run_trial(cfg)
     try:
         result = run_stage(cfg)
     except TinyKDError as e:
         print(f"error: {e.problem}" + (f"\n  fix: {e.fix}" if e.fix else ""), file=sys.stderr)
         sys.exit(2)
-    metric = result.get("main_metric")
-    # Hydra's optimisation sweepers read the return value.
-    return result.get("dev", {}).get(metric) if metric else None
+    return sweep.trial_metric(result)
 
 
 def main() -> int:

@@ -185,6 +185,10 @@ class Config:
     # Stop after this many optimizer steps in this process, as if interrupted (time-boxed or
     # preemptible jobs); `resume=true` continues from the checkpoint written at that point.
     interrupt_after: Optional[int] = None
+    # A finished run in the stage's run directory (results.json) is returned as it is, if its
+    # config matches; an unfinished one resumes from its checkpoint. Sweeps use this.
+    reuse: bool = False
+    dir: Optional[str] = None  # summarize stage: the sweep directory
 
 
 def register() -> None:

@@ -27,8 +27,9 @@ CHECKPOINT = "checkpoints/last.pt"
 
 
 def prepare_run_dir(path: str, resume: bool) -> Path:
-    """Create the run directory. Without `resume`, an earlier run there is moved aside
-    (`<dir>.prev-<time>`), never deleted; with it, its checkpoint must exist."""
+    """Create the run directory. Without `resume`, an earlier run there (a checkpoint or
+    results) is moved aside (`<dir>.prev-<time>`), never deleted; with it, its checkpoint
+    must exist."""
     run_dir = Path(path)
     if resume:
         if not (run_dir / CHECKPOINT).is_file():
@@ -37,11 +38,12 @@ def prepare_run_dir(path: str, resume: bool) -> Path:
                 "drop resume=true to start a new run, or point the run at the directory of the interrupted run.",
             )
         return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if (run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file():
         aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(run_dir, aside)
         print(f"[tinykd] an earlier run in {run_dir} was moved to {aside}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # left by a run that stopped before its first checkpoint
     return run_dir
 
 
@@ -153,3 +155,28 @@ def check_finite(loss: torch.Tensor, parts: dict, step: int, run_dir: Path) -> N
             "steps, the last checkpoint may already hold diverged weights: start a fresh run rather than resuming.",
         )
 
+
+
+# Keys that do not change what a run computes.
+VOLATILE_KEYS = ("resume", "reuse", "progress", "interrupt_after", "logger")
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(stored_yaml: Path, cfg) -> list[str]:
+    """Keys whose resolved values differ between a run's stored config.yaml and `cfg`."""
+    if not stored_yaml.is_file():
+        return ["config.yaml missing"]
+    a = _flatten(OmegaConf.to_container(OmegaConf.load(stored_yaml), resolve=True))
+    b = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k.split(".")[0] not in VOLATILE_KEYS and a.get(k) != b.get(k)]
