@@ -119,3 +119,15 @@ def test_summarize_stage_errors(make_cfg, tmp_path):
         run_stage(make_cfg("stage=summarize"))
     with pytest.raises(TinyKDError, match="No trials"):
         run_stage(make_cfg("stage=summarize", f"dir={tmp_path}"))
+
+
+def test_optuna_search_space_runs(smoke_prereqs, runs_dir):
+    """conf/hparams_search/sst2_optuna.yaml through the Optuna sweeper, two trials."""
+    sweep_dir = runs_dir / "opt"
+    proc = multirun(sweep_dir, "hparams_search=sst2_optuna", "hydra.sweeper.n_trials=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
+    assert len(rows) == 2 and all(r["status"] == "finished" for r in rows)
+    swept = json.loads((sweep_dir / "sweep.json").read_text())["swept"]
+    assert {"distill.temperature", "distill.attention_target", "distill.layer_map", "train.task_prediction.lr",
+            "distill.weights.attention", "distill.weights.hidden", "distill.weights.prediction"} <= set(swept)
