@@ -137,3 +137,17 @@ def test_cli_smoke_stage_prints_run_dir(cli, runs_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "run_dir=" in proc.stdout and "teacher dev accuracy" in proc.stdout
     assert "exported teacher:" in proc.stdout
+
+
+def test_reuse_returns_finished_run_and_refuses_another_config(make_cfg):
+    from tinykd.errors import TinyKDError
+
+    first = run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke"))
+    mtime = (Path(first["run_dir"]) / "results.json").stat().st_mtime_ns
+    # another stage's budget does not change the teacher: the finished run is returned as it is
+    again = run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke", "reuse=true",
+                               "train.task_prediction.lr=0.5"))
+    assert again == first
+    assert (Path(first["run_dir"]) / "results.json").stat().st_mtime_ns == mtime
+    with pytest.raises(TinyKDError, match=r"different configuration \(differs in: \['train.teacher.lr'\]"):
+        run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke", "reuse=true", "train.teacher.lr=0.5"))

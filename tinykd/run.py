@@ -172,11 +172,24 @@ def _flatten(d, prefix=""):
     return out
 
 
+# The optimiser blocks (train.<phase>) each stage reads; another stage's budget does not change its result.
+STAGE_PHASES = {"teacher": ("teacher",), "general": ("general",), "task": ("task_intermediate", "task_prediction")}
+
+
 def config_differences(stored_yaml: Path, cfg) -> list[str]:
-    """Keys whose resolved values differ between a run's stored config.yaml and `cfg`."""
+    """Keys whose resolved values differ between a run's stored config.yaml and `cfg`,
+    leaving out keys that cannot change the stage's result."""
     if not stored_yaml.is_file():
         return ["config.yaml missing"]
     a = _flatten(OmegaConf.to_container(OmegaConf.load(stored_yaml), resolve=True))
     b = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    phases = STAGE_PHASES.get(cfg.stage.name)
+
+    def matters(k: str) -> bool:
+        top = k.split(".")[0]
+        if top in VOLATILE_KEYS:
+            return False
+        return not (top == "train" and phases is not None and k.split(".")[1] not in phases)
+
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if k.split(".")[0] not in VOLATILE_KEYS and a.get(k) != b.get(k)]
+    return [k for k in keys if matters(k) and a.get(k) != b.get(k)]
