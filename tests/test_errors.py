@@ -84,12 +84,13 @@ def test_unknown_stage_lists_the_stages(cli):
     r = cli("stage=nope")
     assert r.returncode != 0
     assert "Could not find 'stage/nope'" in r.stderr
-    assert hydra_options(r.stderr, "stage") == {"teacher", "general", "task", "eval", "pipeline"}
+    assert hydra_options(r.stderr, "stage") == set(STAGES)
+    assert {"teacher", "general", "task", "eval", "pipeline"} <= set(STAGES)
 
 
 @pytest.mark.parametrize(
     ("group", "choices"),
-    [("task", set(TASKS)), ("student", {"tiny", "tinybert4", "tinybert6"})],
+    [("task", set(TASKS)), ("student", {p.stem for p in (REPO / "conf" / "student").glob("*.yaml")})],
 )
 def test_unknown_group_option_lists_the_choices(cli, group, choices):
     r = cli("stage=teacher", f"{group}=nope")

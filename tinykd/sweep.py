@@ -194,7 +194,7 @@ def plot(path: Path, rows: list[dict], params: list[str], metric: str) -> None:
         ax.scatter(xs, [r[metric] for r in done], color="tab:blue", alpha=0.8, label="trial")
         if done:
             ax.scatter([xs[0]], [done[0][metric]], marker="*", s=250, color="tab:red", label="best", zorder=3)
-        if numeric and values and min(values) > 0 and max(values) / min(values) >= 50:
+        if numeric and values and min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
         ax.set_xlabel(key)
         ax.set_ylabel(f"dev {metric}")
