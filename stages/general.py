@@ -18,8 +18,8 @@ from tinykd import build, models
 from tinykd.data import Batcher
 from tinykd.distiller import features
 from tinykd.engine import build_engine
-from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, load_checkpoint, prepare_run_dir,
-                        save_checkpoint, save_config, seed_everything, set_rng_state)
+from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, prepare_run_dir, restore, save_checkpoint,
+                        save_config, seed_everything)
 
 
 def run(cfg) -> dict:
@@ -52,14 +52,7 @@ def run(cfg) -> dict:
     teacher.to(device)
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")
 
-    step = 0
-    ckpt = load_checkpoint(run_dir) if cfg.resume else None
-    if ckpt is not None:
-        trainable.load_state_dict(ckpt["model"])
-        engine.load_state_dict(ckpt["engine"])
-        step = ckpt["step"]
-        set_rng_state(ckpt["rng"])
-        print(f"[tinykd] resumed from step {step}")
+    step = restore(run_dir, cfg.resume, trainable, engine)
 
     # --- loop
     trainable.train()

@@ -17,8 +17,8 @@ from tinykd.data import Batcher
 from tinykd.engine import build_engine
 from tinykd.evaluate import evaluate
 from tinykd.losses import task_loss
-from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, load_checkpoint, prepare_run_dir,
-                        save_checkpoint, save_config, seed_everything, set_rng_state)
+from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, prepare_run_dir, restore, save_checkpoint,
+                        save_config, seed_everything)
 
 
 def run(cfg) -> dict:
@@ -43,14 +43,7 @@ def run(cfg) -> dict:
     device = engine.device
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "teacher")
 
-    step, best = 0, None
-    ckpt = load_checkpoint(run_dir) if cfg.resume else None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        engine.load_state_dict(ckpt["engine"])
-        step = ckpt["step"]
-        set_rng_state(ckpt["rng"])
-        print(f"[tinykd] resumed from step {step}")
+    step = restore(run_dir, cfg.resume, model, engine)
 
     # --- loop: one optimizer step per `grad_accum` micro-batches, counted in steps
     model.train()

@@ -46,3 +46,13 @@ def test_task_resume_across_phases(make_cfg, tmp_path):
     rest = run_stage(make_cfg("stage=task", *common, f"paths.runs={tmp_path}/b", "resume=true"))
     assert_same(final_weights(whole["run_dir"]), final_weights(rest["run_dir"]))
     assert rest["dev"]["accuracy"] == whole["dev"]["accuracy"]
+
+
+def test_teacher_resume_equals_uninterrupted(make_cfg, tmp_path):
+    common = ["stage=teacher", "task=sst2", "debug=smoke"]
+    whole = run_stage(make_cfg(*common, f"paths.runs={tmp_path}/a"))
+    part = run_stage(make_cfg(*common, f"paths.runs={tmp_path}/b", "interrupt_after=4"))
+    assert part["interrupted"] and part["step"] == 4
+    rest = run_stage(make_cfg(*common, f"paths.runs={tmp_path}/b", "resume=true"))
+    assert_same(final_weights(whole["run_dir"]), final_weights(rest["run_dir"]))
+    assert rest["dev"] == whole["dev"]

@@ -96,6 +96,19 @@ def save_checkpoint(run_dir: Path, state: dict) -> Path:
     return path
 
 
+def restore(run_dir: Path, resume: bool, module: torch.nn.Module, engine) -> int:
+    """With `resume`, load model, optimizer/scheduler and RNG state from the run's checkpoint.
+    Returns the step to continue from (0 for a fresh run)."""
+    ckpt = load_checkpoint(run_dir) if resume else None
+    if ckpt is None:
+        return 0
+    module.load_state_dict(ckpt["model"])
+    engine.load_state_dict(ckpt["engine"])
+    set_rng_state(ckpt["rng"])
+    print(f"[tinykd] resumed from step {ckpt['step']}")
+    return ckpt["step"]
+
+
 def load_checkpoint(run_dir: Path) -> Optional[dict]:
     path = run_dir / CHECKPOINT
     if not path.is_file():
