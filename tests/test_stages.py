@@ -11,7 +11,6 @@ from conftest import run_stage
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from tinykd import models
-from tinykd.data import eval_batches
 from tinykd.tasks import get_task
 
 

@@ -316,9 +316,6 @@ class Batcher:
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
         self.batches_per_epoch = math.ceil(len(ds) / batch_size)
 
-    def collate_rows(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return self.collate(rows)
-
     def iterate(self, start_micro_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         epoch, offset = divmod(start_micro_step, self.batches_per_epoch)
         while True:

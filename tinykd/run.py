@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
