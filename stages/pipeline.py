@@ -1,7 +1,10 @@
-"""Stage `pipeline`: teacher fine-tuning → general distillation → task distillation, one command.
+"""Stage `pipeline`: teacher fine-tuning → general distillation → (augmentation →) task
+distillation, one command.
 
 Each step is the ordinary stage with the same config, writing its own run directory
-(`runs.teacher`, `runs.general`, `runs.task`); each reads the one before through files.
+(`runs.teacher`, `runs.general`, `runs.augment`, `runs.task`); each reads the one before
+through files. With `stage.augment=true` the augment stage runs before task distillation,
+which then trains on its output (the teacher still fine-tunes on the original data).
 With resume=true a finished step (its results.json exists) is skipped and an interrupted
 one continues from its checkpoint.
 """
@@ -13,10 +16,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from stages import general, task, teacher
+from stages import augment, general, task, teacher
 from tinykd.run import atomic_write_text
 
-STEPS = (("teacher", teacher), ("general", general), ("task", task))
+STEPS = (("teacher", teacher), ("general", general), ("augment", augment), ("task", task))
 
 
 def step_config(cfg, name: str):
@@ -34,8 +37,13 @@ def step_config(cfg, name: str):
 def run(cfg) -> dict:
     results = {}
     for name, module in STEPS:
+        if name == "augment" and not cfg.stage.augment:
+            continue
         sub, finished = step_config(cfg, name)
-        if cfg.resume and finished:
+        if name == "task" and cfg.stage.augment:  # task distillation (only) trains on the augmented set
+            with open_dict(sub):
+                sub.task.augmented = str(Path(cfg.runs.augment) / augment.DATA)
+        if cfg.resume and finished and name != "augment":  # augment checks its own settings and shards
             results[name] = json.loads((Path(cfg.runs[name]) / "results.json").read_text())
             print(f"[tinykd] pipeline: {name} already finished in {cfg.runs[name]}; skipped")
             continue
@@ -55,6 +63,7 @@ def run(cfg) -> dict:
         "dev": results["task"]["dev"],
         "teacher_export": results["teacher"]["export"],
         "general_export": results["general"]["export"],
+        "augmented": results["augment"]["data"] if "augment" in results else None,
         "student_export": results["task"]["export"],
         "run_dir": str(out_dir),
     }

@@ -299,20 +299,38 @@ def _max_len(model, max_len: Optional[int]) -> int:
     return max_len or getattr(model.config, "max_position_embeddings", 512)
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, same_length: bool) -> list[list[int]]:
+    """Batches of indices into `lengths` (sorted ascending): at most `batch_size` rows and
+    `max_tokens` padded tokens each, and with `same_length` only rows of one length."""
+    out: list[list[int]] = []
+    for i, n in enumerate(lengths):
+        cur = out[-1] if out else None
+        if (cur is None or len(cur) >= batch_size or (len(cur) + 1) * n > max_tokens
+                or (same_length and lengths[cur[0]] != n)):
+            out.append([i])
+        else:
+            cur.append(i)
+    return out
+
+
 def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
-                   k: int, batch_size: int = 64, max_len: Optional[int] = None) -> list[dict[int, list[str]]]:
+                   k: int, batch_size: int = 128, max_len: Optional[int] = None, max_tokens: int = 4096,
+                   same_length: bool = True, stats: Optional[dict] = None) -> list[dict[int, list[str]]]:
     """Masked-LM candidates for word `positions[s]` of sentence `sentences_words[s]`, batched.
 
     Returns, per sentence, {word position: up to k candidate words, best first}, for the
     requested positions whose word is a single WordPiece (others are left out: they take
     word-vector candidates). A word whose masked position falls past `max_len` (default: the
     model's max_position_embeddings) is left out too; the input, 2L+3 tokens for L pieces, is
-    cut at `max_len` as the reference does.
+    cut at `max_len` as the reference does. `stats`, when given, counts `mlm_inputs`,
+    `truncated_inputs` (cut at the limit) and `past_limit_words` (left out).
 
     The same inputs as `reference_mlm_candidates`, computed faster:
     - every masked input of every sentence is built up front (word pieces are looked up once
-      per distinct word), sorted by length so that batches carry little padding, and run in
-      batches of `batch_size` under `no_grad`;
+      per distinct word), sorted by length and run under `inference_mode` in batches of at
+      most `batch_size` rows and `max_tokens` tokens; with `same_length` (default) a batch
+      holds inputs of one length only, so there is no padding and no attention mask (on 200
+      SST-2 sentences, sorted batches of 32 still padded 3.8% of tokens);
     - only the encoder runs on the whole sequence: its hidden states are gathered at the
       masked positions first, and the vocabulary head (the costly hidden x vocab product) is
       applied to those rows only, not to every position.
@@ -328,6 +346,7 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     # --- all masked inputs: (sentence, word position, token ids, masked index, first-segment length)
     piece_ids: dict[str, list[int]] = {}
     jobs = []
+    counts = {"mlm_inputs": 0, "truncated_inputs": 0, "past_limit_words": 0}
     for s, (words, wanted) in enumerate(zip(sentences_words, positions)):
         ids_per_word = []
         for w in words:
@@ -342,9 +361,17 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
             at = starts[pos]
             masked = 1 + at  # index in the input, after [CLS]
             if masked >= limit:
+                counts["past_limit_words"] += 1
                 continue
-            ids = [cls_id, *flat[:at], mask_id, *flat[at + 1 :], sep_id, *flat, sep_id][:limit]
+            ids = [cls_id, *flat[:at], mask_id, *flat[at + 1 :], sep_id, *flat, sep_id]
+            counts["mlm_inputs"] += 1
+            if len(ids) > limit:
+                counts["truncated_inputs"] += 1
+                ids = ids[:limit]
             jobs.append((s, pos, ids, masked, len(flat) + 2))
+    if stats is not None:
+        for key, value in counts.items():
+            stats[key] = stats.get(key, 0) + value
 
     results: list[dict[int, list[str]]] = [{} for _ in sentences_words]
     if not jobs:
@@ -352,9 +379,9 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     device = next(model.parameters()).device
     segments = _uses_segments(model)
     jobs.sort(key=lambda j: len(j[2]))  # stable: equal lengths keep their order
-    with _eval_mode(model), torch.no_grad():
-        for b in range(0, len(jobs), batch_size):
-            batch = jobs[b : b + batch_size]
+    with _eval_mode(model), torch.inference_mode():
+        for rows in length_batches([len(j[2]) for j in jobs], batch_size, max_tokens, same_length):
+            batch = [jobs[r] for r in rows]
             width = max(len(j[2]) for j in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -363,7 +390,9 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
                 input_ids[r, : len(ids)] = torch.tensor(ids)
                 attention[r, : len(ids)] = 1
                 token_types[r, first : len(ids)] = 1
-            inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+            inputs = {"input_ids": input_ids.to(device)}
+            if not bool(attention.all()):  # no padding, no mask: the cheaper attention path
+                inputs["attention_mask"] = attention.to(device)
             if segments:
                 inputs["token_type_ids"] = token_types.to(device)
             hidden = encoder(**inputs)[0]  # (batch, width, hidden)
@@ -422,8 +451,9 @@ def reference_mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequenc
 
 
 def candidate_tables(sentences_words: Sequence[Sequence[str]], k: int, *, vectors: Optional[WordVectors] = None,
-                     model=None, tokenizer=None, batch_size: int = 64, max_len: Optional[int] = None,
-                     stop_words: frozenset = STOP_WORDS) -> list[dict[int, list[str]]]:
+                     model=None, tokenizer=None, batch_size: int = 128, max_len: Optional[int] = None,
+                     max_tokens: int = 4096, stop_words: frozenset = STOP_WORDS,
+                     stats: Optional[dict] = None) -> list[dict[int, list[str]]]:
     """Candidates for every eligible word of every sentence: {position: words}, in order.
 
     With a masked LM (`model` and `tokenizer`), single-piece words take MLM candidates and
@@ -431,6 +461,7 @@ def candidate_tables(sentences_words: Sequence[Sequence[str]], k: int, *, vector
     in `vectors`: TinyBERT's `mlm` source. Without one, every eligible word takes neighbours
     (the `glove` or `embedding` source, depending on the table). A word with no candidate
     (absent from `vectors`, or no table given) is left out: it is never replaced.
+    `stats`, when given, also counts `mlm_words`, `vector_words` and `no_candidate_words`.
     """
     if model is None and vectors is None:
         raise ValueError("candidate_tables needs a masked LM, word vectors, or both")
@@ -440,8 +471,9 @@ def candidate_tables(sentences_words: Sequence[Sequence[str]], k: int, *, vector
         if tokenizer is None:
             raise ValueError("a masked LM needs its tokenizer")
         for table, found in zip(tables, mlm_candidates(model, tokenizer, sentences_words, eligible, k,
-                                                       batch_size, max_len)):
+                                                       batch_size, max_len, max_tokens, stats=stats)):
             table.update(found)
+    from_mlm = sum(1 for t in tables for v in t.values() if v)
     if vectors is not None:
         rest = [w for words, pos, table in zip(sentences_words, eligible, tables) for i in pos
                 if i not in table for w in [words[i]]]
@@ -450,7 +482,14 @@ def candidate_tables(sentences_words: Sequence[Sequence[str]], k: int, *, vector
             for i in pos:
                 if i not in table:
                     table[i] = near[words[i]]
-    return [{i: table[i] for i in pos if table.get(i)} for pos, table in zip(eligible, tables)]
+    out = [{i: table[i] for i in pos if table.get(i)} for pos, table in zip(eligible, tables)]
+    if stats is not None:
+        total = sum(len(pos) for pos in eligible)
+        kept = sum(len(t) for t in out)
+        for key, value in (("eligible_words", total), ("mlm_words", from_mlm), ("vector_words", kept - from_mlm),
+                           ("no_candidate_words", total - kept)):
+            stats[key] = stats.get(key, 0) + value
+    return out
 
 
 def augment_sentence(words: Sequence[str], candidates_for_word: Mapping[int, Sequence[str]], n: int, p: float,
@@ -482,8 +521,9 @@ def sentence_rng(seed: int, index: int, side: int = 0) -> np.random.Generator:
 
 def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional[str]]], labels: Sequence, *,
                      n: int, k: int, p: float, seed: int, vectors: Optional[WordVectors] = None, model=None,
-                     tokenizer=None, batch_size: int = 64, max_len: Optional[int] = None, lowercase: bool = True,
-                     start_index: int = 0, include_originals: bool = True) -> dict[str, list]:
+                     tokenizer=None, batch_size: int = 128, max_len: Optional[int] = None, max_tokens: int = 4096,
+                     lowercase: bool = True, start_index: int = 0, include_originals: bool = True,
+                     stats: Optional[dict] = None) -> dict[str, list]:
     """Augment a task's examples: columns text_a, text_b, label, source_index.
 
     The originals come first, unchanged (`include_originals`), then each example's augmented
@@ -503,7 +543,7 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
     # Candidates for all sentences of all sides at once: one batched MLM pass, one neighbour search.
     flat_words = [split_words(t, lowercase) if t is not None else [] for texts in sides for t in texts]
     flat_tables = candidate_tables(flat_words, k, vectors=vectors, model=model, tokenizer=tokenizer,
-                                   batch_size=batch_size, max_len=max_len)
+                                   batch_size=batch_size, max_len=max_len, max_tokens=max_tokens, stats=stats)
 
     out: dict[str, list] = {"text_a": [], "text_b": [], "label": [], "source_index": []}
 

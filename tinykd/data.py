@@ -86,8 +86,13 @@ def read_glue_tsv(path: Path, spec: TaskSpec, limit: Optional[int] = None) -> di
         )
     columns: dict[str, list] = {"text_a": [], "text_b": [], "label": []}
     need = max(c for c in (spec.text_a, spec.text_b, spec.label) if c is not None)
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise TinyKDError(f"{path} line {line} is not UTF-8 ({e.reason} at byte {e.start}).",
+                          "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from e
     start = 1 if spec.header else 0
     for lineno, line in enumerate(lines[start:], start=start + 1):
         if limit is not None and len(columns["label"]) >= limit:

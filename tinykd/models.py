@@ -17,9 +17,11 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
+    BertForMaskedLM,
     BertForSequenceClassification,
     BertModel,
     BertTokenizer,
@@ -40,12 +42,14 @@ def _looks_like_path(s: str) -> bool:
     return s.startswith(("/", ".", "~")) or s.count("/") > 1 or os.sep in s.replace("/", "") or Path(s).suffix != ""
 
 
-def resolve_source(path: str, package: Optional[str] = None, what: str = "teacher") -> str:
+def resolve_source(path: str, package: Optional[str] = None, what: str = "teacher", key: Optional[str] = None) -> str:
     """A local directory to load from, or a hub id.
 
     Order: an installed package that bundles the weights (offline), a local directory,
     then a hub id (needs internet). Names the problem and the fix when none applies.
+    `key` is the config key to name in errors (default `<what>.path`).
     """
+    key = key or f"{what}.path"
     if package:
         try:
             mod = importlib.import_module(package)
@@ -58,18 +62,18 @@ def resolve_source(path: str, package: Optional[str] = None, what: str = "teache
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise TinyKDError(f"{what} directory {p} has no config.json.",
-                              f"point {what}.path at a Hugging Face model directory (save_pretrained output).")
+                              f"point {key} at a Hugging Face model directory (save_pretrained output).")
         return str(p)
     if p.exists() or _looks_like_path(path):
         raise TinyKDError(f"{what} path {path} does not exist.",
-                          f"set {what}.path=<an existing model directory> or a hub id such as bert-base-uncased.")
+                          f"set {key}=<an existing model directory> or a hub id such as bert-base-uncased.")
     if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", path):
-        raise TinyKDError(f"{what} '{path}' is neither a directory nor a hub id.", f"set {what}.path correctly.")
+        raise TinyKDError(f"{what} '{path}' is neither a directory nor a hub id.", f"set {key} correctly.")
     if hub_offline():
         hint = f" (or `pip install {package.replace('_', '-')}` for the offline copy)" if package else ""
         raise TinyKDError(
             f"{what} '{path}' is a hub id, but the hub is offline (HF_HUB_OFFLINE=1) and no local copy was found.",
-            f"unset HF_HUB_OFFLINE with internet access, or set {what}.path=<local model directory>{hint}.",
+            f"unset HF_HUB_OFFLINE with internet access, or set {key}=<local model directory>{hint}.",
         )
     return path
 
@@ -88,6 +92,20 @@ def load_tokenizer(source: str, what: str = "teacher") -> PreTrainedTokenizerBas
 
 def load_encoder(source: str, what: str = "teacher") -> PreTrainedModel:
     return _from_pretrained(AutoModel, source, what)
+
+
+def load_masked_lm(source: str, what: str = "masked LM") -> PreTrainedModel:
+    """An `AutoModelForMaskedLM` whose vocabulary head was trained: a checkpoint without one
+    (a bare encoder such as the offline MiniLM) would get a random head and random candidates."""
+    model, info = _from_pretrained(AutoModelForMaskedLM, source, what, output_loading_info=True)
+    head = [k for k in info.get("missing_keys", ()) if k.startswith(("cls.", "lm_head.", "vocab_", "predictions."))]
+    if head:
+        raise TinyKDError(
+            f"{what} '{source}' has no masked-LM head (missing {sorted(head)[:3]}...): its candidates would be random.",
+            "point it at an AutoModelForMaskedLM directory or hub id (e.g. bert-base-uncased), or use "
+            "augment.source=glove / augment.source=embedding.",
+        )
+    return model
 
 
 def load_classifier(source: str, num_labels: int, label_names, what: str = "model") -> PreTrainedModel:
@@ -176,9 +194,9 @@ def build_wordpiece_vocab(texts: list[str], size: int) -> list[str]:
 
 def build_tiny_model(out_dir: str, *, num_layers, hidden_size, num_heads, intermediate_size, vocab_size,
                      vocab_source: str, seed: int) -> str:
-    """A small random BERT and its tokenizer, saved once under `out_dir` (atomically) and reused."""
+    """A small random BERT masked LM and its tokenizer, saved once under `out_dir` (atomically) and reused."""
     spec = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
-                intermediate_size=intermediate_size, vocab_size=vocab_size, seed=seed)
+                intermediate_size=intermediate_size, vocab_size=vocab_size, seed=seed, head="mlm")
     src = Path(vocab_source)
     if not src.is_file():
         raise TinyKDError(f"Tiny model vocabulary source {src} not found.", "set teacher.tiny.vocab_source=<text file>.")
@@ -194,7 +212,9 @@ def build_tiny_model(out_dir: str, *, num_layers, hidden_size, num_heads, interm
                         num_attention_heads=num_heads, intermediate_size=intermediate_size,
                         max_position_embeddings=512, pad_token_id=0)
     torch.manual_seed(seed)
-    model = BertModel(config)
+    # A masked LM: its encoder serves as a teacher, and the whole of it as a tiny masked LM
+    # for augmentation (AutoModel / AutoModelForSequenceClassification load the encoder part).
+    model = BertForMaskedLM(config)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
     model.save_pretrained(tmp)

@@ -1,0 +1,196 @@
+"""Stage `augment`: TinyBERT data augmentation of a task's training set.
+
+Writes `<run_dir>/data`, a `datasets` directory (columns text_a, text_b, label,
+source_index): the original examples first, then each example's augmented rows, each
+carrying the index of its source example. `task.augmented=<run_dir>/data` makes the task
+stage train on it; `stage=pipeline stage.augment=true` chains it.
+
+The work is cut into shards of `augment.shard_size` source examples. A shard is written to
+a temporary directory and renamed when complete, so an interrupted run leaves only whole
+shards, and running the same command again continues after the last one. The output does
+not depend on shards or batch sizes: every example draws from its own seeded generator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from tinykd import augment, build, data
+from tinykd.run import atomic_write_text, save_config, seed_everything
+from tinykd.system import tune_allocator
+
+SHARDS = "shards"
+DATA = "data"
+MANIFEST = "augment.json"
+# Settings that cannot change the output. (shard_size cannot either, but finished shards are
+# reused only with the same boundaries, so it stays in the identity.)
+OUTPUT_FREE = ("batch_size", "max_tokens")
+
+
+def features(is_regression: bool) -> datasets.Features:
+    return datasets.Features({
+        "text_a": datasets.Value("string"),
+        "text_b": datasets.Value("string"),
+        "label": datasets.Value("float32" if is_regression else "int64"),
+        "source_index": datasets.Value("int64"),
+    })
+
+
+def identity(cfg, source_file: str) -> dict:
+    """Everything the output depends on: a rerun continues only when this is unchanged."""
+    a = {k: v for k, v in OmegaConf.to_container(cfg.augment, resolve=True).items() if k not in OUTPUT_FREE}
+    teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+    x = cfg.augment
+    uses_teacher = x.source == "embedding" or (x.source == "mlm" and (x.mlm == "teacher" or x.fallback == "embedding"))
+    return {"augment": a, "task": cfg.task.name, "source": cfg.task.source, "data": source_file,
+            "train_limit": cfg.task.train_limit, "seed": cfg.seed, "teacher": teacher if uses_teacher else None}
+
+
+def _source_file(cfg, spec) -> str:
+    if cfg.task.source != "tsv":
+        return f"hub:{spec.hub_name}"
+    path = Path(cfg.task.data_dir) / spec.train_file
+    return data.file_fingerprint(path) if path.is_file() else str(path)
+
+
+def _write_dataset(columns: dict, feats: datasets.Features, out: Path, extra: dict | None = None) -> None:
+    """Save `columns` as a datasets directory at `out`, atomically (temp dir + rename)."""
+    table = pa.Table.from_pydict(columns, schema=feats.arrow_schema)
+    _save_table(table, feats, out, extra)
+
+
+def _save_table(table: pa.Table, feats: datasets.Features, out: Path, extra: dict | None = None) -> None:
+    # One chunk and a fingerprint made from the content: the same rows give the same bytes,
+    # whatever shards they came from.
+    table = table.combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    fingerprint = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
+    ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=feats), fingerprint=fingerprint)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        ds.save_to_disk(str(tmp))
+        if extra is not None:
+            (tmp / "stats.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _prepare(run_dir: Path, ident: dict) -> bool:
+    """Make `run_dir` ready. Returns True when it holds finished shards of this same setting
+    to continue from; a run of another setting is moved aside, never deleted."""
+    manifest = run_dir / MANIFEST
+    if run_dir.exists() and manifest.is_file():
+        if json.loads(manifest.read_text()) == ident:
+            return True
+        aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"[tinykd] augment: {run_dir} held a run with other settings; moved to {aside}")
+    (run_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(manifest, json.dumps(ident, indent=2, sort_keys=True))
+    return False
+
+
+def run(cfg) -> dict:
+    build.set_threads(cfg)
+    tune_allocator()
+    seed_everything(cfg.seed)
+    a = cfg.augment
+    spec = build.task_spec(cfg)
+    run_dir = Path(cfg.runs.augment)
+    ident = identity(cfg, _source_file(cfg, spec))
+    continuing = _prepare(run_dir, ident)
+    if continuing and (run_dir / "results.json").is_file() and (run_dir / DATA).is_dir():
+        result = json.loads((run_dir / "results.json").read_text())
+        print(f"[tinykd] augment: already finished with these settings: {run_dir / DATA}")
+        return result
+    save_config(run_dir, cfg)
+
+    raw = data.load_glue_split(spec, "train", cfg.task.source, cfg.task.data_dir, cfg.task.train_limit)
+    sources = build.augment_sources(cfg)
+    if sources["note"]:
+        print(f"[tinykd] {sources['note']}")
+    feats = features(spec.is_regression)
+    count = len(raw)
+    n_shards = math.ceil(count / a.shard_size)
+    shards_dir = run_dir / SHARDS
+    for leftover in shards_dir.glob(".*"):  # a shard that was being written when the run was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    done = {int(p.name) for p in shards_dir.iterdir() if p.name.isdigit() and int(p.name) < n_shards}
+    done_examples = sum(min(a.shard_size, count - i * a.shard_size) for i in done)
+    print(f"[tinykd] stage=augment task={spec.name} source={a.source} mlm={a.mlm} examples={count} "
+          f"N={a.n} K={a.k} p={a.p} shards={n_shards} (done: {len(done)}) run_dir={run_dir}")
+
+    bar = tqdm(total=count, initial=done_examples, desc="augment", unit="sent", disable=not cfg.progress)
+    t0, written, shards_here = time.perf_counter(), 0, 0
+    for i in range(n_shards):
+        if i in done:
+            continue
+        lo, hi = i * a.shard_size, min(count, (i + 1) * a.shard_size)
+        rows = raw[lo:hi]
+        stats: dict = {}
+        cols = augment.augment_examples(
+            rows["text_a"], rows["text_b"] if spec.text_b is not None else None, rows["label"],
+            n=a.n, k=a.k, p=a.p, seed=cfg.seed, vectors=sources["vectors"], model=sources["model"],
+            tokenizer=sources["tokenizer"], batch_size=a.batch_size, max_len=a.max_seq_len, max_tokens=a.max_tokens,
+            lowercase=a.lowercase, start_index=lo, include_originals=False, stats=stats,
+        )
+        stats["examples"], stats["augmented_rows"] = hi - lo, len(cols["label"])
+        _write_dataset(cols, feats, shards_dir / f"{i:05d}", stats)
+        written += hi - lo
+        shards_here += 1
+        bar.update(hi - lo)
+        bar.set_postfix(sent_s=f"{written / (time.perf_counter() - t0):.1f}")
+        if cfg.interrupt_after is not None and shards_here >= cfg.interrupt_after and i < n_shards - 1:
+            bar.close()
+            print(f"[tinykd] augment interrupted after shard {i + 1}/{n_shards}; run it again to continue.")
+            return {"run_dir": str(run_dir), "interrupted": True}
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    # --- the final dataset: originals first, then the shards in order
+    originals = {"text_a": raw["text_a"], "text_b": raw["text_b"], "label": raw["label"],
+                 "source_index": list(range(count))}
+    parts = [pa.Table.from_pydict(originals, schema=feats.arrow_schema)]
+    totals: dict = {}
+    for i in range(n_shards):
+        shard = shards_dir / f"{i:05d}"
+        parts.append(datasets.load_from_disk(str(shard)).data.table.cast(feats.arrow_schema))
+        for key, value in json.loads((shard / "stats.json").read_text()).items():
+            totals[key] = totals.get(key, 0) + value
+    out = run_dir / DATA
+    if out.exists():
+        shutil.rmtree(out)
+    _save_table(pa.concat_tables(parts), feats, out)
+    rows = sum(len(p) for p in parts)
+    result = {
+        "stage": "augment", "task": spec.name, "run_dir": str(run_dir), "data": str(out),
+        "examples": count, "rows": rows, "augmented_rows": rows - count, "source": a.source,
+        "mlm": sources.get("mlm_source"), "vectors": a.vectors if (a.source == "glove" or (
+            a.source == "mlm" and a.fallback == "glove")) else "teacher input embeddings",
+        "stats": totals, "seconds_this_run": round(seconds, 1),
+        "sentences_per_s_this_run": round(written / seconds, 2) if written and seconds > 0 else None,
+    }
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    if totals.get("truncated_inputs") or totals.get("past_limit_words"):
+        print(f"[tinykd] augment: {totals.get('truncated_inputs', 0)} masked-LM inputs were cut at the model's "
+              f"limit; {totals.get('past_limit_words', 0)} words past it took word-vector candidates instead")
+    print(f"[tinykd] augmented {count} examples -> {rows} rows ({rows - count} new): {out}")
+    print(f"[tinykd] train on it: python -m tinykd stage=task task={spec.name} task.augmented={out}")
+    return result
