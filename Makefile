@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep test test-slow clean
+.PHONY: help install run sweep bench-augment test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ sweep: install  ## Optuna search over task distillation on SST-2 (~20 min), then
 	# The teacher is fine-tuned once (reuse=true: skipped when already done) and shared by every trial.
 	$(PY) -m tinykd experiment=sweep_sst2 stage=teacher task=sst2 reuse=true
 	$(PY) -m tinykd -m experiment=sweep_sst2 hparams_search=sst2_optuna stage=task task=sst2
+
+bench-augment: install  ## augmentation: tinykd vs the reference procedure, 200 SST-2 sentences (~4 min) -> reports/augment.json
+	$(PY) -m tinykd.bench.augment
 
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q

@@ -305,3 +305,25 @@ def test_candidate_tables_mlm_for_single_pieces_vectors_for_the_rest(tmp_path, m
     # without a masked LM, every eligible word takes word-vector neighbours
     assert augment.candidate_tables(words_list[:1], 2, vectors=wv) == \
         [{i: wv.neighbours([w], 2)[w] for i, w in enumerate(words_list[0]) if augment.is_eligible(w)}]
+
+
+def test_reference_procedure_and_augment_examples_agree(tmp_path, mlm, tokenizer):
+    """The benchmark's baseline and tinykd's augmenter: the same candidate list for every word,
+    hence the same augmented sentences, with the same seed."""
+    wv = tiny_glove(tmp_path)
+    kw = dict(n=8, k=5, p=0.4, seed=11, vectors=wv, model=mlm, tokenizer=tokenizer)
+    ref_tables, our_tables = [], []
+    ref = augment.reference_augment(SENTENCES, tables_out=ref_tables, **kw)
+    ours = augment.augment_examples(SENTENCES, None, [0] * len(SENTENCES), include_originals=False, batch_size=4,
+                                    max_tokens=64, tables_out=our_tables, **kw)
+    assert our_tables == ref_tables and sum(len(t) for t in ref_tables) >= 20
+    flat_ref = [row for rows in ref for row in rows]
+    assert ours["text_a"] == flat_ref and len(flat_ref) >= 30
+
+
+def test_length_batches():
+    lengths = [3, 3, 3, 4, 4, 9, 9, 9, 9]
+    assert augment.length_batches(lengths, 2, 100, True) == [[0, 1], [2], [3, 4], [5, 6], [7, 8]]
+    assert augment.length_batches(lengths, 10, 20, True) == [[0, 1, 2], [3, 4], [5, 6], [7, 8]]
+    # padded batches: the budget counts rows x the longest row
+    assert augment.length_batches(lengths, 10, 12, False) == [[0, 1, 2], [3, 4], [5], [6], [7], [8]]

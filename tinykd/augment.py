@@ -523,7 +523,7 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
                      n: int, k: int, p: float, seed: int, vectors: Optional[WordVectors] = None, model=None,
                      tokenizer=None, batch_size: int = 128, max_len: Optional[int] = None, max_tokens: int = 4096,
                      lowercase: bool = True, start_index: int = 0, include_originals: bool = True,
-                     stats: Optional[dict] = None) -> dict[str, list]:
+                     stats: Optional[dict] = None, tables_out: Optional[list] = None) -> dict[str, list]:
     """Augment a task's examples: columns text_a, text_b, label, source_index.
 
     The originals come first, unchanged (`include_originals`), then each example's augmented
@@ -533,6 +533,8 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
 
     `start_index` is the index of `texts_a[0]` in the whole dataset: a shard augmented with
     its start index produces exactly the rows of the whole run for those examples.
+    `tables_out`, when given, receives each sentence's candidate table (all text_a, then all
+    text_b), for comparisons with another implementation.
     """
     count = len(texts_a)
     if (texts_b is not None and len(texts_b) != count) or len(labels) != count:
@@ -544,6 +546,8 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
     flat_words = [split_words(t, lowercase) if t is not None else [] for texts in sides for t in texts]
     flat_tables = candidate_tables(flat_words, k, vectors=vectors, model=model, tokenizer=tokenizer,
                                    batch_size=batch_size, max_len=max_len, max_tokens=max_tokens, stats=stats)
+    if tables_out is not None:
+        tables_out.extend(flat_tables)
 
     out: dict[str, list] = {"text_a": [], "text_b": [], "label": [], "source_index": []}
 
@@ -570,4 +574,40 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
                     emit(text, texts_b[e] if pair else None, labels[e], index)
                 else:
                     emit(texts_a[e], text, labels[e], index)
+    return out
+
+
+def reference_augment(texts: Sequence[str], *, n: int, k: int, p: float, seed: int, vectors: Optional[WordVectors],
+                      model=None, tokenizer=None, max_len: Optional[int] = None, lowercase: bool = True,
+                      tables_out: Optional[list] = None) -> list[list[str]]:
+    """The reference procedure for single sentences, one sentence and one word at a time:
+    the baseline of `make bench-augment`. Per sentence: split words; per eligible word, the
+    masked LM at batch size 1 (`reference_mlm_candidates`) when it is one WordPiece, else
+    its nearest neighbours, searched again for every occurrence; then N draws.
+
+    Returns, per sentence, its augmented texts, which `augment_examples` must reproduce
+    (same seed, same generators, same de-duplication).
+    """
+    out = []
+    for e, text in enumerate(texts):
+        words = split_words(text, lowercase)
+        eligible = [i for i, w in enumerate(words) if is_eligible(w)]
+        found = (reference_mlm_candidates(model, tokenizer, [words], [eligible], k, max_len)[0]
+                 if model is not None else {})
+        table = {}
+        for i in eligible:
+            if i in found:
+                table[i] = found[i]
+            elif vectors is not None:
+                table[i] = vectors.neighbours([words[i]], k)[words[i]]
+        table = {i: c for i, c in table.items() if c}
+        if tables_out is not None:
+            tables_out.append(table)
+        seen, rows = {" ".join(words)}, []
+        for new in augment_sentence(words, table, n, p, sentence_rng(seed, e, 0)):
+            joined = " ".join(new)
+            if joined not in seen:
+                seen.add(joined)
+                rows.append(joined)
+        out.append(rows)
     return out
