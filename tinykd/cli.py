@@ -25,7 +25,7 @@ from tinykd import config, sweep
 from tinykd.errors import TinyKDError
 from tinykd.run import CHECKPOINT, config_differences
 
-STAGES = ("teacher", "general", "augment", "task", "eval", "pipeline", "summarize")
+STAGES = ("teacher", "general", "mlm_head", "augment", "task", "eval", "pipeline", "summarize")
 
 config.register()
 sys.path.insert(0, str(config.REPO_ROOT))  # so that `stages` imports from a source checkout

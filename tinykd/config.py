@@ -37,6 +37,7 @@ class RunsConfig:
     eval: str = "${paths.runs}/eval/${task.name}"
     pipeline: str = "${paths.runs}/pipeline/${task.name}-${teacher.name}-${student.name}"
     augment: str = "${paths.runs}/augment/${task.name}-${augment.source}"
+    mlm_head: str = "${paths.runs}/mlm_head/${teacher.name}"
 
 
 @dataclass
@@ -50,6 +51,9 @@ class StageConfig:
     phases: List[str] = field(default_factory=list)
     # pipeline: run stage=augment after the teacher and train task distillation on its output
     augment: bool = False
+    # mlm_head stage: corpus blocks held out for the masked-token accuracy; masking rate
+    heldout: int = 200
+    mask_prob: float = 0.15
 
 
 @dataclass
@@ -142,6 +146,7 @@ class TrainConfig:
     general: PhaseConfig = field(default_factory=PhaseConfig)
     task_intermediate: PhaseConfig = field(default_factory=PhaseConfig)
     task_prediction: PhaseConfig = field(default_factory=PhaseConfig)
+    mlm_head: PhaseConfig = field(default_factory=PhaseConfig)
 
 
 @dataclass

@@ -108,6 +108,12 @@ def load_masked_lm(source: str, what: str = "masked LM") -> PreTrainedModel:
     return model
 
 
+def load_masked_lm_for_fitting(source: str, what: str = "encoder") -> PreTrainedModel:
+    """`AutoModelForMaskedLM` from an encoder checkpoint whose head may be missing (it is then
+    initialised from the torch RNG: seed first) — what `stage=mlm_head` trains."""
+    return _from_pretrained(AutoModelForMaskedLM, source, what)
+
+
 def load_classifier(source: str, num_labels: int, label_names, what: str = "model") -> PreTrainedModel:
     """A sequence classifier; a fresh head is added when `source` is a bare encoder."""
     kwargs = {"num_labels": num_labels}

@@ -185,7 +185,8 @@ def _flatten(d, prefix=""):
 
 
 # The optimiser blocks (train.<phase>) each stage reads; another stage's budget does not change its result.
-STAGE_PHASES = {"teacher": ("teacher",), "general": ("general",), "task": ("task_intermediate", "task_prediction")}
+STAGE_PHASES = {"teacher": ("teacher",), "general": ("general",), "task": ("task_intermediate", "task_prediction"),
+                "mlm_head": ("mlm_head",), "augment": ()}
 
 
 def config_differences(stored_yaml: Path, cfg) -> list[str]:

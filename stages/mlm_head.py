@@ -1,0 +1,136 @@
+"""Stage `mlm_head`: fit a masked-LM head on a frozen encoder, and save a masked LM.
+
+No English masked-LM weights install offline, but the offline MiniLM teacher is a BERT
+encoder: this stage puts BERT's standard vocabulary head on it (dense + GELU + LayerNorm,
+then the decoder tied to the input embeddings, plus a bias), keeps the whole encoder and the
+embeddings frozen, and trains the head on masked tokens of the unlabeled corpus (15%: 80%
+[MASK], 10% random, 10% kept). The encoder runs under `no_grad` and the head only at the masked
+positions. It reports masked-token top-1/top-5 accuracy on held-out corpus blocks (the last
+`stage.heldout` blocks, never trained on) and exports `<run_dir>/mlm`, a plain
+`AutoModelForMaskedLM` directory: the augmentation stage's masked LM (`augment.mlm=<dir>`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from tinykd import build, models
+from tinykd.data import Batcher, eval_batches
+from tinykd.engine import build_engine
+from tinykd.errors import TinyKDError
+from tinykd.mlm import Masker, masked_positions, mlm_loss, topk_correct
+from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, prepare_run_dir, restore, save_checkpoint,
+                        save_config, seed_everything)
+
+EVAL_OFFSET = 1 << 40  # masking indices of held-out batches: never those of a training batch
+
+
+def head_only(model) -> torch.nn.Module:
+    """Freeze everything but the vocabulary head's transform and bias (the decoder's weight is
+    the input embedding matrix, frozen with the encoder). Returns the trainable head."""
+    model.requires_grad_(False)
+    head = model.cls.predictions
+    head.transform.requires_grad_(True)
+    head.bias.requires_grad_(True)
+    return head
+
+
+@torch.no_grad()
+def evaluate_mlm(model, batches, masker, device) -> dict:
+    model.eval()
+    hits, total, loss_sum = {1: 0, 5: 0}, 0, 0.0
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        ids, labels = masker(batch["input_ids"].cpu(), batch["attention_mask"].cpu(), EVAL_OFFSET + i)
+        hidden = model.bert(input_ids=ids.to(device), attention_mask=batch["attention_mask"],
+                            token_type_ids=batch.get("token_type_ids"))[0]
+        rows, targets = masked_positions(hidden, labels.to(device))
+        logits = model.cls(rows)
+        loss_sum += float(mlm_loss(logits, targets)) * len(targets)
+        for k, v in topk_correct(logits, targets).items():
+            hits[k] += v
+        total += len(targets)
+    return {"top1": hits[1] / max(total, 1), "top5": hits[5] / max(total, 1), "loss": loss_sum / max(total, 1),
+            "masked_tokens": total}
+
+
+def run(cfg) -> dict:
+    build.set_threads(cfg)
+    seed_everything(cfg.seed)
+    source = build.teacher_source(cfg)
+    tokenizer = models.load_tokenizer(source)
+    torch.manual_seed(cfg.seed)  # the head's initialisation
+    model = models.load_masked_lm_for_fitting(source)
+    head = head_only(model)
+    corpus = build.corpus(cfg, tokenizer)
+    heldout = cfg.stage.heldout
+    if heldout < 1 or heldout >= len(corpus):
+        raise TinyKDError(f"stage.heldout={heldout} blocks, but the corpus has {len(corpus)}.",
+                          "hold out at least 1 block and fewer than the corpus holds (stage.heldout=N).")
+    train_ds = corpus.select(range(len(corpus) - heldout))
+    eval_ds = corpus.select(range(len(corpus) - heldout, len(corpus)))
+
+    run_dir = prepare_run_dir(cfg.runs.mlm_head, cfg.resume)
+    save_config(run_dir, cfg)
+    print(f"[tinykd] stage=mlm_head encoder={source} train={len(train_ds)} held-out={len(eval_ds)} blocks "
+          f"of <= {cfg.corpus.max_seq_len} tokens run_dir={run_dir}")
+    phase = cfg.train.mlm_head
+    batcher = Batcher(train_ds, tokenizer, phase.batch_size, cfg.seed)
+    total = build.total_steps(phase, batcher.batches_per_epoch)
+    engine = build_engine(cfg.engine, phase, head, total)
+    device = engine.device
+    model.to(device)
+    masker = Masker(tokenizer, cfg.stage.mask_prob, cfg.seed)
+    logger = MetricsLogger(run_dir, cfg.logger, cfg, "mlm_head")
+    step = restore(run_dir, cfg.resume, head, engine)
+
+    model.eval()  # no dropout anywhere: the encoder is frozen and the head has none
+    bar = tqdm(total=total, initial=step, desc="mlm_head", disable=not cfg.progress or step >= total)
+    tokens, t0, steps_here = 0, time.perf_counter(), 0
+    for micro, batch in enumerate(batcher.iterate(engine.micro) if step < total else [], start=engine.micro):
+        ids, labels = masker(batch["input_ids"], batch["attention_mask"], micro)
+        with torch.no_grad(), engine.autocast():
+            hidden = model.bert(input_ids=ids.to(device), attention_mask=batch["attention_mask"].to(device),
+                                token_type_ids=batch["token_type_ids"].to(device))[0]
+        rows, targets = masked_positions(hidden, labels.to(device))
+        with engine.autocast():
+            loss = mlm_loss(head(rows), targets)
+        check_finite(loss, {"mlm": loss.detach()}, step + 1, run_dir)
+        engine.backward(loss)
+        tokens += len(targets)
+        if not engine.step():
+            continue
+        step += 1
+        steps_here += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", masked_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+        if step % phase.log_every == 0 or step == total:
+            logger.log({"phase": "mlm_head", "step": step, "loss": loss.item(), "lr": engine.lr()})
+        interrupted = cfg.interrupt_after is not None and steps_here >= cfg.interrupt_after
+        if step % phase.save_every == 0 or step == total or interrupted:
+            save_checkpoint(run_dir, {"phase": "mlm_head", "step": step, "model": head.state_dict(),
+                                      "engine": engine.state_dict()})
+        if interrupted and step < total:
+            bar.close()
+            logger.close()
+            print(f"[tinykd] interrupted after step {step}/{total}; resume=true continues. run_dir={run_dir}")
+            return {"run_dir": str(run_dir), "interrupted": True, "step": step}
+        if step >= total:
+            break
+    bar.close()
+
+    metrics = evaluate_mlm(model, eval_batches(eval_ds, tokenizer, phase.eval_batch_size), masker, device)
+    logger.log({"phase": "mlm_head", "step": step, **{f"heldout/{k}": v for k, v in metrics.items()}})
+    logger.close()
+    out = models.export(model, tokenizer, run_dir / "mlm")
+    result = {"stage": "mlm_head", "run_dir": str(run_dir), "export": str(out), "steps": step, "encoder": source,
+              "heldout": metrics, "heldout_blocks": len(eval_ds)}
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    print(f"[tinykd] held-out masked tokens: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
+          f"({metrics['masked_tokens']} tokens)")
+    print(f"[tinykd] exported masked LM: {out}  (augment with: augment.mlm={out})")
+    return result
