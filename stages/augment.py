@@ -149,7 +149,7 @@ def run(cfg) -> dict:
             rows["text_a"], rows["text_b"] if spec.text_b is not None else None, rows["label"],
             n=a.n, k=a.k, p=a.p, seed=cfg.seed, vectors=sources["vectors"], model=sources["model"],
             tokenizer=sources["tokenizer"], batch_size=a.batch_size, max_len=a.max_seq_len, max_tokens=a.max_tokens,
-            lowercase=a.lowercase, start_index=lo, include_originals=False, stats=stats,
+            lowercase=a.lowercase, start_index=lo, include_originals=False, stats=stats, mlm_mode=a.mlm_mode,
         )
         stats["examples"], stats["augmented_rows"] = hi - lo, len(cols["label"])
         _write_dataset(cols, feats, shards_dir / f"{i:05d}", stats)

@@ -1,8 +1,11 @@
 """Stage `general`: general distillation on unlabeled text.
 
-A pretrained teacher → a randomly initialised student, with intermediate-layer losses
-only (embeddings, attention, hidden states; TinyBERT §3.2). Build → loop → export
+A pretrained teacher → a student (random, or `student.general_init=teacher_layers`: the
+teacher's embeddings and one layer in two copied in), with intermediate-layer losses only
+(embeddings, attention, hidden states; TinyBERT §3.2). Build → loop → export
 `<run_dir>/student`, a plain `BertModel` directory.
+
+`distill=distilbert` runs DistilBERT's triple loss instead: `stages/general_distilbert.py`.
 """
 
 from __future__ import annotations
@@ -18,24 +21,26 @@ from tinykd import build, models
 from tinykd.data import Batcher
 from tinykd.distiller import features
 from tinykd.engine import build_engine
+from tinykd.errors import TinyKDError
 from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, prepare_run_dir, restore, save_checkpoint,
                         save_config, seed_everything)
 
 
 def run(cfg) -> dict:
+    if cfg.distill.method == "distilbert":
+        from stages import general_distilbert
+
+        return general_distilbert.run(cfg)
+    if cfg.distill.method != "tinybert":
+        raise TinyKDError(f"Unknown distill.method '{cfg.distill.method}'.", "choose one of: tinybert, distilbert.")
     build.set_threads(cfg)
     seed_everything(cfg.seed)
 
-    # --- build: frozen teacher, random student with the teacher's vocabulary, matches, corpus
+    # --- build: frozen teacher, student with the teacher's vocabulary, matches, corpus
     source = build.teacher_source(cfg)
     tokenizer = models.load_tokenizer(source)
     teacher = models.freeze(models.load_encoder(source))
-    s = cfg.student
-    student = models.random_student(
-        models.student_config(teacher.config, num_layers=s.num_layers, hidden_size=s.hidden_size,
-                              num_heads=s.num_heads, intermediate_size=s.intermediate_size, dropout=s.dropout),
-        cfg.seed, classifier=False,
-    )
+    student = build.general_student(cfg, teacher, head="none")
     distiller = build.distiller(cfg, student, teacher)
     corpus = build.corpus(cfg, tokenizer)
 

@@ -29,13 +29,22 @@ from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, prepare_
 EVAL_OFFSET = 1 << 40  # masking indices of held-out batches: never those of a training batch
 
 
-def head_only(model) -> torch.nn.Module:
-    """Freeze everything but the vocabulary head's transform and bias (the decoder's weight is
-    the input embedding matrix, frozen with the encoder). Returns the trainable head."""
+def head_only(model, tie_decoder: bool = True) -> torch.nn.Module:
+    """Freeze everything but the vocabulary head: its transform and bias, and with
+    `tie_decoder=false` its own decoder matrix (initialised from the input embeddings);
+    tied, the decoder is the input embedding matrix, frozen with the encoder.
+    Returns the trainable head."""
     model.requires_grad_(False)
     head = model.cls.predictions
-    head.transform.requires_grad_(True)
-    head.bias.requires_grad_(True)
+    if not tie_decoder:
+        # Untied, transformers ties nothing when loading, not even the decoder's bias to the head's
+        # `bias` (saved once while they are one tensor): each gets a tensor of its own, so both are saved.
+        model.config.tie_word_embeddings = False
+        head.decoder.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+        head.decoder.bias = torch.nn.Parameter(head.bias.detach().clone())
+    head.requires_grad_(True)
+    if tie_decoder:
+        head.decoder.weight.requires_grad_(False)
     return head
 
 
@@ -65,7 +74,7 @@ def run(cfg) -> dict:
     tokenizer = models.load_tokenizer(source)
     torch.manual_seed(cfg.seed)  # the head's initialisation
     model = models.load_masked_lm_for_fitting(source)
-    head = head_only(model)
+    head = head_only(model, cfg.stage.tie_decoder)
     corpus = build.corpus(cfg, tokenizer)
     heldout = cfg.stage.heldout
     if heldout < 1 or heldout >= len(corpus):

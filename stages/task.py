@@ -34,12 +34,12 @@ MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 def build_student(cfg, spec, teacher, teacher_tok):
     """The student classifier, initialised as `student.init` says; its vocabulary must be the teacher's."""
     init = cfg.student.init
-    if init == "random":
-        s = cfg.student
-        config = models.student_config(teacher.config, num_layers=s.num_layers, hidden_size=s.hidden_size,
-                                       num_heads=s.num_heads, intermediate_size=s.intermediate_size,
-                                       dropout=s.dropout, num_labels=spec.num_labels, label_names=spec.label_names)
-        return models.random_student(config, cfg.seed, classifier=True)
+    if init in ("random", "teacher_layers"):
+        student = models.random_student(build.student_config(cfg, teacher.config, spec), cfg.seed, head="classifier")
+        if init == "teacher_layers":  # the fine-tuned teacher's embeddings and layers (its classifier is not copied)
+            copied = models.init_from_teacher_layers(student, teacher, cfg.student.init_layers)
+            print(f"[tinykd] student initialised from the fine-tuned teacher: embeddings and layers {copied}")
+        return student
     path = Path(cfg.stage.general_dir if init == "general" else init)
     if not (path / "config.json").is_file():
         if init == "general":
@@ -49,7 +49,7 @@ def build_student(cfg, spec, teacher, teacher_tok):
                 "student.init=random, or student.init=<model directory>.",
             )
         raise TinyKDError(f"student.init path {path} does not exist or has no config.json.",
-                          "set student.init=general, random, or an existing model directory.")
+                          "set student.init=general, random, teacher_layers, or an existing model directory.")
     check_vocab = models.load_tokenizer(str(path), "student")
     models.check_same_vocab(check_vocab, teacher_tok, str(path), "teacher")
     return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student")
@@ -159,9 +159,9 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
         else:
             # Only logits are needed: no hidden states or attention maps are returned.
             with torch.no_grad(), engine.autocast():
-                t_logits = teacher(**inputs).logits
+                t_logits = teacher(**models.model_inputs(teacher, inputs)).logits
             with engine.autocast():
-                s_logits = student(**inputs).logits
+                s_logits = student(**models.model_inputs(student, inputs)).logits
                 pred = prediction_loss(s_logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
                                        spec.is_regression)
                 parts = {"prediction": pred.detach()}

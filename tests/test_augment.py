@@ -107,6 +107,75 @@ def test_mlm_candidates_do_not_depend_on_batch_size(mlm, tokenizer):
     assert sum(len(t) for t in results[0]) >= 15
 
 
+def test_last_layer_at_masked_positions_equals_the_full_layer(mlm):
+    """The shortcut computes the last layer at one position per row: the same vector as the
+    full layer's output there, with and without padding."""
+    torch.manual_seed(1)
+    encoder = mlm.base_model
+    layers = augment._bert_layers(encoder)
+    assert layers is not None and len(layers) == 2
+    ids = torch.randint(5, len(VOCAB), (3, 11))
+    keep = torch.ones_like(ids)
+    keep[1, 8:] = 0  # a padded row
+    keep[2, 5:] = 0
+    at = torch.tensor([4, 7, 2])
+    with torch.no_grad():
+        full = encoder(input_ids=ids, attention_mask=keep)[0][torch.arange(3), at]
+        with augment._without_last_layer(encoder, layers):
+            assert len(encoder.encoder.layer) == 1
+            hidden = encoder(input_ids=ids, attention_mask=keep)[0]
+        assert encoder.encoder.layer is layers  # restored
+        fast = augment._last_layer_at(layers[-1], hidden, at, keep)
+        unpadded = augment._last_layer_at(layers[-1], hidden, at, None)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    # the padding mask matters: without it the padded rows come out different
+    assert not torch.allclose(unpadded[1], full[1], atol=1e-3)
+    torch.testing.assert_close(unpadded[0], full[0], atol=1e-5, rtol=1e-5)
+
+
+def test_mlm_candidates_shortcut_and_full_forward_agree(mlm, tokenizer):
+    words_list = sentences_words()
+    positions = eligible(words_list)
+    for same_length in (True, False):  # without same_length the batches are padded
+        full = augment.mlm_candidates(mlm, tokenizer, words_list, positions, k=8, batch_size=5,
+                                      same_length=same_length, last_layer_at_mask=False)
+        fast = augment.mlm_candidates(mlm, tokenizer, words_list, positions, k=8, batch_size=5,
+                                      same_length=same_length)
+        assert fast == full and sum(len(t) for t in fast) >= 15
+
+
+def test_single_pass_mode_one_input_per_sentence_never_the_word_itself(mlm, tokenizer):
+    words_list = sentences_words()
+    positions = eligible(words_list)
+    stats: dict = {}
+    results = [augment.mlm_candidates(mlm, tokenizer, words_list, positions, k=6, batch_size=bs, mode="single_pass",
+                                      stats=stats if bs == 2 else None) for bs in (1, 2, 100)]
+    assert results[0] == results[1] == results[2]
+    got = results[0]
+    exact = augment.mlm_candidates(mlm, tokenizer, words_list, positions, k=6)
+    assert [sorted(t) for t in got] == [sorted(t) for t in exact]  # the same words get MLM candidates
+    with_words = sum(1 for t in exact if t)
+    assert stats["mlm_inputs"] == with_words < sum(len(t) for t in exact)  # one forward per sentence
+    for words, table in zip(words_list, got):
+        for i, cands in table.items():
+            assert words[i] not in cands and 1 <= len(cands) <= 6
+    assert got != exact  # it is an approximation: the model sees the word it replaces
+    # the candidate at a word's position is the unmasked model's top pick there, the word excluded
+    words = words_list[0]
+    ids = tokenizer.convert_tokens_to_ids(["[CLS]", *tokenizer.tokenize(" ".join(words)), "[SEP]"])
+    with torch.no_grad():
+        logits = mlm(input_ids=torch.tensor([ids])).logits[0]
+    i = positions[0][0]  # "film": one piece, input index 1 + 1
+    row = logits[2].clone()
+    row[ids[2]] = -torch.inf
+    assert got[0][i][0] == tokenizer.convert_ids_to_tokens(int(row.argmax()))
+
+
+def test_unknown_mlm_mode_is_refused(mlm, tokenizer):
+    with pytest.raises(TinyKDError, match="single_pass"):
+        augment.mlm_candidates(mlm, tokenizer, [["film"]], [[0]], k=3, mode="fast")
+
+
 def test_mlm_truncates_like_reference_and_leaves_out_positions_past_the_limit(mlm, tokenizer):
     words_list = sentences_words()[2:3]  # 24 words, 26 pieces: the full input is 55 tokens
     positions = eligible(words_list)

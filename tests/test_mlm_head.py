@@ -77,3 +77,21 @@ def test_mlm_head_resume_equals_uninterrupted(make_cfg):
     done = run_stage(make_cfg("stage=mlm_head", "debug=smoke", "runs.mlm_head=${paths.runs}/mlm_head/part",
                               "resume=true"))
     assert done["heldout"] == whole["heldout"]
+
+
+def test_mlm_head_untied_decoder_is_trained_and_saved(make_cfg):
+    """stage.tie_decoder=false: the decoder is a matrix of its own, initialised from the input
+    embeddings and trained with the head; the encoder (embeddings included) stays frozen."""
+    cfg = make_cfg("stage=mlm_head", "debug=smoke", "stage.tie_decoder=false")
+    res = run_stage(cfg)
+    from tinykd import build
+
+    teacher = AutoModel.from_pretrained(build.teacher_source(cfg))
+    mlm = models.load_masked_lm(res["export"])
+    assert mlm.config.tie_word_embeddings is False
+    embeddings = teacher.get_input_embeddings().weight
+    assert torch.equal(mlm.bert.get_input_embeddings().weight, embeddings)  # frozen
+    decoder = mlm.cls.predictions.decoder.weight
+    assert decoder.data_ptr() != mlm.bert.get_input_embeddings().weight.data_ptr()
+    assert decoder.shape == embeddings.shape and not torch.equal(decoder, embeddings)  # trained away from its init
+    assert mlm.cls.predictions.decoder.bias.abs().sum() > 0  # the trained bias was saved and loaded (init: zeros)

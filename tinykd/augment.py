@@ -295,6 +295,55 @@ def _pick(logits: torch.Tensor, tokenizer, k: int) -> list[list[str]]:
             for row in top]
 
 
+def _bert_layers(encoder) -> Optional[torch.nn.ModuleList]:
+    """The encoder's layer list when its last layer can be run at chosen positions only
+    (`_last_layer_at`): a BERT-style post-LayerNorm encoder layer (BERT, RoBERTa and their
+    copies in transformers) with absolute positions. None otherwise (the full forward is used)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) < 2:
+        return None
+    last = layers[-1]
+    sa = getattr(getattr(last, "attention", None), "self", None)
+    needed = (all(hasattr(sa, a) for a in ("query", "key", "value", "num_attention_heads", "attention_head_size",
+                                          "scaling"))
+              and all(hasattr(last, a) for a in ("intermediate", "output"))
+              and hasattr(last.attention, "output") and not getattr(last, "is_decoder", False)
+              and getattr(encoder.config, "position_embedding_type", "absolute") == "absolute")
+    return layers if needed else None
+
+
+@contextlib.contextmanager
+def _without_last_layer(encoder, layers: torch.nn.ModuleList):
+    """Run `encoder` with its last layer left out (restored afterwards, whatever happens)."""
+    encoder.encoder.layer = torch.nn.ModuleList(list(layers)[:-1])
+    try:
+        yield
+    finally:
+        encoder.encoder.layer = layers
+
+
+def _last_layer_at(layer, hidden: torch.Tensor, at: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+    """A BERT encoder layer's output at one position per row: `hidden` (B, T, d) is the
+    layer's input, `at` (B,) the position wanted, `keep` (B, T) 1 for real tokens (None: no
+    padding). Returns (B, d), equal to `layer(hidden)[arange(B), at]` up to float rounding.
+
+    Only the keys and values need every position; the query, the attention output, the
+    residuals and the feed-forward are computed for the one position. In a 12-layer encoder
+    this is 5/6 of the last layer's work, ~7% of the forward, left out.
+    """
+    sa = layer.attention.self
+    b, t, _ = hidden.shape
+    heads, size = sa.num_attention_heads, sa.attention_head_size
+    x = hidden[torch.arange(b, device=hidden.device), at]  # (B, d)
+    q = sa.query(x).view(b, heads, 1, size)
+    k = sa.key(hidden).view(b, t, heads, size).transpose(1, 2)
+    v = sa.value(hidden).view(b, t, heads, size).transpose(1, 2)
+    mask = None if keep is None else keep[:, None, None, :].bool()
+    ctx = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=sa.scaling)
+    attended = layer.attention.output(ctx.reshape(b, heads * size), x)
+    return layer.output(layer.intermediate(attended), attended)
+
+
 def _max_len(model, max_len: Optional[int]) -> int:
     return max_len or getattr(model.config, "max_position_embeddings", 512)
 
@@ -313,9 +362,13 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, sam
     return out
 
 
+MLM_MODES = ("exact", "masked_once", "single_pass")
+
+
 def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
                    k: int, batch_size: int = 128, max_len: Optional[int] = None, max_tokens: int = 4096,
-                   same_length: bool = True, stats: Optional[dict] = None) -> list[dict[int, list[str]]]:
+                   same_length: bool = True, stats: Optional[dict] = None,
+                   last_layer_at_mask: bool = True, mode: str = "exact") -> list[dict[int, list[str]]]:
     """Masked-LM candidates for word `positions[s]` of sentence `sentences_words[s]`, batched.
 
     Returns, per sentence, {word position: up to k candidate words, best first}, for the
@@ -325,25 +378,37 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     cut at `max_len` as the reference does. `stats`, when given, counts `mlm_inputs`,
     `truncated_inputs` (cut at the limit) and `past_limit_words` (left out).
 
-    The same inputs as `reference_mlm_candidates`, computed faster:
+    `mode="exact"` (TinyBERT's procedure): one input per word, the same inputs as
+    `reference_mlm_candidates`, computed faster:
     - every masked input of every sentence is built up front (word pieces are looked up once
       per distinct word), sorted by length and run under `inference_mode` in batches of at
       most `batch_size` rows and `max_tokens` tokens; with `same_length` (default) a batch
       holds inputs of one length only, so there is no padding and no attention mask (on 200
       SST-2 sentences, sorted batches of 32 still padded 3.8% of tokens);
-    - only the encoder runs on the whole sequence: its hidden states are gathered at the
-      masked positions first, and the vocabulary head (the costly hidden x vocab product) is
-      applied to those rows only, not to every position.
+    - only the encoder runs on the whole sequence, and with `last_layer_at_mask` (default,
+      BERT-style encoders) only up to its last layer: that layer computes keys and values for
+      every position but its query, attention output and feed-forward at the masked position
+      only (`_last_layer_at`), since nothing else of it is read;
+    - the vocabulary head (the costly hidden x vocab product) is applied to the masked rows
+      only, not to every position.
     Results are identical to the reference up to float rounding between batched and unbatched
     matrix products (a test checks the lists are equal).
+
+    `mode="single_pass"` (approximate, ~1/m of the work for m eligible words per sentence):
+    one unmasked forward per sentence on ``[CLS] sentence [SEP]``; a word's candidates are
+    the top k at its own position with the word itself excluded. The model sees the word it
+    is replacing, so the lists differ from the exact ones: `make bench-augment` measures how
+    much they overlap.
     """
+    if mode not in MLM_MODES:
+        raise TinyKDError(f"Unknown masked-LM candidate mode {mode!r}.", f"use one of {', '.join(MLM_MODES)}.")
     _check_vocab(model, tokenizer)
     encoder, head = _mlm_parts(model)
     limit = _max_len(model, max_len)
     cls_id, sep_id, mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    # --- all masked inputs: (sentence, word position, token ids, masked index, first-segment length)
+    # --- all inputs: (sentence, [(word position, index in the input)], token ids, first-segment length)
     piece_ids: dict[str, list[int]] = {}
     jobs = []
     counts = {"mlm_inputs": 0, "truncated_inputs": 0, "past_limit_words": 0}
@@ -355,20 +420,43 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
             ids_per_word.append(piece_ids[w])
         flat = [i for ids in ids_per_word for i in ids]
         starts = np.cumsum([0] + [len(ids) for ids in ids_per_word]).tolist()
+        targets = []
         for pos in wanted:
             if len(ids_per_word[pos]) != 1:
                 continue
-            at = starts[pos]
-            masked = 1 + at  # index in the input, after [CLS]
-            if masked >= limit:
+            at = 1 + starts[pos]  # index in the input, after [CLS]
+            if at >= limit - (mode == "single_pass"):  # single pass: the word must fit before [SEP]
                 counts["past_limit_words"] += 1
                 continue
-            ids = [cls_id, *flat[:at], mask_id, *flat[at + 1 :], sep_id, *flat, sep_id]
+            targets.append((pos, at))
+        if mode == "single_pass":
+            if targets:
+                ids = [cls_id, *flat, sep_id]
+                counts["mlm_inputs"] += 1
+                if len(ids) > limit:
+                    counts["truncated_inputs"] += 1
+                    ids = ids[: limit - 1] + [sep_id]
+                jobs.append((s, targets, ids, len(ids)))
+            continue
+        if mode == "masked_once":
+            if targets:
+                first = [cls_id, *flat, sep_id]
+                for _, at in targets:
+                    first[at] = mask_id
+                ids = [*first, *flat, sep_id]
+                counts["mlm_inputs"] += 1
+                if len(ids) > limit:
+                    counts["truncated_inputs"] += 1
+                    ids = ids[:limit]
+                jobs.append((s, targets, ids, len(flat) + 2))
+            continue
+        for pos, at in targets:
+            ids = [cls_id, *flat[: at - 1], mask_id, *flat[at:], sep_id, *flat, sep_id]
             counts["mlm_inputs"] += 1
             if len(ids) > limit:
                 counts["truncated_inputs"] += 1
                 ids = ids[:limit]
-            jobs.append((s, pos, ids, masked, len(flat) + 2))
+            jobs.append((s, [(pos, at)], ids, len(flat) + 2))
     if stats is not None:
         for key, value in counts.items():
             stats[key] = stats.get(key, 0) + value
@@ -378,6 +466,7 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
         return results
     device = next(model.parameters()).device
     segments = _uses_segments(model)
+    layers = _bert_layers(encoder) if last_layer_at_mask and mode == "exact" else None
     jobs.sort(key=lambda j: len(j[2]))  # stable: equal lengths keep their order
     with _eval_mode(model), torch.inference_mode():
         for rows in length_batches([len(j[2]) for j in jobs], batch_size, max_tokens, same_length):
@@ -386,7 +475,7 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
             token_types = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (_, _, ids, _, first) in enumerate(batch):
+            for r, (_, _, ids, first) in enumerate(batch):
                 input_ids[r, : len(ids)] = torch.tensor(ids)
                 attention[r, : len(ids)] = 1
                 token_types[r, first : len(ids)] = 1
@@ -395,11 +484,21 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
                 inputs["attention_mask"] = attention.to(device)
             if segments:
                 inputs["token_type_ids"] = token_types.to(device)
-            hidden = encoder(**inputs)[0]  # (batch, width, hidden)
-            at = torch.tensor([j[3] for j in batch], device=device)
-            logits = head(hidden[torch.arange(len(batch), device=device), at])  # (batch, vocab)
-            for (s, pos, *_), words in zip(batch, _pick(logits.float(), tokenizer, k)):
-                results[s][pos] = words
+            which = [(r, pos, at) for r, job in enumerate(batch) for pos, at in job[1]]
+            row_of = torch.tensor([r for r, _, _ in which], device=device)
+            at_of = torch.tensor([at for _, _, at in which], device=device)
+            if layers is None:
+                hidden = encoder(**inputs)[0]  # (batch, width, hidden)
+                rows = hidden[row_of, at_of]
+            else:  # one position per row: every layer but the last on the whole input, the last there
+                with _without_last_layer(encoder, layers):
+                    hidden = encoder(**inputs)[0]
+                rows = _last_layer_at(layers[-1], hidden, at_of, inputs.get("attention_mask"))
+            logits = head(rows).float()  # (positions, vocab)
+            if mode == "single_pass":  # the word in the input is no candidate for itself
+                logits[torch.arange(len(which), device=device), input_ids.to(device)[row_of, at_of]] = -torch.inf
+            for (r, pos, _), words in zip(which, _pick(logits, tokenizer, k)):
+                results[batch[r][0]][pos] = words
     return [dict(sorted(r.items())) for r in results]
 
 
@@ -453,7 +552,7 @@ def reference_mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequenc
 def candidate_tables(sentences_words: Sequence[Sequence[str]], k: int, *, vectors: Optional[WordVectors] = None,
                      model=None, tokenizer=None, batch_size: int = 128, max_len: Optional[int] = None,
                      max_tokens: int = 4096, stop_words: frozenset = STOP_WORDS,
-                     stats: Optional[dict] = None) -> list[dict[int, list[str]]]:
+                     stats: Optional[dict] = None, mlm_mode: str = "exact") -> list[dict[int, list[str]]]:
     """Candidates for every eligible word of every sentence: {position: words}, in order.
 
     With a masked LM (`model` and `tokenizer`), single-piece words take MLM candidates and
@@ -471,7 +570,8 @@ def candidate_tables(sentences_words: Sequence[Sequence[str]], k: int, *, vector
         if tokenizer is None:
             raise ValueError("a masked LM needs its tokenizer")
         for table, found in zip(tables, mlm_candidates(model, tokenizer, sentences_words, eligible, k,
-                                                       batch_size, max_len, max_tokens, stats=stats)):
+                                                       batch_size, max_len, max_tokens, stats=stats,
+                                                       mode=mlm_mode)):
             table.update(found)
     from_mlm = sum(1 for t in tables for v in t.values() if v)
     if vectors is not None:
@@ -523,7 +623,8 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
                      n: int, k: int, p: float, seed: int, vectors: Optional[WordVectors] = None, model=None,
                      tokenizer=None, batch_size: int = 128, max_len: Optional[int] = None, max_tokens: int = 4096,
                      lowercase: bool = True, start_index: int = 0, include_originals: bool = True,
-                     stats: Optional[dict] = None, tables_out: Optional[list] = None) -> dict[str, list]:
+                     stats: Optional[dict] = None, tables_out: Optional[list] = None,
+                     mlm_mode: str = "exact") -> dict[str, list]:
     """Augment a task's examples: columns text_a, text_b, label, source_index.
 
     The originals come first, unchanged (`include_originals`), then each example's augmented
@@ -545,7 +646,8 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
     # Candidates for all sentences of all sides at once: one batched MLM pass, one neighbour search.
     flat_words = [split_words(t, lowercase) if t is not None else [] for texts in sides for t in texts]
     flat_tables = candidate_tables(flat_words, k, vectors=vectors, model=model, tokenizer=tokenizer,
-                                   batch_size=batch_size, max_len=max_len, max_tokens=max_tokens, stats=stats)
+                                   batch_size=batch_size, max_len=max_len, max_tokens=max_tokens, stats=stats,
+                                   mlm_mode=mlm_mode)
     if tables_out is not None:
         tables_out.extend(flat_tables)
 

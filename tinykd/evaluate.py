@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tinykd import models
 from tinykd.data import eval_batches
 from tinykd.metrics import compute_metrics
 from tinykd.tasks import TaskSpec
@@ -16,7 +17,7 @@ def predict_logits(model, ds, tokenizer, batch_size: int, device) -> np.ndarray:
     model.eval()
     out = []
     for batch in eval_batches(ds, tokenizer, batch_size):
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask")}
+        inputs = {k: v.to(device) for k, v in models.model_inputs(model, batch).items()}
         out.append(model(**inputs).logits.float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy()

@@ -83,3 +83,39 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
     if regression:
         return F.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
     return F.cross_entropy(logits, labels)
+
+
+def cosine_hidden_loss(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """DistilBERT's cosine embedding loss: the mean over real tokens of 1 − cos(h_S, h_T).
+
+    student, teacher: (B, L, D), the same width (DistilBERT keeps the teacher's). With `mask`
+    the mean runs over the tokens where it is 1; without, over all B·L tokens.
+    """
+    distance = 1 - F.cosine_similarity(student, teacher, dim=-1)  # (B, L)
+    if mask is None:
+        return distance.mean()
+    m = mask.to(distance.dtype)
+    return (distance * m).sum() / m.sum().clamp_min(1.0)
+
+
+def distilbert_triple(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                      student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: Optional[torch.Tensor], *,
+                      temperature: float, alpha_ce: float, alpha_mlm: float, alpha_cos: float):
+    """DistilBERT's triple loss (Sanh et al., 2019):
+    alpha_ce · T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)) + alpha_mlm · CE(z_S, masked tokens)
+    + alpha_cos · (1 − cos(h_S, h_T)).
+
+    student_logits, teacher_logits: (N, V), the vocabulary logits at the N tokens the KL term
+    covers (every real token, or only the masked ones); the KL is averaged over those N rows.
+    targets: (N,) the original token at rows chosen for the masked-LM task, −100 elsewhere; the
+    masked-LM loss is the mean cross-entropy over the chosen rows (0 when there are none).
+    student_hidden, teacher_hidden: (B, L, D) last hidden states; mask (B, L) real tokens.
+    Returns (total, {"ce", "mlm", "cos"}), the parts unweighted.
+    """
+    ce = kl_div_t2(student_logits.float(), teacher_logits.float(), temperature)
+    chosen = targets != -100
+    mlm = (F.cross_entropy(student_logits[chosen].float(), targets[chosen]) if bool(chosen.any())
+           else student_logits.sum() * 0)
+    cos = cosine_hidden_loss(student_hidden, teacher_hidden, mask)
+    total = alpha_ce * ce + alpha_mlm * mlm + alpha_cos * cos
+    return total, {"ce": ce.detach(), "mlm": mlm.detach(), "cos": cos.detach()}

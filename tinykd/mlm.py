@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
+from tinykd.errors import TinyKDError
+
 
 class Masker:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, probability: float = 0.15, seed: int = 0):
@@ -41,3 +43,18 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict
 
 def mlm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets)
+
+
+def head_logits(model, rows: torch.Tensor) -> torch.Tensor:
+    """A masked LM's vocabulary head applied to hidden rows (N, D) → (N, V): the head runs only
+    where a loss reads it. BERT (`cls`), DistilBERT (`vocab_transform` → activation →
+    `vocab_layer_norm` → `vocab_projector`) and RoBERTa-style (`lm_head`) models."""
+    if hasattr(model, "cls"):
+        return model.cls(rows)
+    if hasattr(model, "vocab_projector"):
+        x = model.vocab_layer_norm(model.activation(model.vocab_transform(rows)))
+        return model.vocab_projector(x)
+    if hasattr(model, "lm_head"):
+        return model.lm_head(rows)
+    raise TinyKDError(f"{type(model).__name__} has no masked-LM head this code knows (cls, vocab_projector, lm_head).",
+                      "use a BERT, DistilBERT or RoBERTa *ForMaskedLM model.")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import re
@@ -21,9 +23,8 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
+    DistilBertConfig,
     BertForMaskedLM,
-    BertForSequenceClassification,
-    BertModel,
     BertTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -108,6 +109,15 @@ def load_masked_lm(source: str, what: str = "masked LM") -> PreTrainedModel:
     return model
 
 
+def has_mlm_head(source: str) -> bool:
+    """Whether `source` loads as a masked LM with a trained vocabulary head."""
+    try:
+        load_masked_lm(source)
+    except TinyKDError:
+        return False
+    return True
+
+
 def load_masked_lm_for_fitting(source: str, what: str = "encoder") -> PreTrainedModel:
     """`AutoModelForMaskedLM` from an encoder checkpoint whose head may be missing (it is then
     initialised from the torch RNG: seed first) — what `stage=mlm_head` trains."""
@@ -158,9 +168,158 @@ def student_config(teacher_config, *, num_layers, hidden_size, num_heads, interm
     )
 
 
-def random_student(config: BertConfig, seed: int, classifier: bool) -> PreTrainedModel:
+def distilbert_config(teacher_config, *, num_layers, dropout, num_labels: int = 2, label_names=None) -> DistilBertConfig:
+    """A DistilBERT student (Sanh et al., 2019): the teacher's width, heads, feed-forward size,
+    vocabulary and positions, fewer layers, no token-type embeddings. Same width, so that
+    teacher layers copy into it and the cosine loss compares hidden states directly."""
+    act = getattr(teacher_config, "hidden_act", "gelu")
+    if act not in ("gelu", "relu"):
+        raise TinyKDError(f"A DistilBERT student supports gelu or relu activations; the teacher uses {act!r}.",
+                          "use student=tinybert4 (a BERT student) for this teacher.")
+    kw = {}
+    if label_names:
+        kw = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    return DistilBertConfig(
+        vocab_size=teacher_config.vocab_size, dim=teacher_config.hidden_size, n_layers=num_layers,
+        n_heads=teacher_config.num_attention_heads, hidden_dim=teacher_config.intermediate_size,
+        dropout=dropout, attention_dropout=dropout, activation=act,
+        max_position_embeddings=teacher_config.max_position_embeddings,
+        pad_token_id=getattr(teacher_config, "pad_token_id", 0) or 0, num_labels=num_labels, **kw,
+    )
+
+
+HEADS = {"none": AutoModel, "mlm": AutoModelForMaskedLM, "classifier": AutoModelForSequenceClassification}
+
+
+def random_student(config, seed: int, classifier: bool = False, head: Optional[str] = None) -> PreTrainedModel:
+    """A randomly initialised student (seeded) for a BERT or DistilBERT config, with no head,
+    a masked-LM head (`head="mlm"`) or a classifier."""
     torch.manual_seed(seed)
-    return BertForSequenceClassification(config) if classifier else BertModel(config)
+    return HEADS[head or ("classifier" if classifier else "none")].from_config(config)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_args(cls) -> frozenset:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def model_inputs(model, batch: dict) -> dict:
+    """The entries of `batch` that `model` takes: input_ids, attention_mask, and token_type_ids
+    only for models that have segments (a DistilBERT student has none)."""
+    names = _forward_args(type(model))
+    return {k: v for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask") and k in names}
+
+
+# ----------------------------------------------------------------------------- students from teacher layers
+
+
+def default_init_layers(n_teacher: int, n_student: int) -> list[int]:
+    """DistilBERT's initialisation, one teacher layer in two: teacher layers 1, 3, 5, ...
+    (numbered from 1) for student layers 1..M."""
+    return [1 + 2 * m for m in range(n_student)]
+
+
+def check_init_layers(layers, n_teacher: int, n_student: int) -> list[int]:
+    if layers is None:
+        layers = default_init_layers(n_teacher, n_student)
+    layers = list(layers)
+    if len(layers) != n_student:
+        raise TinyKDError(
+            f"student.init_layers={layers} names {len(layers)} teacher layers for a {n_student}-layer student.",
+            f"give one teacher layer (1..{n_teacher}) per student layer, e.g. "
+            f"student.init_layers=[{','.join(str(i) for i in range(1, 2 * n_student, 2))}].",
+        )
+    for m, t in enumerate(layers, start=1):
+        if int(t) != t or not 1 <= int(t) <= n_teacher:
+            raise TinyKDError(
+                f"student.init_layers out of range: student layer {m} <- teacher layer {t}, but the teacher has "
+                f"layers 1..{n_teacher}.",
+                f"use values in 1..{n_teacher} (layers are numbered from 1; the embeddings are always copied).",
+            )
+    return [int(t) for t in layers]
+
+
+_BERT_TO_DISTILBERT = {  # one Transformer layer: DistilBERT name <- BERT name
+    "attention.q_lin": "attention.self.query",
+    "attention.k_lin": "attention.self.key",
+    "attention.v_lin": "attention.self.value",
+    "attention.out_lin": "attention.output.dense",
+    "sa_layer_norm": "attention.output.LayerNorm",
+    "ffn.lin1": "intermediate.dense",
+    "ffn.lin2": "output.dense",
+    "output_layer_norm": "output.LayerNorm",
+}
+
+
+def _copy(dst: torch.nn.Module, src: torch.nn.Module) -> None:
+    for name in ("weight", "bias"):
+        a, b = getattr(dst, name, None), getattr(src, name, None)
+        if a is not None and b is not None:
+            a.data.copy_(b.data)
+
+
+@torch.no_grad()
+def init_from_teacher_layers(student: PreTrainedModel, teacher: PreTrainedModel, layers) -> list[int]:
+    """DistilBERT's initialisation: copy the teacher's embeddings, its Transformer layers
+    `layers` (numbered from 1; one teacher layer per student layer) and, when both have one,
+    its masked-LM head into the student. The student may be a BERT or a DistilBERT model of the
+    teacher's width, heads and feed-forward size. Returns the layers copied.
+
+    A DistilBERT student has no token-type embeddings: the teacher's segment-0 vector is
+    added to every word embedding, so that on single-segment input the student's embedding
+    output equals the teacher's. (With a tied decoder this adds the same number to every
+    vocabulary logit at a position: the masked-LM distribution is unchanged.)
+    """
+    t_enc, s_enc = teacher.base_model, student.base_model
+    tc, sc = teacher.config, student.config
+    s_width = getattr(sc, "hidden_size", getattr(sc, "dim", None))
+    s_heads = getattr(sc, "num_attention_heads", getattr(sc, "n_heads", None))
+    s_ff = getattr(sc, "intermediate_size", getattr(sc, "hidden_dim", None))
+    if tc.model_type != "bert":
+        raise TinyKDError(f"student.init=teacher_layers copies from a BERT teacher; this teacher is {tc.model_type}.",
+                          "use student.init=random (or general) for this teacher.")
+    if (s_width, s_heads, s_ff) != (tc.hidden_size, tc.num_attention_heads, tc.intermediate_size):
+        raise TinyKDError(
+            f"student.init=teacher_layers needs the teacher's shape: student width/heads/feed-forward "
+            f"{s_width}/{s_heads}/{s_ff}, teacher {tc.hidden_size}/{tc.num_attention_heads}/{tc.intermediate_size}.",
+            "use student=distilbert (the teacher's shape, half its layers), or student.init=random.",
+        )
+    if sc.vocab_size != tc.vocab_size:
+        raise TinyKDError(f"Student vocabulary ({sc.vocab_size}) differs from the teacher's ({tc.vocab_size}).",
+                          "build the student from the teacher's config (the same tokenizer).")
+    t_layers = t_enc.encoder.layer
+    if sc.model_type == "distilbert":
+        s_layers = s_enc.transformer.layer
+    else:
+        s_layers = s_enc.encoder.layer
+    layers = check_init_layers(layers, len(t_layers), len(s_layers))
+
+    te, se = t_enc.embeddings, s_enc.embeddings
+    if sc.model_type == "distilbert":
+        se.word_embeddings.weight.copy_(te.word_embeddings.weight + te.token_type_embeddings.weight[0])
+        _copy(se.position_embeddings, te.position_embeddings)
+        _copy(se.LayerNorm, te.LayerNorm)
+        for s_layer, t in zip(s_layers, layers):
+            t_layer = t_layers[t - 1]
+            for d_name, b_name in _BERT_TO_DISTILBERT.items():
+                _copy(s_layer.get_submodule(d_name), t_layer.get_submodule(b_name))
+    else:
+        se.load_state_dict(te.state_dict())
+        for s_layer, t in zip(s_layers, layers):
+            s_layer.load_state_dict(t_layers[t - 1].state_dict())
+
+    t_head = getattr(teacher, "cls", None)
+    if t_head is not None and hasattr(t_head, "predictions"):
+        p = t_head.predictions
+        if hasattr(student, "cls"):
+            student.cls.predictions.transform.load_state_dict(p.transform.state_dict())
+            student.cls.predictions.bias.copy_(p.bias)
+        elif hasattr(student, "vocab_projector"):
+            _copy(student.vocab_transform, p.transform.dense)
+            _copy(student.vocab_layer_norm, p.transform.LayerNorm)
+            student.vocab_projector.bias.copy_(p.bias)
+        # the decoder stays tied to the (copied) input embeddings
+    return layers
 
 
 def check_same_vocab(student_tok: PreTrainedTokenizerBase, teacher_tok: PreTrainedTokenizerBase,
