@@ -208,7 +208,18 @@ def test_empty_and_non_utf8_input_files(make_cfg, tmp_path):
     ("augment.source=wordnet", "Unknown augment.source 'wordnet'"),
     ("augment.p=1.5", "augment.p=1.5 is not a probability"),
     ("augment.shard_size=0", "augment.shard_size=0 must be at least 1"),
+    ("augment.mlm_mode=fast", "Unknown augment.mlm_mode 'fast'"),
 ])
 def test_bad_settings(make_cfg, override, message):
     with pytest.raises(TinyKDError, match=message):
         run_stage(augment_cfg(make_cfg, override))
+
+
+def test_masked_once_mode_one_masked_lm_input_per_sentence(make_cfg):
+    exact = run_stage(augment_cfg(make_cfg))
+    once = run_stage(augment_cfg(make_cfg, "augment.mlm_mode=masked_once"))
+    s, e = once["stats"], exact["stats"]
+    # the same words take masked-LM candidates, from one input per sentence instead of one per word
+    assert s["mlm_words"] == e["mlm_words"] > 0
+    assert s["mlm_inputs"] < e["mlm_inputs"] and s["mlm_inputs"] <= 80
+    assert datasets.load_from_disk(once["data"])["source_index"][:80] == list(range(80))
