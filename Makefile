@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,19 @@ sweep: install  ## Optuna search over task distillation on SST-2 (~20 min), then
 
 bench-augment: install  ## augmentation: tinykd vs the reference procedure, 200 SST-2 sentences (~4 min) -> reports/augment.json
 	$(PY) -m tinykd.bench.augment
+
+bench-seeds: install  ## DistilBERT, TinyBERT-style and BiLSTM students on SST-2 (~50 min) -> reports/seeds.{json,md}
+	# Each step is skipped when its run already finished with the same config (reuse=true).
+	$(PY) -m tinykd stage=mlm_head reuse=true
+	$(PY) -m tinykd stage=teacher task=sst2 reuse=true
+	$(PY) -m tinykd stage=general experiment=sst2_distilbert reuse=true
+	$(PY) -m tinykd stage=task task=sst2 experiment=sst2_distilbert reuse=true
+	$(PY) -m tinykd stage=general experiment=sst2_tinybert_l3 reuse=true
+	$(PY) -m tinykd stage=task task=sst2 experiment=sst2_tinybert_l3 reuse=true
+	$(PY) -m tinykd stage=teacher task=sst2 experiment=sst2_bilstm_lowres reuse=true
+	$(PY) -m tinykd stage=task task=sst2 experiment=sst2_bilstm_lowres distill.transfer_targets=hard reuse=true
+	$(PY) -m tinykd stage=task task=sst2 experiment=sst2_bilstm_lowres distill.transfer_targets=soft reuse=true
+	$(PY) -m tinykd.bench.seeds
 
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q

@@ -6,6 +6,8 @@ A fine-tuned teacher → the student (from the general stage, random, or a direc
                       (or KL·T², or MSE for regression), evaluated on dev as it goes.
 The best dev checkpoint is exported as `<run_dir>/student`, a plain
 `AutoModelForSequenceClassification` directory.
+
+`student=bilstm` runs the BiLSTM recipe on transfer data instead: `stages/task_bilstm.py`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def build_student(cfg, spec, teacher, teacher_tok):
 
 
 def run(cfg) -> dict:
+    if cfg.student.arch == "bilstm":
+        from stages import task_bilstm
+
+        return task_bilstm.run(cfg)
     build.set_threads(cfg)
     seed_everything(cfg.seed)
     spec = build.task_spec(cfg)

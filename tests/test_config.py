@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -21,7 +23,9 @@ def test_every_option_composes_and_resolves(make_cfg, group, option):
     resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     if group not in ("debug", "experiment", "hparams_search"):  # these are @package _global_
         assert cfg[group] is not None
-    assert resolved["runs"]["task"].endswith(f"{cfg.task.name}-{cfg.teacher.name}-{cfg.student.name}")
+    # the task run is named by task, teacher and student (an experiment may add to the name)
+    name = resolved["runs"]["task"].rsplit("/", 1)[1]
+    assert re.fullmatch(rf"{cfg.task.name}-(.+-)?{cfg.teacher.name}-{cfg.student.name}(-.+)?", name), name
 
 
 def test_task_configs_match_registry():

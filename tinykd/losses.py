@@ -68,13 +68,16 @@ def kl_div_t2(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
 
 def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str, temperature: float,
                     regression: bool) -> torch.Tensor:
-    """Prediction-layer distillation: MSE for regression tasks (STS-B, logits (B, 1)), else soft CE or KL·T²."""
+    """Prediction-layer distillation: MSE for regression tasks (STS-B, logits (B, 1)), else soft CE,
+    KL·T², or MSE between the logits (mean over B·C; no temperature)."""
     if regression:
         return F.mse_loss(student_logits.view(-1), teacher_logits.view(-1))
     if kind == "soft_ce":
         return soft_cross_entropy(student_logits, teacher_logits, temperature)
     if kind == "kl":
         return kl_div_t2(student_logits, teacher_logits, temperature)
+    if kind == "mse":  # Ba & Caruana (2014), Tang et al. (2019): regress the logits themselves
+        return F.mse_loss(student_logits, teacher_logits)
     raise ValueError(f"unknown prediction loss {kind}")
 
 

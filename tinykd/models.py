@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tinykd import bilstm  # noqa: F401  (registers the BiLSTM student with the Auto classes)
 from tinykd.errors import TinyKDError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -398,19 +399,23 @@ def build_tiny_model(out_dir: str, *, num_layers, hidden_size, num_heads, interm
 def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike) -> Path:
     """Save a plain Hugging Face model directory atomically (temp dir + rename).
 
-    The attention implementation is reset to the default so that the saved config holds
-    nothing tinykd-specific: `AutoModel*.from_pretrained(out_dir)` needs only transformers.
+    The attention implementation of a Transformer is reset to the default so that the saved
+    config holds nothing tinykd-specific: `AutoModel*.from_pretrained(out_dir)` needs only
+    transformers (a model without attention, the BiLSTM, is saved as it is).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     impl = model.config._attn_implementation
+    attention = getattr(model, "_supports_sdpa", False)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
-        model.set_attn_implementation("sdpa")
+        if attention:
+            model.set_attn_implementation("sdpa")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     finally:
-        model.set_attn_implementation(impl)
+        if attention:
+            model.set_attn_implementation(impl)
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700
     old = out.with_name(f".{out.name}-old")
     if out.exists():

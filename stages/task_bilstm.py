@@ -1,0 +1,240 @@
+"""Stage `task` with `student=bilstm`: a BiLSTM student from a fine-tuned teacher and unlabeled
+transfer data (Mukherjee & Hassan Awadallah, 2019).
+
+The teacher labels the transfer data once (`tinykd.targets`: its logits and its [CLS]
+representation, cached). Then the staged schedule of the paper, one phase each, in
+`stage.bilstm_phases` order:
+
+  representation  on the transfer data: MSE between the student's sentence representation,
+                  projected to the teacher's width (a linear map beside the student, never
+                  exported), and the teacher's representation;
+  logits          on the transfer data: the teacher's hard labels (cross-entropy on its argmax)
+                  or soft targets (its logits, through `distill.pred_loss`): `distill.transfer_targets`;
+  finetune        on the labelled set: cross-entropy on the gold labels, releasing one layer group
+                  every `stage.unfreeze_every` steps from the top (classifier, representation,
+                  LSTM, embeddings): gradual unfreezing.
+
+The labelled set is the task's training set (`task.train_limit` rows); the transfer data is
+`stage.transfer`: the training sentences with their labels withheld, the rows after the labelled
+ones (the low-resource setting), or a datasets directory such as `stage=augment`'s output.
+The student is evaluated on dev as it goes; the best is exported as `<run_dir>/student`
+(config.json + model.safetensors + the teacher's tokenizer), which
+`AutoModelForSequenceClassification.from_pretrained` loads once `tinykd` is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from tinykd import build, data, latency, models, targets
+from tinykd.data import Batcher
+from tinykd.engine import build_engine
+from tinykd.errors import TinyKDError
+from tinykd.evaluate import evaluate
+from tinykd.losses import prediction_loss, task_loss
+from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, load_checkpoint, prepare_run_dir,
+                        save_checkpoint, save_config, seed_everything, set_rng_state)
+
+PHASES = ("representation", "logits", "finetune")
+
+
+def transfer_set(cfg, tokenizer, labelled_count: int):
+    """The unlabeled transfer data, tokenised (its labels are never read)."""
+    where, limit = cfg.stage.transfer, cfg.stage.transfer_limit
+    if where in ("train", "rest"):
+        full = data.load_task_split(build.task_spec(cfg), "train", tokenizer, source=cfg.task.source,
+                                    data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=None,
+                                    cache_dir=str(Path(cfg.paths.cache) / "datasets"))
+        ds = full.select(range(labelled_count, len(full))) if where == "rest" else full
+    else:
+        ds = data.load_task_split(build.task_spec(cfg), "train", tokenizer, source=cfg.task.source,
+                                  data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=None,
+                                  cache_dir=str(Path(cfg.paths.cache) / "datasets"), augmented=where)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    if len(ds) == 0:
+        raise TinyKDError(f"The transfer data (stage.transfer={where}) is empty.",
+                          "use stage.transfer=train, or a task.train_limit smaller than the training set.")
+    return ds
+
+
+def run(cfg) -> dict:
+    build.set_threads(cfg)
+    seed_everything(cfg.seed)
+    spec = build.task_spec(cfg)
+    phases = list(cfg.stage.bilstm_phases)
+    if not phases or set(phases) - set(PHASES):
+        raise TinyKDError(f"Unknown BiLSTM phases {sorted(set(phases) - set(PHASES)) or phases}.",
+                          f"set stage.bilstm_phases to a list of {', '.join(PHASES)}.")
+    if cfg.distill.transfer_targets not in ("hard", "soft"):
+        raise TinyKDError(f"Unknown distill.transfer_targets '{cfg.distill.transfer_targets}'.",
+                          "choose one of: hard, soft.")
+    if spec.is_regression and cfg.distill.transfer_targets == "hard":
+        raise TinyKDError(f"Task {spec.name} is a regression: it has no hard labels.",
+                          "use distill.transfer_targets=soft.")
+
+    # --- build: the fine-tuned teacher (frozen), the student and its projection, the data
+    teacher_dir = build.finetuned_teacher_dir(cfg)
+    tokenizer = models.load_tokenizer(teacher_dir)
+    teacher = models.freeze(models.load_classifier(teacher_dir, spec.num_labels, spec.label_names, "teacher"))
+    student = build.bilstm_student(cfg, teacher, tokenizer, spec)
+    # the representation's projection to the teacher's width: beside the student, never exported
+    projection = nn.Linear(student.config.representation_size, teacher.config.hidden_size)
+    trainable = nn.ModuleDict({"student": student, "projection": projection})
+    labelled = build.task_split(cfg, tokenizer, "train")
+    dev = build.task_split(cfg, tokenizer, "dev")
+    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
+    save_config(run_dir, cfg)
+    device = models_device(cfg)
+    teacher.to(device)
+    transfer = targets.with_teacher_outputs(
+        teacher, teacher_dir, transfer_set(cfg, tokenizer, len(labelled)), tokenizer,
+        batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device,
+        cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"), progress=cfg.progress)
+    print(f"[tinykd] stage=task student=bilstm task={spec.name} teacher={teacher_dir} labelled={len(labelled)} "
+          f"transfer={len(transfer)} ({cfg.stage.transfer}, {cfg.distill.transfer_targets} targets) dev={len(dev)} "
+          f"phases={phases} run_dir={run_dir}")
+    logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
+
+    ckpt = load_checkpoint(run_dir) if cfg.resume else None
+    best = None if ckpt is None else ckpt["best"]
+    if ckpt is not None:
+        trainable.load_state_dict(ckpt["model"])
+        print(f"[tinykd] resuming phase {ckpt['phase']} at step {ckpt['step']}")
+    steps_done = [0]
+    for index, name in enumerate(phases):
+        if ckpt is not None and index < ckpt["phase_index"]:
+            continue
+        resume_state = ckpt if (ckpt is not None and index == ckpt["phase_index"]) else None
+        best, interrupted = train_phase(
+            name, index, best, resume_state, cfg=cfg, spec=spec, student=student, projection=projection,
+            trainable=trainable, tokenizer=tokenizer, ds={"representation": transfer, "logits": transfer,
+                                                         "finetune": labelled}[name],
+            dev=dev, run_dir=run_dir, logger=logger, steps_done=steps_done)
+        if interrupted:
+            logger.close()
+            return {"run_dir": str(run_dir), "interrupted": True}
+    if best is None:  # only the representation phase ran: export what there is
+        best = {"dev": evaluate(student, dev, tokenizer, spec, 128, device), "step": None, "phase": phases[-1]}
+        models.export(student, tokenizer, run_dir / "student")
+    logger.close()
+
+    # --- the exported student: its size and CPU latency beside the teacher's (same code, same inputs)
+    out = run_dir / "student"
+    exported = models.load_classifier(str(out), spec.num_labels, spec.label_names, "student").to(device)
+    timing = {name: {f"b{b}": latency.measure(m, b, 64) for b in (1, 32)}
+              for name, m in (("student", exported), ("teacher", teacher))}
+    result = {"stage": "task", "student": "bilstm", "task": spec.name, "run_dir": str(run_dir), "export": str(out),
+              "dev": best["dev"], "main_metric": spec.main_metric, "best_step": best["step"],
+              "best_phase": best["phase"], "teacher": teacher_dir, "transfer": cfg.stage.transfer,
+              "transfer_examples": len(transfer), "labelled_examples": len(labelled),
+              "transfer_targets": cfg.distill.transfer_targets,
+              "student_params": latency.parameters(exported), "teacher_params": latency.parameters(teacher),
+              "latency_seq64": timing}
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    print(f"[tinykd] BiLSTM student dev {spec.main_metric} = {best['dev'][spec.main_metric]:.4f} "
+          f"(best: {best['phase']} step {best['step']}); {result['student_params'] / 1e6:.2f}M parameters vs the "
+          f"teacher's {result['teacher_params'] / 1e6:.2f}M; batch 32 x 64 tokens: "
+          f"{timing['student']['b32']['median_ms']:.1f} ms vs {timing['teacher']['b32']['median_ms']:.1f} ms")
+    print(f"[tinykd] exported student: {out}")
+    return result
+
+
+def models_device(cfg) -> torch.device:
+    from tinykd.engine import pick_device
+
+    return pick_device(cfg.engine.device)
+
+
+def trainable_groups(student, step: int, every: int) -> int:
+    """How many layer groups train at `step` under gradual unfreezing (all when every=0)."""
+    total = len(student.groups())
+    return total if every <= 0 else min(total, 1 + step // every)
+
+
+def train_phase(name, index, best, resume_state, *, cfg, spec, student, projection, trainable, tokenizer, ds,
+                dev, run_dir, logger, steps_done):
+    """One phase's loop. Returns (best dev record, interrupted?)."""
+    phase = getattr(cfg.train, f"bilstm_{name}")
+    batcher = Batcher(ds, tokenizer, phase.batch_size, cfg.seed)
+    total = build.total_steps(phase, batcher.batches_per_epoch)
+    # The projection trains only in the representation phase; the student in every phase.
+    module = trainable if name == "representation" else student
+    for p in trainable.parameters():
+        p.requires_grad_(True)
+    engine = build_engine(cfg.engine, phase, module, total)
+    device = engine.device
+    step = 0
+    if resume_state is not None:
+        engine.load_state_dict(resume_state["engine"])
+        step = resume_state["step"]
+        set_rng_state(resume_state["rng"])
+    main = spec.main_metric
+    hard = cfg.distill.transfer_targets == "hard"
+
+    def checkpoint():
+        save_checkpoint(run_dir, {"phase": name, "phase_index": index, "step": step, "model": trainable.state_dict(),
+                                  "engine": engine.state_dict(), "best": best})
+
+    def evaluate_and_keep_best():
+        nonlocal best
+        metrics = evaluate(student, dev, tokenizer, spec, phase.eval_batch_size, device)
+        logger.log({"phase": name, "step": step, **{f"dev/{k}": v for k, v in metrics.items()}})
+        if best is None or metrics[main] > best["dev"][main]:
+            best = {"dev": metrics, "step": step, "phase": name}
+            models.export(student, tokenizer, run_dir / "student")
+
+    trainable.train()
+    bar = tqdm(total=total, initial=step, desc=f"bilstm/{name}", disable=not cfg.progress or step >= total)
+    seen, t0 = 0, time.perf_counter()
+    for batch in batcher.iterate(engine.micro) if step < total else []:
+        if name == "finetune":  # gradual unfreezing: the top groups train, the others wait
+            released = trainable_groups(student, step, cfg.stage.unfreeze_every)
+            for i, group in enumerate(student.groups()):
+                group.requires_grad_(i < released)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        inputs = models.model_inputs(student, batch)
+        out = student(**inputs, output_hidden_states=name == "representation")
+        if name == "representation":
+            loss = F.mse_loss(projection(out.hidden_states[0]), batch["teacher_rep"])
+        elif name == "logits":
+            t_logits = batch["teacher_logits"]
+            loss = (task_loss(out.logits, t_logits.argmax(-1), False) if hard else
+                    prediction_loss(out.logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
+                                    spec.is_regression))
+        else:
+            loss = task_loss(out.logits, batch["labels"], spec.is_regression)
+        parts = {name: loss.detach()}
+        check_finite(loss, parts, step + 1, run_dir)
+        engine.backward(loss)
+        seen += batch["input_ids"].size(0)
+        if not engine.step():
+            continue
+        step += 1
+        steps_done[0] += 1
+        rate = seen / (time.perf_counter() - t0)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{engine.lr():.2e}", ex_s=f"{rate:.0f}")
+        if step % phase.log_every == 0 or step == total:
+            logger.log({"phase": name, "step": step, "loss": loss.item(), "lr": engine.lr(), "examples_per_s": rate})
+        if name != "representation" and ((phase.eval_every and step % phase.eval_every == 0) or step == total):
+            evaluate_and_keep_best()
+        interrupted = cfg.interrupt_after is not None and steps_done[0] >= cfg.interrupt_after
+        if step % phase.save_every == 0 or step == total or interrupted:
+            checkpoint()
+        if interrupted and step < total:
+            bar.close()
+            print(f"[tinykd] interrupted in phase {name} after step {step}/{total}; resume=true continues. "
+                  f"run_dir={run_dir}")
+            return best, True
+        if step >= total:
+            break
+    bar.close()
+    return best, False
