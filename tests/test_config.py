@@ -58,3 +58,20 @@ def test_smoke_preset_is_small(make_cfg):
     assert cfg.teacher.tiny is not None and cfg.student.name == "tiny"
     assert cfg.task.train_limit <= 1000
     assert all(cfg.train[p].max_steps <= 10 for p in cfg.train)
+
+
+def test_reuse_ignores_options_a_run_predates_only_at_their_default(make_cfg, tmp_path):
+    """A finished run written before an option existed matches a config that leaves the option at
+    its default, and not one that changes it."""
+    from tinykd.run import config_differences, save_config
+
+    cfg = make_cfg("stage=augment", "task=sst2")
+    save_config(tmp_path, cfg)
+    stored = OmegaConf.load(tmp_path / "config.yaml")
+    del stored.augment["mlm_mode"]  # as written before augment.mlm_mode existed
+    OmegaConf.save(stored, tmp_path / "config.yaml")
+    assert config_differences(tmp_path / "config.yaml", cfg) == []
+    assert config_differences(tmp_path / "config.yaml", make_cfg("stage=augment", "task=sst2",
+                                                                 "augment.mlm_mode=masked_once")) == ["augment.mlm_mode"]
+    assert config_differences(tmp_path / "config.yaml", make_cfg("stage=augment", "task=sst2", "augment.k=3")) == \
+        ["augment.k"]

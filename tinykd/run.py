@@ -185,13 +185,24 @@ def _flatten(d, prefix=""):
 
 
 # The optimiser blocks (train.<phase>) each stage reads; another stage's budget does not change its result.
-STAGE_PHASES = {"teacher": ("teacher",), "general": ("general",), "task": ("task_intermediate", "task_prediction"),
+STAGE_PHASES = {"teacher": ("teacher",), "general": ("general",),
+                "task": ("task_intermediate", "task_prediction", "bilstm_representation", "bilstm_logits",
+                         "bilstm_finetune"),
                 "mlm_head": ("mlm_head",), "augment": ()}
+
+
+def _schema_defaults() -> dict:
+    """Every key's default in the typed schema (interpolations left unresolved)."""
+    from tinykd.config import Config
+
+    return _flatten(OmegaConf.to_container(OmegaConf.structured(Config), resolve=False))
 
 
 def config_differences(stored_yaml: Path, cfg) -> list[str]:
     """Keys whose resolved values differ between a run's stored config.yaml and `cfg`,
-    leaving out keys that cannot change the stage's result."""
+    leaving out keys that cannot change the stage's result, and keys the stored run predates
+    (added to the schema since) whose value now is their default: the run behaved as the
+    default does."""
     if not stored_yaml.is_file():
         return ["config.yaml missing"]
     a = _flatten(OmegaConf.to_container(OmegaConf.load(stored_yaml), resolve=True))
@@ -204,5 +215,10 @@ def config_differences(stored_yaml: Path, cfg) -> list[str]:
             return False
         return not (top == "train" and phases is not None and k.split(".")[1] not in phases)
 
+    defaults = _schema_defaults()
+
+    def predates(k: str) -> bool:
+        return k not in a and k in b and k in defaults and b[k] == defaults[k]
+
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if matters(k) and a.get(k) != b.get(k)]
+    return [k for k in keys if matters(k) and a.get(k) != b.get(k) and not predates(k)]
