@@ -171,6 +171,13 @@ def test_prediction_loss_dispatches_on_kind():
         losses.prediction_loss(s, te, "hinge", 1.0, regression=False)
 
 
+def test_prediction_loss_mse_regresses_the_logits_with_no_temperature():
+    # (0-0)², (ln3-0)², (0-ln3)², (ln3-0)² over the 4 entries, whatever T
+    expected = 3 * LN3**2 / 4
+    for temp in (1.0, 4.0):
+        assert close(losses.prediction_loss(t(STUDENT), t(TEACHER), "mse", temp, regression=False), expected)
+
+
 def test_prediction_loss_regression_is_mse_and_ignores_temperature():
     student = [[1.0], [2.0], [3.0]]
     teacher = [[1.5], [2.0], [5.0]]
