@@ -29,16 +29,21 @@ from tinykd.tasks import get_task
 DEFAULT_DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 MODELS = {  # name: (run directory under runs/, exported model inside it, what it is)
-    "teacher": ("teacher/sst2-minilm_l6", "teacher", "MiniLM-L6 fine-tuned on SST-2 (all 67,349 sentences)"),
+    "teacher": ("teacher/sst2-minilm_l6", "teacher",
+                "MiniLM-L6 fine-tuned on SST-2 train (stage=teacher: 150 steps of 32 sentences)"),
     "distilbert": ("task/sst2-minilm_l6-distilbert", "student",
-                   "DistilBERT 3x384: triple-loss general distillation from layers 1,3,5, then task distillation"),
+                   "DistilBERT 3x384 from teacher layers 1,3,5: triple-loss general distillation (150 steps), "
+                   "then task distillation (200 + 200 steps)"),
     "tinybert_l3": ("task/sst2-minilm_l6-bert_l3_384", "student",
-                    "BERT 3x384: TinyBERT general distillation from random init, then task distillation"),
-    "teacher_lowres": ("teacher/sst2-lowres1000-minilm_l6", "teacher", "MiniLM-L6 fine-tuned on 1,000 SST-2 sentences"),
+                    "BERT 3x384 from random init: TinyBERT general distillation (150 steps), then task "
+                    "distillation (200 + 200 steps)"),
+    "teacher_lowres": ("teacher/sst2-lowres1000-minilm_l6", "teacher",
+                       "MiniLM-L6 fine-tuned on the first 1,000 SST-2 sentences only (150 steps of 32)"),
     "bilstm_hard": ("task/sst2-lowres1000-minilm_l6-bilstm-hard", "student",
-                    "BiLSTM, 20,000 transfer sentences with the low-resource teacher's hard labels"),
+                    "BiLSTM (300d SVD embeddings, 300 units a direction) on 20,000 transfer sentences with the "
+                    "low-resource teacher's hard labels, then the 1,000 labelled"),
     "bilstm_soft": ("task/sst2-lowres1000-minilm_l6-bilstm-soft", "student",
-                    "BiLSTM, 20,000 transfer sentences with the low-resource teacher's logits"),
+                    "BiLSTM, the same, with the low-resource teacher's logits (soft targets)"),
 }
 
 
