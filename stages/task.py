@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tinykd import build, models
+from tinykd import build, models, targets
 from tinykd.data import Batcher
 from tinykd.distiller import features
-from tinykd.engine import build_engine
+from tinykd.engine import build_engine, pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
 from tinykd.losses import prediction_loss, task_loss
@@ -92,6 +92,20 @@ def run(cfg) -> dict:
     if ckpt is not None:
         trainable.load_state_dict(ckpt["model"])
         print(f"[tinykd] resuming phase {ckpt['phase']} at step {ckpt['step']}")
+    if cfg.distill.teacher_cache not in ("none", *targets.PRECISIONS):
+        raise TinyKDError(f"Unknown distill.teacher_cache '{cfg.distill.teacher_cache}'.",
+                          "choose one of: fp16, fp32, none.")
+    if "prediction" in phases and cfg.distill.teacher_cache != "none":
+        # The prediction phase reads only the teacher's logits: computed once over the training set and
+        # cached on disk (epochs, resumed runs and sweep trials with the same teacher and data reuse them).
+        t0 = time.perf_counter()
+        teacher.to(pick_device(cfg.engine.device))
+        train_ds = targets.with_teacher_outputs(
+            teacher, teacher_dir, train_ds, tokenizer, batch_size=cfg.train.task_prediction.eval_batch_size,
+            device=pick_device(cfg.engine.device), cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"),
+            progress=cfg.progress, precision=cfg.distill.teacher_cache, representations=False)
+        print(f"[tinykd] teacher logits for {len(train_ds)} training examples ({cfg.distill.teacher_cache}, cached): "
+              f"{time.perf_counter() - t0:.1f} s")
 
     # `steps_done` counts optimizer steps taken in this process, across phases (interrupt_after)
     ctx = dict(cfg=cfg, spec=spec, teacher=teacher, student=student, distiller=distiller, trainable=trainable,
@@ -163,9 +177,11 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
                 s_out = features(student, inputs, distiller.needs_attentions)
                 loss, parts = distiller(s_out, t_out, batch["attention_mask"])
         else:
-            # Only logits are needed: no hidden states or attention maps are returned.
-            with torch.no_grad(), engine.autocast():
-                t_logits = teacher(**models.model_inputs(teacher, inputs)).logits
+            if "teacher_logits" in batch:  # cached (distill.teacher_cache): the teacher does not run
+                t_logits = batch["teacher_logits"]
+            else:  # only logits are needed: no hidden states or attention maps are returned
+                with torch.no_grad(), engine.autocast():
+                    t_logits = teacher(**models.model_inputs(teacher, inputs)).logits
             with engine.autocast():
                 s_logits = student(**models.model_inputs(student, inputs)).logits
                 pred = prediction_loss(s_logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,

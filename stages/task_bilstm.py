@@ -97,7 +97,7 @@ def run(cfg) -> dict:
     transfer = targets.with_teacher_outputs(
         teacher, teacher_dir, transfer_set(cfg, tokenizer, len(labelled)), tokenizer,
         batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device,
-        cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"), progress=cfg.progress)
+        cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"), progress=cfg.progress, precision="fp32")
     print(f"[tinykd] stage=task student=bilstm task={spec.name} teacher={teacher_dir} labelled={len(labelled)} "
           f"transfer={len(transfer)} ({cfg.stage.transfer}, {cfg.distill.transfer_targets} targets) dev={len(dev)} "
           f"phases={phases} run_dir={run_dir}")

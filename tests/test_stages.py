@@ -150,3 +150,46 @@ def test_reuse_returns_finished_run_and_refuses_another_config(make_cfg):
     assert (Path(first["run_dir"]) / "results.json").stat().st_mtime_ns == mtime
     with pytest.raises(TinyKDError, match=r"different configuration \(differs in: \['train.teacher.lr'\]"):
         run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke", "reuse=true", "train.teacher.lr=0.5"))
+
+
+def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monkeypatch):
+    """distill.teacher_cache: the teacher's logits over the training set are computed once and
+    read back; a second run with the same teacher and data runs the teacher not at all."""
+    calls = []
+    real_freeze = models.freeze
+
+    def spy(model):
+        model.register_forward_pre_hook(lambda *_: calls.append(1))
+        return real_freeze(model)
+
+    monkeypatch.setattr(models, "freeze", spy)
+    store = cache_dir / "teacher_outputs"
+    before = set(store.iterdir()) if store.exists() else set()
+    common = ("stage=task", "task=sst2", "debug=smoke", "stage.phases=[prediction]", "task.train_limit=100")
+    first = run_stage(distilled(*common, "runs.task=${paths.runs}/task/cache-a"))
+    made = set(store.iterdir()) - before
+    assert len(made) == 1 and 0 < len(calls) <= 2  # one pass over 100 examples in eval batches
+    calls.clear()
+    again = run_stage(distilled(*common, "runs.task=${paths.runs}/task/cache-b"))
+    assert calls == [] and set(store.iterdir()) - before == made  # a hit: the teacher never ran
+    assert again["dev"] == first["dev"]
+    # the cached values are the teacher's logits rounded to fp16
+    import datasets
+
+    cached = datasets.load_from_disk(str(made.pop()))
+    from tinykd import build
+
+    cfg = distilled(*common)
+    teacher_dir = build.finetuned_teacher_dir(cfg)
+    teacher = real_freeze(models.load_classifier(teacher_dir, 2, None))
+    one = {k: torch.tensor([cached[0][k]]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        expected = teacher(**one).logits[0].half().float()
+    assert torch.equal(torch.tensor(cached[0]["teacher_logits"]), expected)
+    # another maximum length is other data: a miss; without the cache the teacher runs on every batch
+    run_stage(distilled(*common, "task.max_seq_len=16", "runs.task=${paths.runs}/task/cache-c"))
+    assert len(set(store.iterdir()) - before) == 2
+    calls.clear()
+    run_stage(distilled(*common, "distill.teacher_cache=none", "runs.task=${paths.runs}/task/cache-d"))
+    assert len(calls) >= 6  # one teacher forward per training batch (6 steps), and none cached
+    assert len(set(store.iterdir()) - before) == 2

@@ -1,10 +1,17 @@
 """Teacher outputs over a fixed dataset, computed once and cached as Arrow.
 
-Transfer-data distillation (the BiLSTM recipe) reads the same teacher outputs for every
-example in every epoch and phase: the teacher runs once, under `no_grad`, in order, and its
-logits and sentence representation (the last layer's [CLS] vector, what its classifier reads)
-are stored beside the tokenised inputs. The cache key holds the teacher's files, the data and
-the tokenizer, so a change in any of them computes the outputs again.
+The prediction-layer phase of task distillation, sweeps of it, and transfer-data distillation
+(the BiLSTM recipe) read the same teacher outputs for every example in every epoch, phase and
+trial: the teacher runs once, under `no_grad`, in order, and its logits (and, when asked, its
+sentence representation: the last layer's [CLS] vector, what its classifier reads) are stored
+beside the tokenised inputs, in fp32 or fp16. The cache key holds the teacher's files, the
+tokenised data (its fingerprint covers the source, the tokenizer and the maximum length), the
+tokenizer and the precision, so a change in any of them computes the outputs again.
+
+Cost on disk: C numbers per example for the logits (2 bytes each in fp16: 4 bytes an SST-2
+example), D more for the representation (768 bytes an example at D=384 in fp16). Intermediate
+features (every layer's hidden states and attention maps, L x D and H x L x L numbers per layer)
+would take megabytes per example and are not cached.
 """
 
 from __future__ import annotations
@@ -25,23 +32,36 @@ def model_fingerprint(model_dir: str) -> list[str]:
     return sorted(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in root.iterdir() if p.is_file())
 
 
+PRECISIONS = {"fp32": "float32", "fp16": "float16"}
+
+
 @torch.no_grad()
-def _compute(teacher, ds: datasets.Dataset, tokenizer, batch_size: int, device, progress: bool) -> datasets.Dataset:
+def _compute(teacher, ds: datasets.Dataset, tokenizer, batch_size: int, device, progress: bool, precision: str,
+             representations: bool) -> datasets.Dataset:
     teacher.eval()
     logits, reps = [], []
     batches = eval_batches(ds, tokenizer, batch_size)
     for batch in tqdm(batches, total=-(-len(ds) // batch_size), desc="teacher outputs", disable=not progress):
         inputs = {k: v.to(device) for k, v in models.model_inputs(teacher, batch).items()}
-        out = teacher(**inputs, output_hidden_states=True)
+        out = teacher(**inputs, output_hidden_states=representations)
         logits.append(out.logits.float().cpu())
-        reps.append(out.hidden_states[-1][:, 0].float().cpu())
-    return ds.add_column("teacher_logits", torch.cat(logits).tolist()).add_column(
-        "teacher_rep", torch.cat(reps).tolist())
+        if representations:
+            reps.append(out.hidden_states[-1][:, 0].float().cpu())
+    kind = datasets.Sequence(datasets.Value(PRECISIONS[precision]))
+    ds = ds.add_column("teacher_logits", torch.cat(logits).numpy().tolist(), feature=kind)
+    if representations:
+        ds = ds.add_column("teacher_rep", torch.cat(reps).numpy().tolist(), feature=kind)
+    return ds
 
 
 def with_teacher_outputs(teacher, teacher_dir: str, ds: datasets.Dataset, tokenizer, *, batch_size: int, device,
-                         cache_dir: str, progress: bool = True) -> datasets.Dataset:
-    """`ds` (tokenised) with two more columns: `teacher_logits` (C floats) and `teacher_rep`
-    (D floats), cached under `cache_dir`."""
-    key = cache_key("teacher_outputs", model_fingerprint(teacher_dir), ds._fingerprint, tokenizer_fingerprint(tokenizer))
-    return cached_dataset(cache_dir, key, lambda: _compute(teacher, ds, tokenizer, batch_size, device, progress))
+                         cache_dir: str, progress: bool = True, precision: str = "fp32",
+                         representations: bool = True) -> datasets.Dataset:
+    """`ds` (tokenised) with `teacher_logits` (C numbers an example) and, with `representations`,
+    `teacher_rep` (D numbers), stored in `precision` (fp32 or fp16) and cached under `cache_dir`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision}")
+    key = cache_key("teacher_outputs", model_fingerprint(teacher_dir), ds._fingerprint, tokenizer_fingerprint(tokenizer),
+                    precision, representations)
+    return cached_dataset(cache_dir, key, lambda: _compute(teacher, ds, tokenizer, batch_size, device, progress,
+                                                           precision, representations))
