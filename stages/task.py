@@ -13,6 +13,7 @@ The best dev checkpoint is exported as `<run_dir>/student`, a plain
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def build_student(cfg, spec, teacher, teacher_tok):
     return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student")
 
 
+def teacher_cache_precision(cfg, examples: int) -> str:
+    """What `distill.teacher_cache` means for this run: fp16, fp32 or none. `auto` caches (fp16)
+    only when the prediction phase reads every training example at least twice: filling the cache
+    is one teacher pass over the whole set, which a short phase would never make."""
+    choice = cfg.distill.teacher_cache
+    if choice not in ("auto", "none", *targets.PRECISIONS):
+        raise TinyKDError(f"Unknown distill.teacher_cache '{choice}'.", "choose one of: auto, fp16, fp32, none.")
+    if choice != "auto":
+        return choice
+    phase = cfg.train.task_prediction
+    per_step = phase.batch_size * phase.grad_accum
+    steps = phase.max_steps if phase.max_steps > 0 else math.ceil(phase.epochs * examples / per_step)
+    return "fp16" if steps * per_step >= 2 * examples else "none"
+
+
 def run(cfg) -> dict:
     if cfg.student.arch == "bilstm":
         from stages import task_bilstm
@@ -92,10 +108,8 @@ def run(cfg) -> dict:
     if ckpt is not None:
         trainable.load_state_dict(ckpt["model"])
         print(f"[tinykd] resuming phase {ckpt['phase']} at step {ckpt['step']}")
-    if cfg.distill.teacher_cache not in ("none", *targets.PRECISIONS):
-        raise TinyKDError(f"Unknown distill.teacher_cache '{cfg.distill.teacher_cache}'.",
-                          "choose one of: fp16, fp32, none.")
-    if "prediction" in phases and cfg.distill.teacher_cache != "none":
+    cache = teacher_cache_precision(cfg, len(train_ds)) if "prediction" in phases else "none"
+    if cache != "none":
         # The prediction phase reads only the teacher's logits: computed once over the training set and
         # cached on disk (epochs, resumed runs and sweep trials with the same teacher and data reuse them).
         t0 = time.perf_counter()
@@ -103,8 +117,8 @@ def run(cfg) -> dict:
         train_ds = targets.with_teacher_outputs(
             teacher, teacher_dir, train_ds, tokenizer, batch_size=cfg.train.task_prediction.eval_batch_size,
             device=pick_device(cfg.engine.device), cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"),
-            progress=cfg.progress, precision=cfg.distill.teacher_cache, representations=False)
-        print(f"[tinykd] teacher logits for {len(train_ds)} training examples ({cfg.distill.teacher_cache}, cached): "
+            progress=cfg.progress, precision=cache, representations=False)
+        print(f"[tinykd] teacher logits for {len(train_ds)} training examples ({cache}, cached): "
               f"{time.perf_counter() - t0:.1f} s")
 
     # `steps_done` counts optimizer steps taken in this process, across phases (interrupt_after)

@@ -11,6 +11,7 @@ from conftest import run_stage
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from tinykd import models
+from tinykd.errors import TinyKDError
 from tinykd.tasks import get_task
 
 
@@ -165,7 +166,8 @@ def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monk
     monkeypatch.setattr(models, "freeze", spy)
     store = cache_dir / "teacher_outputs"
     before = set(store.iterdir()) if store.exists() else set()
-    common = ("stage=task", "task=sst2", "debug=smoke", "stage.phases=[prediction]", "task.train_limit=100")
+    common = ("stage=task", "task=sst2", "debug=smoke", "stage.phases=[prediction]", "task.train_limit=100",
+              "distill.teacher_cache=fp16")
     first = run_stage(distilled(*common, "runs.task=${paths.runs}/task/cache-a"))
     made = set(store.iterdir()) - before
     assert len(made) == 1 and 0 < len(calls) <= 2  # one pass over 100 examples in eval batches
@@ -193,3 +195,27 @@ def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monk
     run_stage(distilled(*common, "distill.teacher_cache=none", "runs.task=${paths.runs}/task/cache-d"))
     assert len(calls) >= 6  # one teacher forward per training batch (6 steps), and none cached
     assert len(set(store.iterdir()) - before) == 2
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ((), "none"),  # smoke: 6 steps of 16 over 256 examples, less than one pass
+    (("task.train_limit=40",), "fp16"),  # 96 examples read from 40: more than two passes
+    (("task.train_limit=48",), "fp16"),  # exactly two passes
+    (("task.train_limit=49",), "none"),
+    (("task.train_limit=40", "distill.teacher_cache=none"), "none"),
+    (("distill.teacher_cache=fp32",), "fp32"),
+    (("train.task_prediction.max_steps=0", "train.task_prediction.epochs=3"), "fp16"),
+])
+def test_teacher_cache_auto_caches_only_when_the_set_is_read_twice(make_cfg, overrides, expected):
+    from stages.task import teacher_cache_precision
+
+    cfg = make_cfg("stage=task", "task=sst2", "debug=smoke", *overrides)
+    examples = cfg.task.train_limit
+    assert teacher_cache_precision(cfg, examples) == expected
+
+
+def test_teacher_cache_unknown_value(make_cfg):
+    from stages.task import teacher_cache_precision
+
+    with pytest.raises(TinyKDError, match="teacher_cache 'disk'"):
+        teacher_cache_precision(make_cfg("stage=task", "task=sst2", "debug=smoke", "distill.teacher_cache=disk"), 10)

@@ -142,8 +142,9 @@ class DistillConfig:
     mask_padding: bool = True  # exclude padded tokens from every intermediate loss
     pred_loss: str = "soft_ce"  # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT) | mse (on logits)
     # task stage, prediction phase: the teacher's logits over the training set computed once and cached on
-    # disk (fp16 | fp32), or none (the teacher runs on every batch)
-    teacher_cache: str = "fp16"
+    # disk (fp16 | fp32), or none (the teacher runs on every batch); auto: fp16 when the phase passes over
+    # the training set at least twice, else none (a cache of the whole set costs one full pass)
+    teacher_cache: str = "auto"
     # student.arch=bilstm: what the teacher gives the transfer data: hard (its argmax, cross-entropy)
     # or soft (its logits, through pred_loss)
     transfer_targets: str = "soft"
