@@ -36,11 +36,11 @@ def run(cfg) -> dict:
     d = cfg.distill
 
     # --- build: the masked-LM teacher (frozen), the student masked LM, the corpus
-    source = build.mlm_teacher_source(cfg)
+    source, teacher = build.mlm_teacher(cfg)
+    teacher = models.freeze(teacher)
     tokenizer = models.load_tokenizer(source, "masked-LM teacher")
-    teacher = models.freeze(models.load_masked_lm(source, "masked-LM teacher"))
     student = build.general_student(cfg, teacher, head="mlm")
-    s_width = getattr(student.config, "hidden_size", getattr(student.config, "dim", None))
+    s_width = student.config.hidden_size  # DistilBertConfig maps it to `dim`
     if d.alpha_cos and s_width != teacher.config.hidden_size:
         raise TinyKDError(
             f"The cosine loss compares last hidden states, but the student is {s_width} wide and the teacher "

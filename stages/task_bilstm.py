@@ -28,14 +28,13 @@ import json
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from tinykd import build, data, latency, models, targets
 from tinykd.data import Batcher
-from tinykd.engine import build_engine
+from tinykd.engine import build_engine, pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
 from tinykd.losses import prediction_loss, task_loss
@@ -48,15 +47,13 @@ PHASES = ("representation", "logits", "finetune")
 def transfer_set(cfg, tokenizer, labelled_count: int):
     """The unlabeled transfer data, tokenised (its labels are never read)."""
     where, limit = cfg.stage.transfer, cfg.stage.transfer_limit
-    if where in ("train", "rest"):
-        full = data.load_task_split(build.task_spec(cfg), "train", tokenizer, source=cfg.task.source,
-                                    data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=None,
-                                    cache_dir=str(Path(cfg.paths.cache) / "datasets"))
-        ds = full.select(range(labelled_count, len(full))) if where == "rest" else full
-    else:
-        ds = data.load_task_split(build.task_spec(cfg), "train", tokenizer, source=cfg.task.source,
-                                  data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=None,
-                                  cache_dir=str(Path(cfg.paths.cache) / "datasets"), augmented=where)
+    # the whole training set (no task.train_limit), or the datasets directory `where`
+    ds = data.load_task_split(build.task_spec(cfg), "train", tokenizer, source=cfg.task.source,
+                              data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=None,
+                              cache_dir=str(Path(cfg.paths.cache) / "datasets"),
+                              augmented=None if where in ("train", "rest") else where)
+    if where == "rest":
+        ds = ds.select(range(labelled_count, len(ds)))
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     if len(ds) == 0:
@@ -92,7 +89,7 @@ def run(cfg) -> dict:
     dev = build.task_split(cfg, tokenizer, "dev")
     run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
     save_config(run_dir, cfg)
-    device = models_device(cfg)
+    device = pick_device(cfg.engine.device)
     teacher.to(device)
     transfer = targets.with_teacher_outputs(
         teacher, teacher_dir, transfer_set(cfg, tokenizer, len(labelled)), tokenizer,
@@ -145,12 +142,6 @@ def run(cfg) -> dict:
           f"{timing['student']['b32']['median_ms']:.1f} ms vs {timing['teacher']['b32']['median_ms']:.1f} ms")
     print(f"[tinykd] exported student: {out}")
     return result
-
-
-def models_device(cfg) -> torch.device:
-    from tinykd.engine import pick_device
-
-    return pick_device(cfg.engine.device)
 
 
 def trainable_groups(student, step: int, every: int) -> int:

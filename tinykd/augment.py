@@ -394,11 +394,13 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     Results are identical to the reference up to float rounding between batched and unbatched
     matrix products (a test checks the lists are equal).
 
-    `mode="single_pass"` (approximate, ~1/m of the work for m eligible words per sentence):
-    one unmasked forward per sentence on ``[CLS] sentence [SEP]``; a word's candidates are
-    the top k at its own position with the word itself excluded. The model sees the word it
-    is replacing, so the lists differ from the exact ones: `make bench-augment` measures how
-    much they overlap.
+    Two approximate modes run one forward per sentence (~1/m of the work for m eligible words):
+    `mode="masked_once"` masks every requested word of the first segment at once
+    (``[CLS] masked... [SEP] sentence [SEP]``; the second segment still shows the words) and
+    reads each word's top k at its position; `mode="single_pass"` masks nothing
+    (``[CLS] sentence [SEP]``) and takes the top k at the word's position with the word itself
+    excluded. Their lists differ from the exact ones: `make bench-augment` measures how much
+    they overlap.
     """
     if mode not in MLM_MODES:
         raise TinyKDError(f"Unknown masked-LM candidate mode {mode!r}.", f"use one of {', '.join(MLM_MODES)}.")
@@ -496,7 +498,7 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
                 rows = _last_layer_at(layers[-1], hidden, at_of, inputs.get("attention_mask"))
             logits = head(rows).float()  # (positions, vocab)
             if mode == "single_pass":  # the word in the input is no candidate for itself
-                logits[torch.arange(len(which), device=device), input_ids.to(device)[row_of, at_of]] = -torch.inf
+                logits[torch.arange(len(which), device=device), inputs["input_ids"][row_of, at_of]] = -torch.inf
             for (r, pos, _), words in zip(which, _pick(logits, tokenizer, k)):
                 results[batch[r][0]][pos] = words
     return [dict(sorted(r.items())) for r in results]

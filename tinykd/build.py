@@ -45,12 +45,7 @@ def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
     if s.arch == "bilstm":
         from tinykd.bilstm import BiLSTMConfig
 
-        kw = {}
-        if spec is not None:
-            kw = {"num_labels": spec.num_labels}
-            if spec.label_names:
-                kw |= {"id2label": dict(enumerate(spec.label_names)),
-                       "label2id": {n: i for i, n in enumerate(spec.label_names)}}
+        kw = models.label_kwargs(spec.num_labels, spec.label_names) if spec is not None else {}
         return BiLSTMConfig(vocab_size=tc.vocab_size, embedding_dim=s.embedding_dim or tc.hidden_size,
                             hidden_size=s.hidden_size or tc.hidden_size, num_layers=s.num_layers or 1,
                             representation_size=s.representation_size or tc.hidden_size, dropout=s.dropout,
@@ -114,19 +109,24 @@ def bilstm_student(cfg, teacher, tokenizer, spec):
     return student
 
 
-def mlm_teacher_source(cfg) -> str:
-    """The masked-LM teacher of `distill=distilbert`: `distill.mlm_teacher`, else the pretrained
-    teacher when it has a masked-LM head, else what `stage=mlm_head` exported for it."""
+def mlm_teacher(cfg):
+    """The masked-LM teacher of `distill=distilbert`, loaded: (source, model). From
+    `distill.mlm_teacher`, else the pretrained teacher when it has a masked-LM head, else what
+    `stage=mlm_head` exported for it."""
+    what = "masked-LM teacher"
     given = cfg.distill.mlm_teacher
     if given:
-        return models.resolve_source(given, None, "masked-LM teacher", "distill.mlm_teacher")
+        source = models.resolve_source(given, None, what, "distill.mlm_teacher")
+        return source, models.load_masked_lm(source, what)
     source = teacher_source(cfg)
-    if models.has_mlm_head(source):
-        return source
+    try:
+        return source, models.load_masked_lm(source, what)
+    except TinyKDError:  # no trained head: look for stage=mlm_head's export
+        pass
     fitted = Path(cfg.runs.mlm_head) / "mlm"
     if (fitted / "config.json").is_file():
         print(f"[tinykd] masked-LM teacher: {fitted} (stage=mlm_head's head on {source})")
-        return str(fitted)
+        return str(fitted), models.load_masked_lm(str(fitted), what)
     raise TinyKDError(
         f"distill=distilbert needs a masked-LM teacher, but {source} has no masked-LM head and there is no "
         f"stage=mlm_head export at {fitted}.",

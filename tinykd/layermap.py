@@ -51,21 +51,27 @@ def teacher_layers(strategy: str, n_teacher: int, n_student: int, layers: Option
             )
         return [n_teacher - n_student + m for m in range(1, n_student + 1)]
     if strategy == "list":
-        if layers is None or len(layers) != n_student:
-            raise TinyKDError(
-                f"layer_map=list needs one teacher layer per student layer: got {None if layers is None else list(layers)} "
-                f"for a {n_student}-layer student.",
-                f"set distill.layers=[t1,...,t{n_student}] with values in 1..{n_teacher}.",
-            )
-        for m, t in enumerate(layers, start=1):
-            if int(t) != t or not 1 <= int(t) <= n_teacher:
-                raise TinyKDError(
-                    f"Layer map out of range: student layer {m} -> teacher layer {t}, but the teacher has layers "
-                    f"1..{n_teacher}.",
-                    f"set distill.layers to values in 1..{n_teacher} (0 is the embedding layer, mapped automatically).",
-                )
-        return [int(t) for t in layers]
+        return check_layer_list(layers, n_teacher, n_student, "distill.layers")
     raise TinyKDError(f"Unknown layer map '{strategy}'.", "use distill.layer_map=uniform, last or list.")
+
+
+def check_layer_list(layers: Optional[Sequence[int]], n_teacher: int, n_student: int, key: str) -> list[int]:
+    """One teacher layer (1..n_teacher) per student layer, given by the config key `key`;
+    a clear error naming `key` otherwise."""
+    if layers is None or len(layers) != n_student:
+        raise TinyKDError(
+            f"{key} needs one teacher layer per student layer: got {None if layers is None else list(layers)} "
+            f"for a {n_student}-layer student.",
+            f"set {key}=[t1,...,t{n_student}] with values in 1..{n_teacher}.",
+        )
+    for m, t in enumerate(layers, start=1):
+        if int(t) != t or not 1 <= int(t) <= n_teacher:
+            raise TinyKDError(
+                f"Layer map out of range ({key}): student layer {m} -> teacher layer {t}, but the teacher has layers "
+                f"1..{n_teacher}.",
+                f"set {key} to values in 1..{n_teacher} (0 is the embedding layer, always mapped to 0).",
+            )
+    return [int(t) for t in layers]
 
 
 def resolve_matches(strategy: str, n_teacher: int, n_student: int, weights: dict[str, float],

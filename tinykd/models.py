@@ -110,28 +110,23 @@ def load_masked_lm(source: str, what: str = "masked LM") -> PreTrainedModel:
     return model
 
 
-def has_mlm_head(source: str) -> bool:
-    """Whether `source` loads as a masked LM with a trained vocabulary head."""
-    try:
-        load_masked_lm(source)
-    except TinyKDError:
-        return False
-    return True
-
-
 def load_masked_lm_for_fitting(source: str, what: str = "encoder") -> PreTrainedModel:
     """`AutoModelForMaskedLM` from an encoder checkpoint whose head may be missing (it is then
     initialised from the torch RNG: seed first) — what `stage=mlm_head` trains."""
     return _from_pretrained(AutoModelForMaskedLM, source, what)
 
 
+def label_kwargs(num_labels: int, label_names) -> dict:
+    """A config's label fields: num_labels, and id2label/label2id when the classes have names."""
+    kw: dict = {"num_labels": num_labels}
+    if label_names:
+        kw |= {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    return kw
+
+
 def load_classifier(source: str, num_labels: int, label_names, what: str = "model") -> PreTrainedModel:
     """A sequence classifier; a fresh head is added when `source` is a bare encoder."""
-    kwargs = {"num_labels": num_labels}
-    if label_names:
-        kwargs["id2label"] = dict(enumerate(label_names))
-        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    return _from_pretrained(AutoModelForSequenceClassification, source, what, **kwargs)
+    return _from_pretrained(AutoModelForSequenceClassification, source, what, **label_kwargs(num_labels, label_names))
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -150,9 +145,6 @@ def student_config(teacher_config, *, num_layers, hidden_size, num_heads, interm
     if hidden_size % num_heads:
         raise TinyKDError(f"student.hidden_size={hidden_size} is not divisible by student.num_heads={num_heads}.",
                           "choose a hidden size that is a multiple of the head count.")
-    kw = {}
-    if label_names:
-        kw = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     return BertConfig(
         vocab_size=teacher_config.vocab_size,
         hidden_size=hidden_size,
@@ -164,8 +156,7 @@ def student_config(teacher_config, *, num_layers, hidden_size, num_heads, interm
         max_position_embeddings=teacher_config.max_position_embeddings,
         type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
         pad_token_id=getattr(teacher_config, "pad_token_id", 0) or 0,
-        num_labels=num_labels,
-        **kw,
+        **label_kwargs(num_labels, label_names),
     )
 
 
@@ -177,26 +168,23 @@ def distilbert_config(teacher_config, *, num_layers, dropout, num_labels: int = 
     if act not in ("gelu", "relu"):
         raise TinyKDError(f"A DistilBERT student supports gelu or relu activations; the teacher uses {act!r}.",
                           "use student=tinybert4 (a BERT student) for this teacher.")
-    kw = {}
-    if label_names:
-        kw = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     return DistilBertConfig(
         vocab_size=teacher_config.vocab_size, dim=teacher_config.hidden_size, n_layers=num_layers,
         n_heads=teacher_config.num_attention_heads, hidden_dim=teacher_config.intermediate_size,
         dropout=dropout, attention_dropout=dropout, activation=act,
         max_position_embeddings=teacher_config.max_position_embeddings,
-        pad_token_id=getattr(teacher_config, "pad_token_id", 0) or 0, num_labels=num_labels, **kw,
+        pad_token_id=getattr(teacher_config, "pad_token_id", 0) or 0, **label_kwargs(num_labels, label_names),
     )
 
 
 HEADS = {"none": AutoModel, "mlm": AutoModelForMaskedLM, "classifier": AutoModelForSequenceClassification}
 
 
-def random_student(config, seed: int, classifier: bool = False, head: Optional[str] = None) -> PreTrainedModel:
-    """A randomly initialised student (seeded) for a BERT or DistilBERT config, with no head,
-    a masked-LM head (`head="mlm"`) or a classifier."""
+def random_student(config, seed: int, head: str = "none") -> PreTrainedModel:
+    """A randomly initialised student (seeded) for its config (BERT, DistilBERT, BiLSTM), with no
+    head, a masked-LM head (`head="mlm"`) or a classifier (`head="classifier"`)."""
     torch.manual_seed(seed)
-    return HEADS[head or ("classifier" if classifier else "none")].from_config(config)
+    return HEADS[head].from_config(config)
 
 
 @functools.lru_cache(maxsize=None)
@@ -214,30 +202,14 @@ def model_inputs(model, batch: dict) -> dict:
 # ----------------------------------------------------------------------------- students from teacher layers
 
 
-def default_init_layers(n_teacher: int, n_student: int) -> list[int]:
-    """DistilBERT's initialisation, one teacher layer in two: teacher layers 1, 3, 5, ...
-    (numbered from 1) for student layers 1..M."""
-    return [1 + 2 * m for m in range(n_student)]
-
-
 def check_init_layers(layers, n_teacher: int, n_student: int) -> list[int]:
+    """`student.init_layers`, validated; None is DistilBERT's one teacher layer in two: teacher
+    layers 1, 3, 5, ... (numbered from 1) for student layers 1..M."""
+    from tinykd.layermap import check_layer_list
+
     if layers is None:
-        layers = default_init_layers(n_teacher, n_student)
-    layers = list(layers)
-    if len(layers) != n_student:
-        raise TinyKDError(
-            f"student.init_layers={layers} names {len(layers)} teacher layers for a {n_student}-layer student.",
-            f"give one teacher layer (1..{n_teacher}) per student layer, e.g. "
-            f"student.init_layers=[{','.join(str(i) for i in range(1, 2 * n_student, 2))}].",
-        )
-    for m, t in enumerate(layers, start=1):
-        if int(t) != t or not 1 <= int(t) <= n_teacher:
-            raise TinyKDError(
-                f"student.init_layers out of range: student layer {m} <- teacher layer {t}, but the teacher has "
-                f"layers 1..{n_teacher}.",
-                f"use values in 1..{n_teacher} (layers are numbered from 1; the embeddings are always copied).",
-            )
-    return [int(t) for t in layers]
+        layers = list(range(1, 2 * n_student, 2))
+    return check_layer_list(layers, n_teacher, n_student, "student.init_layers")
 
 
 _BERT_TO_DISTILBERT = {  # one Transformer layer: DistilBERT name <- BERT name
@@ -273,9 +245,9 @@ def init_from_teacher_layers(student: PreTrainedModel, teacher: PreTrainedModel,
     """
     t_enc, s_enc = teacher.base_model, student.base_model
     tc, sc = teacher.config, student.config
-    s_width = getattr(sc, "hidden_size", getattr(sc, "dim", None))
-    s_heads = getattr(sc, "num_attention_heads", getattr(sc, "n_heads", None))
-    s_ff = getattr(sc, "intermediate_size", getattr(sc, "hidden_dim", None))
+    # DistilBertConfig answers hidden_size and num_attention_heads too; its feed-forward is hidden_dim
+    s_width, s_heads = sc.hidden_size, sc.num_attention_heads
+    s_ff = sc.hidden_dim if sc.model_type == "distilbert" else sc.intermediate_size
     if tc.model_type != "bert":
         raise TinyKDError(f"student.init=teacher_layers copies from a BERT teacher; this teacher is {tc.model_type}.",
                           "use student.init=random (or general) for this teacher.")
