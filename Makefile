@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment bench-seeds test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench-seeds: install  ## DistilBERT, TinyBERT-style and BiLSTM students on SST-2
 	$(PY) -m tinykd stage=task task=sst2 experiment=sst2_bilstm_lowres distill.transfer_targets=hard reuse=true
 	$(PY) -m tinykd stage=task task=sst2 experiment=sst2_bilstm_lowres distill.transfer_targets=soft reuse=true
 	$(PY) -m tinykd.bench.seeds
+
+bench-sst2: install  ## SST-2 end to end: teacher, student (3 seeds), baselines, latency (~60 min) -> reports/sst2/
+	$(PY) -m tinykd.bench.sst2
 
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q

@@ -4,6 +4,10 @@ A fine-tuned teacher → the student (from the general stage, random, or a direc
   phase `intermediate`: embedding, attention and hidden-state losses on the task's data;
   phase `prediction`: soft cross-entropy against the teacher's logits at temperature T
                       (or KL·T², or MSE for regression), evaluated on dev as it goes.
+Before either, the teacher sanity gate (tinykd/gate.py) refuses a teacher that is not above
+chance on dev or labels the classes in another order.
+`stage.phases=[finetune]` is the no-distillation baseline instead: the same student trained on the
+gold labels alone (train.task_finetune); the teacher never runs.
 The best dev checkpoint is exported as `<run_dir>/student`, a plain
 `AutoModelForSequenceClassification` directory.
 
@@ -21,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tinykd import build, models, targets
+from tinykd import build, gate, models, targets
 from tinykd.data import Batcher
 from tinykd.distiller import features
 from tinykd.engine import build_engine, pick_device
@@ -90,6 +94,19 @@ def run(cfg) -> dict:
     distiller = build.distiller(cfg, student, teacher)
     train_ds = build.task_split(cfg, tokenizer, "train")
     dev_ds = build.task_split(cfg, tokenizer, "dev")
+    phases = list(cfg.stage.phases)
+    unknown = set(phases) - {"intermediate", "prediction", "finetune"}
+    if unknown or not phases or ("finetune" in phases and len(phases) > 1):
+        raise TinyKDError(f"Unknown task phases {sorted(unknown) or phases}.",
+                          "set stage.phases to a list of intermediate and/or prediction, or to [finetune] (the "
+                          "no-distillation baseline) alone.")
+    teacher_gate = None
+    if phases != ["finetune"]:
+        teacher.to(pick_device(cfg.engine.device))
+        teacher_gate = gate.check_teacher(
+            teacher, teacher_dir, dev_ds, tokenizer, spec, examples=cfg.distill.gate_examples,
+            margin=cfg.distill.gate_margin, allow_weak=cfg.distill.allow_weak_teacher,
+            batch_size=cfg.train.task_prediction.eval_batch_size, device=pick_device(cfg.engine.device))
 
     run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
     save_config(run_dir, cfg)
@@ -99,11 +116,6 @@ def run(cfg) -> dict:
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
 
     ckpt = load_checkpoint(run_dir) if cfg.resume else None
-    phases = list(cfg.stage.phases)
-    unknown = set(phases) - {"intermediate", "prediction"}
-    if unknown or not phases:
-        raise TinyKDError(f"Unknown task phases {sorted(unknown) or phases}.",
-                          "set stage.phases to a list of intermediate and/or prediction.")
     best = None if ckpt is None else ckpt["best"]
     if ckpt is not None:
         trainable.load_state_dict(ckpt["model"])
@@ -141,7 +153,8 @@ def run(cfg) -> dict:
     logger.close()
     out = run_dir / "student"
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
-              "main_metric": spec.main_metric, "best_step": best["step"], "teacher": teacher_dir}
+              "main_metric": spec.main_metric, "best_step": best["step"], "phases": phases,
+              "teacher": teacher_dir, "teacher_gate": teacher_gate}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] student dev {spec.main_metric} = {best['dev'][spec.main_metric]:.4f} (best step {best['step']})")
     print(f"[tinykd] exported student: {out}")
@@ -151,7 +164,8 @@ def run(cfg) -> dict:
 def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student, distiller, trainable, tokenizer,
                 train_ds, dev_ds, run_dir, logger, steps_done):
     """One phase's loop. Returns (best dev record, interrupted?)."""
-    phase = cfg.train.task_intermediate if name == "intermediate" else cfg.train.task_prediction
+    phase = {"intermediate": cfg.train.task_intermediate, "prediction": cfg.train.task_prediction,
+             "finetune": cfg.train.task_finetune}[name]
     batcher = Batcher(train_ds, tokenizer, phase.batch_size, cfg.seed)
     total = build.total_steps(phase, batcher.batches_per_epoch)
     engine = build_engine(cfg.engine, phase, trainable, total)
@@ -190,6 +204,11 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
             with engine.autocast():
                 s_out = features(student, inputs, distiller.needs_attentions)
                 loss, parts = distiller(s_out, t_out, batch["attention_mask"])
+        elif name == "finetune":  # no distillation: the gold labels only
+            with engine.autocast():
+                s_logits = student(**models.model_inputs(student, inputs)).logits
+                loss = task_loss(s_logits, batch["labels"], spec.is_regression)
+                parts = {"task": loss.detach()}
         else:
             if "teacher_logits" in batch:  # cached (distill.teacher_cache): the teacher does not run
                 t_logits = batch["teacher_logits"]
@@ -219,7 +238,7 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
         if step % phase.log_every == 0 or step == total:
             logger.log({"phase": name, "step": step, "loss": loss.item(), "lr": engine.lr(), "examples_per_s": rate,
                         **{f"loss/{k}": v.item() for k, v in parts.items()}})
-        if name == "prediction" and ((phase.eval_every and step % phase.eval_every == 0) or step == total):
+        if name != "intermediate" and ((phase.eval_every and step % phase.eval_every == 0) or step == total):
             evaluate_and_keep_best()
         interrupted = cfg.interrupt_after is not None and steps_done[0] >= cfg.interrupt_after
         if step % phase.save_every == 0 or step == total or interrupted:

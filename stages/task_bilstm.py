@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from tinykd import build, data, latency, models, targets
+from tinykd import build, data, gate, latency, models, targets
 from tinykd.data import Batcher
 from tinykd.engine import build_engine, pick_device
 from tinykd.errors import TinyKDError
@@ -87,10 +87,13 @@ def run(cfg) -> dict:
     trainable = nn.ModuleDict({"student": student, "projection": projection})
     labelled = build.task_split(cfg, tokenizer, "train")
     dev = build.task_split(cfg, tokenizer, "dev")
-    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
-    save_config(run_dir, cfg)
     device = pick_device(cfg.engine.device)
     teacher.to(device)
+    teacher_gate = gate.check_teacher(
+        teacher, teacher_dir, dev, tokenizer, spec, examples=cfg.distill.gate_examples, margin=cfg.distill.gate_margin,
+        allow_weak=cfg.distill.allow_weak_teacher, batch_size=128, device=device)
+    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
+    save_config(run_dir, cfg)
     transfer = targets.with_teacher_outputs(
         teacher, teacher_dir, transfer_set(cfg, tokenizer, len(labelled)), tokenizer,
         batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device,
@@ -130,7 +133,7 @@ def run(cfg) -> dict:
               for name, m in (("student", exported), ("teacher", teacher))}
     result = {"stage": "task", "student": "bilstm", "task": spec.name, "run_dir": str(run_dir), "export": str(out),
               "dev": best["dev"], "main_metric": spec.main_metric, "best_step": best["step"],
-              "best_phase": best["phase"], "teacher": teacher_dir, "transfer": cfg.stage.transfer,
+              "best_phase": best["phase"], "teacher": teacher_dir, "teacher_gate": teacher_gate, "transfer": cfg.stage.transfer,
               "transfer_examples": len(transfer), "labelled_examples": len(labelled),
               "transfer_targets": cfg.distill.transfer_targets,
               "student_params": latency.parameters(exported), "teacher_params": latency.parameters(teacher),

@@ -10,7 +10,7 @@ import torch
 from conftest import run_stage
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from tinykd import models
+from tinykd import gate, models
 from tinykd.errors import TinyKDError
 from tinykd.tasks import get_task
 
@@ -164,6 +164,14 @@ def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monk
         return real_freeze(model)
 
     monkeypatch.setattr(models, "freeze", spy)
+    real_gate = gate.check_teacher
+
+    def gate_then_forget(*args, **kwargs):  # the gate scores the teacher on dev first: not counted here
+        out = real_gate(*args, **kwargs)
+        calls.clear()
+        return out
+
+    monkeypatch.setattr(gate, "check_teacher", gate_then_forget)
     store = cache_dir / "teacher_outputs"
     before = set(store.iterdir()) if store.exists() else set()
     common = ("stage=task", "task=sst2", "debug=smoke", "stage.phases=[prediction]", "task.train_limit=100",

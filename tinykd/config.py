@@ -145,6 +145,12 @@ class DistillConfig:
     # disk (fp16 | fp32), or none (the teacher runs on every batch); auto: fp16 when the phase passes over
     # the training set at least twice, else none (a cache of the whole set costs one full pass)
     teacher_cache: str = "auto"
+    # task stage (tinykd/gate.py): before distilling, the teacher's saved id2label must name the task's classes
+    # in order, and its accuracy on the first `gate_examples` dev examples must beat the sample's majority class
+    # by `gate_margin` (regression: Pearson above gate_margin); allow_weak_teacher=true only warns
+    gate_examples: int = 500
+    gate_margin: float = 0.1
+    allow_weak_teacher: bool = False
     # student.arch=bilstm: what the teacher gives the transfer data: hard (its argmax, cross-entropy)
     # or soft (its logits, through pred_loss)
     transfer_targets: str = "soft"
@@ -189,6 +195,8 @@ class TrainConfig:
     general: PhaseConfig = field(default_factory=PhaseConfig)
     task_intermediate: PhaseConfig = field(default_factory=PhaseConfig)
     task_prediction: PhaseConfig = field(default_factory=PhaseConfig)
+    # task stage, phase `finetune`: the no-distillation baseline (gold labels only; the teacher never runs)
+    task_finetune: PhaseConfig = field(default_factory=PhaseConfig)
     mlm_head: PhaseConfig = field(default_factory=PhaseConfig)
     bilstm_representation: PhaseConfig = field(default_factory=PhaseConfig)
     bilstm_logits: PhaseConfig = field(default_factory=PhaseConfig)

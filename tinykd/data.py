@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import datasets
+import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -335,3 +336,17 @@ def eval_batches(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch
     ds = ds.with_format(None)
     for idx in epoch_batches(len(ds), batch_size, 0, 0, False):
         yield collate(ds.select(idx).to_list())
+
+
+def length_sorted_batches(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int):
+    """Every example once, in batches of similar length (shortest first), as (positions, batch):
+    inference pads each batch only to its own longest example. Callers put the outputs back in
+    dataset order with the positions."""
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    ds = ds.with_format(None)
+    lengths = np.fromiter((len(x) for x in ds["input_ids"]), dtype=np.int64, count=len(ds))
+    order = np.argsort(lengths, kind="stable")
+    for i in range(0, len(ds), batch_size):
+        idx = order[i : i + batch_size].tolist()
+        yield idx, collate(ds.select(idx).to_list())
+

@@ -1,4 +1,5 @@
-"""Dev-set evaluation of a sequence classifier: every example, in order."""
+"""Dev-set evaluation of a sequence classifier: every example, logits in dataset order (computed in
+batches of similar length)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 
 from tinykd import models
-from tinykd.data import eval_batches
+from tinykd.data import length_sorted_batches
 from tinykd.metrics import compute_metrics
 from tinykd.tasks import TaskSpec
 
@@ -15,12 +16,16 @@ from tinykd.tasks import TaskSpec
 def predict_logits(model, ds, tokenizer, batch_size: int, device) -> np.ndarray:
     was_training = model.training
     model.eval()
-    out = []
-    for batch in eval_batches(ds, tokenizer, batch_size):
+    out, positions = [], []
+    for idx, batch in length_sorted_batches(ds, tokenizer, batch_size):
         inputs = {k: v.to(device) for k, v in models.model_inputs(model, batch).items()}
         out.append(model(**inputs).logits.float().cpu())
+        positions.extend(idx)
     model.train(was_training)
-    return torch.cat(out).numpy()
+    computed = torch.cat(out)
+    logits = torch.empty_like(computed)
+    logits[torch.tensor(positions)] = computed  # back in dataset order
+    return logits.numpy()
 
 
 def evaluate(model, ds, tokenizer, spec: TaskSpec, batch_size: int, device) -> dict[str, float]:

@@ -186,7 +186,7 @@ def _flatten(d, prefix=""):
 
 # The optimiser blocks (train.<phase>) each stage reads; another stage's budget does not change its result.
 STAGE_PHASES = {"teacher": ("teacher",), "general": ("general",),
-                "task": ("task_intermediate", "task_prediction", "bilstm_representation", "bilstm_logits",
+                "task": ("task_intermediate", "task_prediction", "task_finetune", "bilstm_representation", "bilstm_logits",
                          "bilstm_finetune"),
                 "mlm_head": ("mlm_head",), "augment": ()}
 

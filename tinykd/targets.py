@@ -2,7 +2,7 @@
 
 The prediction-layer phase of task distillation, sweeps of it, and transfer-data distillation
 (the BiLSTM recipe) read the same teacher outputs for every example in every epoch, phase and
-trial: the teacher runs once, under `no_grad`, in order, and its logits (and, when asked, its
+trial: the teacher runs once, under `no_grad`, in batches of similar length, and its logits (and, when asked, its
 sentence representation: the last layer's [CLS] vector, what its classifier reads) are stored
 beside the tokenised inputs, in fp32 or fp16. The cache key holds the teacher's files, the
 tokenised data (its fingerprint covers the source, the tokenizer and the maximum length), the
@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tinykd import models
-from tinykd.data import cache_key, cached_dataset, eval_batches, tokenizer_fingerprint
+from tinykd.data import cache_key, cached_dataset, length_sorted_batches, tokenizer_fingerprint
 
 
 def model_fingerprint(model_dir: str) -> list[str]:
@@ -39,18 +39,22 @@ PRECISIONS = {"fp32": "float32", "fp16": "float16"}
 def _compute(teacher, ds: datasets.Dataset, tokenizer, batch_size: int, device, progress: bool, precision: str,
              representations: bool) -> datasets.Dataset:
     teacher.eval()
-    logits, reps = [], []
-    batches = eval_batches(ds, tokenizer, batch_size)
-    for batch in tqdm(batches, total=-(-len(ds) // batch_size), desc="teacher outputs", disable=not progress):
+    logits, reps, positions = [], [], []
+    # batches of similar length (each padded only to its own longest), put back in dataset order below
+    batches = length_sorted_batches(ds, tokenizer, batch_size)
+    for idx, batch in tqdm(batches, total=-(-len(ds) // batch_size), desc="teacher outputs", disable=not progress):
         inputs = {k: v.to(device) for k, v in models.model_inputs(teacher, batch).items()}
         out = teacher(**inputs, output_hidden_states=representations)
         logits.append(out.logits.float().cpu())
         if representations:
             reps.append(out.hidden_states[-1][:, 0].float().cpu())
+        positions.extend(idx)
+    back = torch.empty(len(positions), dtype=torch.long)
+    back[torch.tensor(positions)] = torch.arange(len(positions))  # dataset row -> computed row
     kind = datasets.Sequence(datasets.Value(PRECISIONS[precision]))
-    ds = ds.add_column("teacher_logits", torch.cat(logits).numpy().tolist(), feature=kind)
+    ds = ds.add_column("teacher_logits", torch.cat(logits)[back].numpy().tolist(), feature=kind)
     if representations:
-        ds = ds.add_column("teacher_rep", torch.cat(reps).numpy().tolist(), feature=kind)
+        ds = ds.add_column("teacher_rep", torch.cat(reps)[back].numpy().tolist(), feature=kind)
     return ds
 
 

@@ -1,0 +1,333 @@
+"""SST-2 end to end (`make bench-sst2`): teacher, general distillation, augmentation, task
+distillation with 3 seeds, the no-distillation baselines, and the table that judges them.
+
+Every step is an ordinary `python -m tinykd ... experiment=sst2_bench` command, run with
+`reuse=true` (a finished run with the same config is skipped, an interrupted one resumes), so an
+interrupted benchmark continues where it stopped. Then, in this process:
+  - every exported model (teacher, students, baselines) is loaded with plain `transformers`
+    (`AutoTokenizer`, `AutoModelForSequenceClassification`) and re-scored on all of SST-2 dev
+    with a loop that uses nothing from tinykd; the figure must match the run's own to 0.1 point;
+  - the teacher and the best student are timed side by side (`tinykd.latency`: sequence length
+    64, batch 1 and 32, median of 30 forwards after 5 warm-up);
+  - `reports/sst2/results.json`, `reports/sst2/REPORT.md` and `reports/sst2/accuracy_latency.png`
+    are written.
+
+    python -m tinykd.bench.sst2 [--seeds 42 43 44] [--runs runs/bench_sst2] [--out reports/sst2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from tinykd import latency
+from tinykd.bench.augment import cpu_name
+from tinykd.config import REPO_ROOT
+
+EXPERIMENT = "sst2_bench"
+DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
+TARGETS = {"retention": 0.99, "points_over_baseline": 1.5, "speedup_b32": 4.0}
+
+
+def tinykd(*overrides: str, log: Path) -> float:
+    """One tinykd command (reuse=true); its output goes to the terminal and to `log`. Returns seconds."""
+    cmd = [sys.executable, "-m", "tinykd", f"experiment={EXPERIMENT}", "task=sst2", "reuse=true", *overrides]
+    print(f"[bench-sst2] $ {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            out.write(line)
+    if proc.wait():
+        raise SystemExit(f"[bench-sst2] failed ({proc.returncode}): {' '.join(cmd[1:])}; its output is in {log}")
+    return time.perf_counter() - t0
+
+
+def read_dev(path: Path) -> tuple[list[str], list[int]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+
+
+@torch.inference_mode()
+def plain_accuracy(model_dir: Path, sentences: list[str], labels: list[int], batch_size: int = 64) -> float:
+    """Dev accuracy with plain transformers only: what a user who downloads the directory gets."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    correct = 0
+    for i in range(0, len(sentences), batch_size):
+        enc = tok(sentences[i : i + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        pred = model(**enc).logits.argmax(-1)
+        correct += int((pred == torch.tensor(labels[i : i + batch_size])).sum())
+    return correct / len(sentences)
+
+
+def mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    ap.add_argument("--runs", default=str(Path(os.environ.get("TINYKD_RUNS", REPO_ROOT / "runs")) / "bench_sst2"))
+    ap.add_argument("--out", default=str(REPO_ROOT / "reports" / "sst2"))
+    ap.add_argument("--augment-limit", type=int, default=20000, help="training sentences augmented")
+    ap.add_argument("overrides", nargs="*", help="extra tinykd overrides for every step (e.g. debug=smoke)")
+    args = ap.parse_args(argv)
+    root, out_dir = Path(args.runs).resolve(), Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "commands.log"
+    log.write_text("")
+    start = time.perf_counter()
+    paths = [f"runs.teacher={root}/teacher", f"runs.general={root}/general", f"runs.augment={root}/augment"]
+    common = [*paths, *args.overrides]
+    seconds: dict[str, float] = {}
+
+    # --- 1-3: teacher, general distillation, augmentation (each once)
+    seconds["teacher"] = tinykd("stage=teacher", *common, log=log)
+    seconds["general"] = tinykd("stage=general", *common, log=log)
+    seconds["augment"] = tinykd("stage=augment", f"task.train_limit={args.augment_limit}", *common, log=log)
+    augmented = root / "augment" / "data"
+
+    # --- 4: task distillation (3 seeds) and the no-distillation baselines (same shape, 3 seeds each)
+    runs = {"student": {}, "baseline_general": {}, "baseline_random": {}}
+    for seed in args.seeds:
+        d = root / "task" / f"distilled-seed{seed}"
+        seconds[f"student_seed{seed}"] = tinykd("stage=task", f"seed={seed}", f"task.augmented={augmented}",
+                                                f"runs.task={d}", *common, log=log)
+        runs["student"][seed] = d
+    for init in ("general", "random"):
+        for seed in args.seeds:
+            d = root / "task" / f"finetune-{init}-seed{seed}"
+            seconds[f"baseline_{init}_seed{seed}"] = tinykd(
+                "stage=task", "stage.phases=[finetune]", f"student.init={init}", f"seed={seed}", f"runs.task={d}",
+                *common, log=log)
+            runs[f"baseline_{init}"][seed] = d
+
+    # --- 5: every export re-scored on SST-2 dev with plain transformers
+    sentences, labels = read_dev(DATA / "glue" / "SST-2" / "dev.tsv")
+    teacher_run = root / "teacher"
+    teacher_res = json.loads((teacher_run / "results.json").read_text())
+    teacher_dir = Path(teacher_res["export"])
+    scored = {"teacher": {"recorded": teacher_res["dev"]["accuracy"], "plain": plain_accuracy(teacher_dir, sentences, labels)}}
+    for group, by_seed in runs.items():
+        for seed, d in by_seed.items():
+            res = json.loads((d / "results.json").read_text())
+            scored[f"{group}_seed{seed}"] = {"recorded": res["dev"]["accuracy"], "best_step": res["best_step"],
+                                             "plain": plain_accuracy(Path(res["export"]), sentences, labels),
+                                             "dir": res["export"]}
+    for name, s in scored.items():
+        s["agrees"] = abs(s["plain"] - s["recorded"]) <= 0.001
+        print(f"[bench-sst2] {name:28s} dev {s['recorded']:.4f} (plain transformers {s['plain']:.4f})")
+
+    def accs(group):
+        return [scored[f"{group}_seed{s}"]["plain"] for s in args.seeds]
+
+    best_seed = max(args.seeds, key=lambda s: scored[f"student_seed{s}"]["plain"])
+    student_dir = Path(scored[f"student_seed{best_seed}"]["dir"])
+
+    # --- 6: latency of the teacher and the best student, side by side
+    from transformers import AutoModelForSequenceClassification
+
+    models_ = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_dir),
+               "student": AutoModelForSequenceClassification.from_pretrained(student_dir)}
+    timing = {name: {f"b{b}": latency.measure(m, b, 64) for b in (1, 32)} for name, m in models_.items()}
+    params = {name: latency.parameters(m) for name, m in models_.items()}
+
+    teacher_acc = scored["teacher"]["plain"]
+    s_mean, s_sd = mean_sd(accs("student"))
+    bg_mean, bg_sd = mean_sd(accs("baseline_general"))
+    br_mean, br_sd = mean_sd(accs("baseline_random"))
+    baseline_mean, baseline_sd, baseline_kind = max((bg_mean, bg_sd, "general"), (br_mean, br_sd, "random"))
+    speed = {f"speedup_{b}": timing["teacher"][b]["median_ms"] / timing["student"][b]["median_ms"] for b in ("b1", "b32")}
+    cfg = OmegaConf.load(runs["student"][best_seed] / "config.yaml")
+    result = {
+        "teacher_dev_acc": teacher_acc,
+        "student_dev_acc_mean": s_mean, "student_dev_acc_sd": s_sd, "student_dev_acc_seeds": accs("student"),
+        "baseline_dev_acc_mean": baseline_mean, "baseline_dev_acc_sd": baseline_sd, "baseline_init": baseline_kind,
+        "baseline_general_init_dev_acc_mean": bg_mean, "baseline_general_init_dev_acc_sd": bg_sd,
+        "baseline_general_init_dev_acc_seeds": accs("baseline_general"),
+        "baseline_random_init_dev_acc_mean": br_mean, "baseline_random_init_dev_acc_sd": br_sd,
+        "baseline_random_init_dev_acc_seeds": accs("baseline_random"),
+        "retention": s_mean / teacher_acc,
+        "points_over_baseline": 100 * (s_mean - baseline_mean),
+        **speed,
+        "teacher_params": params["teacher"], "student_params": params["student"],
+        "student_dir": os.path.relpath(student_dir, REPO_ROOT), "student_seed": best_seed,
+        "teacher_dir": os.path.relpath(teacher_dir, REPO_ROOT),
+        "seconds": time.perf_counter() - start, "step_seconds": seconds,
+        "latency_seq64": timing,
+        "scored": scored,
+        "seeds": args.seeds,
+        "student_shape": {k: cfg.student[k] for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size")},
+        "budget": {"teacher_steps": cfg.train.teacher.max_steps, "general_steps": cfg.train.general.max_steps,
+                   "general_batch": cfg.train.general.batch_size, "corpus_max_lines": cfg.corpus.max_lines,
+                   "corpus_block_tokens": cfg.corpus.max_seq_len, "augmented_sentences": args.augment_limit,
+                   "augment_n": cfg.augment.n, "augment_source": cfg.augment.source,
+                   "intermediate_steps": cfg.train.task_intermediate.max_steps,
+                   "prediction_steps": cfg.train.task_prediction.max_steps,
+                   "finetune_steps": cfg.train.task_finetune.max_steps, "batch_size": cfg.train.task_prediction.batch_size},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__},
+        "command": "make bench-sst2",
+    }
+    result["augment_rows"] = json.loads((root / "augment" / "results.json").read_text()).get("rows")
+    result["targets"] = {
+        "retention": {"target": TARGETS["retention"], "value": result["retention"],
+                      "met": result["retention"] >= TARGETS["retention"]},
+        "points_over_baseline": {"target": TARGETS["points_over_baseline"], "value": result["points_over_baseline"],
+                                 "met": result["points_over_baseline"] >= TARGETS["points_over_baseline"]},
+        "speedup_b32": {"target": TARGETS["speedup_b32"], "value": speed["speedup_b32"],
+                        "met": speed["speedup_b32"] >= TARGETS["speedup_b32"]},
+        "plain_transformers_reproduces": all(s["agrees"] for s in scored.values()),
+    }
+    result["full_scale"] = full_scale(result, root)
+    plot(result, out_dir / "accuracy_latency.png")
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "REPORT.md").write_text(report(result))
+    print(f"[bench-sst2] teacher {teacher_acc:.4f}; student {s_mean:.4f} ± {s_sd:.4f} (retention {result['retention']:.3f}); "
+          f"baseline ({baseline_kind} init) {baseline_mean:.4f} ± {baseline_sd:.4f}; "
+          f"speedup b1 {speed['speedup_b1']:.2f}x b32 {speed['speedup_b32']:.2f}x; {result['seconds'] / 60:.1f} min")
+    print(f"[bench-sst2] wrote {out_dir / 'results.json'}, {out_dir / 'REPORT.md'}, {out_dir / 'accuracy_latency.png'}")
+    return result
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t_ms = r["latency_seq64"]["teacher"]["b32"]["median_ms"]
+    s_ms = r["latency_seq64"]["student"]["b32"]["median_ms"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.scatter([t_ms], [100 * r["teacher_dev_acc"]], s=80, marker="*", color="black", label="teacher (MiniLM-L6)")
+    points = [("student (distilled)", r["student_dev_acc_mean"], r["student_dev_acc_sd"], "tab:blue", 0.0),
+              ("baseline, general-distilled init", r["baseline_general_init_dev_acc_mean"],
+               r["baseline_general_init_dev_acc_sd"], "tab:orange", -0.04),
+              ("baseline, random init", r["baseline_random_init_dev_acc_mean"],
+               r["baseline_random_init_dev_acc_sd"], "tab:gray", 0.04)]
+    for label, m, sd, color, dx in points:  # the baselines share the student's shape: nudged apart to be seen
+        ax.errorbar([s_ms * (1 + dx)], [100 * m], yerr=[100 * sd], fmt="o", color=color, capsize=4, label=f"{label}")
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU latency, batch 32 x 64 tokens (ms, log scale)")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title(f"SST-2: {r['speedup_b32']:.1f}x faster, {100 * r['retention']:.1f}% of the teacher's accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(r: dict) -> str:
+    b, sh, t = r["budget"], r["student_shape"], r["targets"]
+    lat = r["latency_seq64"]
+    seeds = ", ".join(str(s) for s in r["seeds"])
+
+    def row(name, what, acc, sd, params, b1, b32):
+        sd_s = f" ± {100 * sd:.2f}" if sd is not None else ""
+        return f"| {name} | {what} | {100 * acc:.2f}{sd_s} | {params / 1e6:.2f}M | {b1:.2f} | {b32:.1f} |"
+
+    def fmt_seeds(xs):
+        return ", ".join(f"{100 * x:.2f}" for x in xs)
+
+    s1, s32 = lat["student"]["b1"]["median_ms"], lat["student"]["b32"]["median_ms"]
+    lines = [
+        "# SST-2 end to end (`make bench-sst2`)", "",
+        f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']} "
+        f"({r['machine']['torch_threads']} threads), no GPU. Whole benchmark: {r['seconds'] / 60:.1f} min.", "",
+        "![accuracy vs latency](accuracy_latency.png)", "",
+        "| model | what | SST-2 dev acc (%) | params | b1 ms | b32 ms |", "|---|---|---|---|---|---|",
+        row("teacher", f"MiniLM-L6 (6x384) fine-tuned {b['teacher_steps']} steps x {b['batch_size']}", r["teacher_dev_acc"], None,
+            r["teacher_params"], lat["teacher"]["b1"]["median_ms"], lat["teacher"]["b32"]["median_ms"]),
+        row("student", f"BERT {sh['num_layers']}x{sh['hidden_size']} (heads {sh['num_heads']}, FFN "
+            f"{sh['intermediate_size']}): general + task distillation; seeds {seeds}: "
+            f"{fmt_seeds(r['student_dev_acc_seeds'])}", r["student_dev_acc_mean"], r["student_dev_acc_sd"],
+            r["student_params"], s1, s32),
+        row("baseline (general init)", f"same shape, general-distilled weights, fine-tuned on the labels "
+            f"{b['finetune_steps']} steps: {fmt_seeds(r['baseline_general_init_dev_acc_seeds'])}",
+            r["baseline_general_init_dev_acc_mean"], r["baseline_general_init_dev_acc_sd"], r["student_params"], s1, s32),
+        row("baseline (random init)", f"same shape, random weights, fine-tuned on the labels {b['finetune_steps']} "
+            f"steps: {fmt_seeds(r['baseline_random_init_dev_acc_seeds'])}",
+            r["baseline_random_init_dev_acc_mean"], r["baseline_random_init_dev_acc_sd"], r["student_params"], s1, s32),
+        "",
+        "Accuracies are re-scored here on all 872 dev sentences with plain `transformers` (`AutoTokenizer`, "
+        "`AutoModelForSequenceClassification`), no tinykd code; each matches its run's own figure to 0.1 point: "
+        f"**{'yes' if t['plain_transformers_reproduces'] else 'NO'}**. Latency: sequence length 64, median of 30 forwards "
+        "after 5 warm-up, teacher and student timed side by side in one process; the baselines have the student's shape.",
+        "", "## Targets", "",
+        "| target | wanted | measured | met |", "|---|---|---|---|",
+        f"| retention (student / teacher) | ≥ {t['retention']['target']} | {t['retention']['value']:.4f} | "
+        f"{'yes' if t['retention']['met'] else 'no, short by ' + format(t['retention']['target'] - t['retention']['value'], '.4f')} |",
+        f"| points over the best no-distillation baseline ({r['baseline_init']} init) | ≥ "
+        f"{t['points_over_baseline']['target']} | {t['points_over_baseline']['value']:+.2f} | "
+        f"{'yes' if t['points_over_baseline']['met'] else 'no, short by ' + format(t['points_over_baseline']['target'] - t['points_over_baseline']['value'], '.2f')} |",
+        f"| speed-up at batch 32 | ≥ {t['speedup_b32']['target']}x | {t['speedup_b32']['value']:.2f}x "
+        f"(batch 1: {r['speedup_b1']:.2f}x) | {'yes' if t['speedup_b32']['met'] else 'no'} |",
+        "", "## Budget of this run", "",
+        f"- teacher: {b['teacher_steps']} steps x 32 sentences;",
+        f"- general distillation: {b['general_steps']} steps x {b['general_batch']} blocks of {b['corpus_block_tokens']} "
+        f"tokens from `../shared/data/corpus` (first {b['corpus_max_lines']} lines of each file);",
+        f"- augmentation: the first {b['augmented_sentences']} training sentences, {b['augment_n']} new rows each "
+        f"({b['augment_source']} word-vector replacement), {r['augment_rows']} rows in all;",
+        f"- task distillation: {b['intermediate_steps']} intermediate + {b['prediction_steps']} prediction steps x "
+        f"{b['batch_size']} on the augmented rows, teacher logits cached once (fp16) for the seeds;",
+        f"- baselines: {b['finetune_steps']} steps x {b['batch_size']} on all SST-2 training labels (as many steps as "
+        "the student's two phases together), best dev checkpoint, as for the student.",
+        "", "Seconds per step of the benchmark:", "",
+        "| step | seconds |", "|---|---|",
+        *[f"| {k} | {v:.0f} |" for k, v in r["step_seconds"].items()],
+        "", "## Full scale", "",
+        "TinyBERT's recipe at full scale: the teacher fine-tuned 3 epochs (6,315 steps x 32); general distillation "
+        "3 epochs over a large corpus (here: all of `../shared/data/corpus`); augmentation x20 of all 67,349 "
+        "sentences (1.4M rows, with a masked LM for single-piece words); 10 intermediate epochs over the augmented "
+        "rows (~442,000 steps x 32) and 3 prediction epochs (~133,000 steps x 32). At this run's measured rates, on this 2-core machine: "
+        + ", ".join(f"{k} {v} h" for k, v in r["full_scale"]["hours"].items() if v)
+        + f"; about **{r['full_scale']['total_hours']:.0f} hours** in all, without the augmentation itself (with a "
+        "masked LM, TinyBERT's procedure costs one BERT-base forward per word: see `make bench-augment`). That is "
+        "why this run is cut down as above; `train=full` holds the full budgets for a GPU.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def last_rate(run_dir: Path, phase: str, key: str) -> float:
+    """The last logged throughput (`examples_per_s` or `tokens_per_s`) of one phase of a run."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [x[key] for x in rows if x.get("phase") == phase and key in x][-1]
+
+
+def full_scale(r: dict, root: Path) -> dict:
+    """Hours TinyBERT's full budgets would take at this run's measured step rates (steps scale linearly):
+    teacher 3 epochs of SST-2; general distillation 3 epochs over all of ../shared/data/corpus (tokens
+    estimated at 4 characters a token); intermediate 10 and prediction 3 epochs over 20 augmented rows
+    per sentence (1.4M rows)."""
+    b = r["budget"]
+    student_run = root / "task" / f"distilled-seed{r['student_seed']}"
+    corpus_tokens = sum(p.stat().st_size for p in (DATA / "corpus").glob("*.txt") if not p.name.startswith("LICENSE")) / 4
+    rows = 67_349 * 21
+    hours = {
+        "teacher": 3 * 67_349 / last_rate(root / "teacher", "teacher", "examples_per_s") / 3600,
+        "general": 3 * corpus_tokens / last_rate(root / "general", "general", "tokens_per_s") / 3600,
+        "intermediate": 10 * rows / last_rate(student_run, "intermediate", "examples_per_s") / 3600,
+        "prediction": 3 * rows / last_rate(student_run, "prediction", "examples_per_s") / 3600,
+    }
+    return {"hours": {k: round(v, 1) for k, v in hours.items()}, "corpus_tokens_estimate": int(corpus_tokens),
+            "augmented_rows": rows, "total_hours": round(sum(hours.values()), 1)}
+
+
+if __name__ == "__main__":
+    main()
