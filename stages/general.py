@@ -52,7 +52,7 @@ def run(cfg) -> dict:
     total = build.total_steps(phase, batcher.batches_per_epoch)
     # Only the student and the projections are trained; the teacher stays outside the optimizer.
     trainable = nn.ModuleDict({"student": student, "distiller": distiller})
-    engine = build_engine(cfg.engine, phase, trainable, total)
+    engine = build_engine(cfg.engine, phase, trainable, total, run_dir=run_dir)
     device = engine.device
     teacher.to(device)
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")
@@ -87,7 +87,7 @@ def run(cfg) -> dict:
                         "tokens_per_s": rate, **{f"loss/{k}": v.item() for k, v in parts.items()}})
         interrupted = cfg.interrupt_after is not None and steps_here >= cfg.interrupt_after
         if step % phase.save_every == 0 or step == total or interrupted:
-            save_checkpoint(run_dir, {"phase": "general", "step": step, "model": trainable.state_dict(),
+            save_checkpoint(run_dir, {"phase": "general", "step": step, "model": engine.module_state(),
                                       "engine": engine.state_dict()})
         if interrupted and step < total:
             bar.close()
@@ -100,7 +100,8 @@ def run(cfg) -> dict:
     logger.close()
 
     # --- export the student alone: projections stay behind in the checkpoint
-    out = models.export(student, tokenizer, run_dir / "student")
+    with engine.gathered():  # ZeRO-3: the full weights, on every rank, for rank 0 to write
+        out = models.export(student, tokenizer, run_dir / "student")
     result = {"stage": "general", "run_dir": str(run_dir), "export": str(out), "steps": step}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] exported general student: {out}")

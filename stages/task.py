@@ -118,7 +118,8 @@ def run(cfg) -> dict:
     ckpt = load_checkpoint(run_dir) if cfg.resume else None
     best = None if ckpt is None else ckpt["best"]
     if ckpt is not None:
-        trainable.load_state_dict(ckpt["model"])
+        if ckpt["model"]:  # engine=deepspeed: the weights come back with the phase's DeepSpeed checkpoint
+            trainable.load_state_dict(ckpt["model"])
         print(f"[tinykd] resuming phase {ckpt['phase']} at step {ckpt['step']}")
     cache = teacher_cache_precision(cfg, len(train_ds)) if "prediction" in phases else "none"
     if cache != "none":
@@ -141,15 +142,16 @@ def run(cfg) -> dict:
         if ckpt is not None and index < ckpt["phase_index"]:
             continue
         resume_state = ckpt if (ckpt is not None and index == ckpt["phase_index"]) else None
-        best, interrupted = train_phase(name, index, best, resume_state, **ctx)
+        best, interrupted, engine = train_phase(name, index, best, resume_state, **ctx)
         if interrupted:
             logger.close()
             return {"run_dir": str(run_dir), "interrupted": True}
 
     if best is None:  # no prediction phase ran: evaluate and export the final student
         best = {"dev": evaluate(student, dev_ds, tokenizer, spec, cfg.train.task_prediction.eval_batch_size,
-                                next(student.parameters()).device), "step": None, "phase": phases[-1]}
-        models.export(student, tokenizer, run_dir / "student")
+                                engine.device), "step": None, "phase": phases[-1]}
+        with engine.gathered():
+            models.export(student, tokenizer, run_dir / "student")
     logger.close()
     out = run_dir / "student"
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
@@ -163,12 +165,12 @@ def run(cfg) -> dict:
 
 def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student, distiller, trainable, tokenizer,
                 train_ds, dev_ds, run_dir, logger, steps_done):
-    """One phase's loop. Returns (best dev record, interrupted?)."""
+    """One phase's loop. Returns (best dev record, interrupted?, its engine)."""
     phase = {"intermediate": cfg.train.task_intermediate, "prediction": cfg.train.task_prediction,
              "finetune": cfg.train.task_finetune}[name]
     batcher = Batcher(train_ds, tokenizer, phase.batch_size, cfg.seed)
     total = build.total_steps(phase, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, phase, trainable, total)
+    engine = build_engine(cfg.engine, phase, trainable, total, run_dir=run_dir, label=name)
     device = engine.device
     teacher.to(device)
     step = 0
@@ -180,7 +182,7 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
     main = spec.main_metric
 
     def checkpoint():
-        save_checkpoint(run_dir, {"phase": name, "phase_index": index, "step": step, "model": trainable.state_dict(),
+        save_checkpoint(run_dir, {"phase": name, "phase_index": index, "step": step, "model": engine.module_state(),
                                   "engine": engine.state_dict(), "best": best})
 
     def evaluate_and_keep_best():
@@ -189,7 +191,8 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
         logger.log({"phase": name, "step": step, **{f"dev/{k}": v for k, v in metrics.items()}})
         if best is None or metrics[main] > best["dev"][main]:
             best = {"dev": metrics, "step": step, "phase": name}
-            models.export(student, tokenizer, run_dir / "student")
+            with engine.gathered():
+                models.export(student, tokenizer, run_dir / "student")
 
     trainable.train()
     bar = tqdm(total=total, initial=step, desc=f"task/{name}", disable=not cfg.progress or step >= total)
@@ -247,8 +250,8 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
             bar.close()
             print(f"[tinykd] interrupted in phase {name} after step {step}/{total}; resume=true continues. "
                   f"run_dir={run_dir}")
-            return best, True
+            return best, True, engine
         if step >= total:
             break
     bar.close()
-    return best, False
+    return best, False, engine

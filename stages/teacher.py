@@ -38,7 +38,7 @@ def run(cfg) -> dict:
     phase = cfg.train.teacher
     batcher = Batcher(train_ds, tokenizer, phase.batch_size, cfg.seed)
     total = build.total_steps(phase, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, phase, model, total)
+    engine = build_engine(cfg.engine, phase, model, total, run_dir=run_dir, label="teacher")
     device = engine.device
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "teacher")
 
@@ -70,7 +70,7 @@ def run(cfg) -> dict:
                         evaluate(model, dev_ds, tokenizer, spec, phase.eval_batch_size, device).items()}})
         interrupted = cfg.interrupt_after is not None and steps_here >= cfg.interrupt_after
         if step % phase.save_every == 0 or step == total or interrupted:
-            save_checkpoint(run_dir, {"phase": "teacher", "step": step, "model": model.state_dict(),
+            save_checkpoint(run_dir, {"phase": "teacher", "step": step, "model": engine.module_state(),
                                       "engine": engine.state_dict()})
         if interrupted and step < total:
             bar.close()
@@ -85,7 +85,8 @@ def run(cfg) -> dict:
     metrics = evaluate(model, dev_ds, tokenizer, spec, phase.eval_batch_size, device)
     logger.log({"phase": "teacher", "step": step, **{f"dev/{k}": v for k, v in metrics.items()}})
     logger.close()
-    out = models.export(model, tokenizer, run_dir / "teacher")
+    with engine.gathered():  # ZeRO-3: the full weights for rank 0 to write
+        out = models.export(model, tokenizer, run_dir / "teacher")
     result = {"stage": "teacher", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": metrics,
               "main_metric": spec.main_metric, "steps": step}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))

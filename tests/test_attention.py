@@ -130,3 +130,23 @@ def test_probs_in_train_mode_are_taken_before_dropout():
     assert (out.hidden_states[1] - eval_out).abs().max() > 1e-2
     for p in out.attentions:
         torch.testing.assert_close(p.sum(-1), torch.ones(2, 2, 6), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_uncaptured_layers_run_fused_and_the_teacher_path_gives_the_same_scores(grad):
+    """capture_layers: a layer nobody reads returns an empty map (fused kernel), the others their scores;
+    without gradients (a teacher) the scores and outputs equal the full path's, padding included."""
+    model = tiny_bert()
+    use_attention_target(model, "scores")
+    with torch.enable_grad():
+        full = features(model, batch(), need_attentions=True)
+    attention.capture_layers(model, [2])
+    with torch.set_grad_enabled(grad):
+        fast = features(model, batch(), need_attentions=True)
+    assert len(fast.attentions) == 2 and fast.attentions[0].numel() == 0
+    pair = (REAL[:, :, None] & REAL[:, None, :])[:, None].expand_as(full.attentions[1])
+    torch.testing.assert_close(fast.attentions[1][pair], full.attentions[1][pair], rtol=1e-5, atol=1e-5)
+    for got, want in zip(fast.hidden_states, full.hidden_states):
+        torch.testing.assert_close(got[REAL], want[REAL], rtol=1e-5, atol=1e-5)
+    attention.capture_layers(model, None)
+    assert features(model, batch(), need_attentions=True).attentions[0].shape == full.attentions[0].shape

@@ -13,6 +13,13 @@ differ only in what they hand back as "attention weights" (which HF then returns
 An attention function registered under a new name gets no padding mask unless a mask
 function is registered for the same name in `AttentionMaskInterface`; we register the
 eager (additive) mask, so padding is honoured exactly as in eager attention.
+
+Speed (one distillation step is mostly these functions): the query is scaled before Q·Kᵀ (a
+(B, H, L, d) product instead of a (B, H, L, L) one); a layer whose map nobody reads
+(`capture_layers`: e.g. teacher layers 1 and 4 of a 6 -> 4 map) runs PyTorch's fused
+`scaled_dot_product_attention` and returns an empty placeholder; and a teacher (no gradient, no dropout)
+computes its scores with one product and its output with the fused kernel, so its
+probabilities are never materialised.
 """
 
 from __future__ import annotations
@@ -26,10 +33,22 @@ SCORES = "tinykd_scores"
 PROBS = "tinykd_probs"
 
 
+def _fused(module, query, key, value, attention_mask, scaling, dropout):
+    out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                     dropout_p=dropout if module.training else 0.0, scale=scaling)
+    return out.transpose(1, 2).contiguous()
+
+
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, return_scores=True, **kwargs):
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if not getattr(module, "tinykd_capture", True):  # nobody reads this layer's map
+        # an empty placeholder, not None: transformers drops None maps, which would shift the layers' positions
+        return _fused(module, query, key, value, attention_mask, scaling, dropout), query.new_empty(0)
+    scores = torch.matmul(query * scaling, key.transpose(2, 3))
+    if return_scores and not torch.is_grad_enabled() and not (module.training and dropout):
+        # a teacher: the scores are the output; the attention itself through the fused kernel
+        return _fused(module, query, key, value, attention_mask, scaling, dropout), scores
     masked = scores if attention_mask is None else scores + attention_mask
     probs = nn.functional.softmax(masked, dim=-1)
     attn_output = torch.matmul(nn.functional.dropout(probs, p=dropout, training=module.training), value)
@@ -50,6 +69,14 @@ def register() -> None:
     AttentionInterface.register(PROBS, probs_attention)
     AttentionMaskInterface.register(SCORES, eager_mask)
     AttentionMaskInterface.register(PROBS, eager_mask)
+
+
+def capture_layers(model, layers) -> None:
+    """Make only `layers` (1-based; None: all) return attention maps; the others run fused."""
+    for m in model.modules():
+        idx = getattr(m, "layer_idx", None)
+        if idx is not None and hasattr(m, "scaling"):
+            m.tinykd_capture = layers is None or idx + 1 in set(layers)
 
 
 def implementation_for(target: str) -> str:

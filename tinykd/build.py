@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from tinykd import data, models
+from tinykd import attention, data, models
 from tinykd.distiller import Distiller, check_compatible, use_attention_target
 from tinykd.errors import TinyKDError
 from tinykd.layermap import LayerMatch, format_table, resolve_matches
@@ -186,6 +186,9 @@ def distiller(cfg, student, teacher):
     check_compatible(student.config, teacher.config, found, cfg.distill.attention_heads, cfg.distill.attention_target)
     for m in (teacher, student):
         use_attention_target(m, cfg.distill.attention_target)
+    # only the mapped layers return attention maps; the others run the fused kernel
+    attention.capture_layers(teacher, [m.teacher_layer for m in found if m.feature == "attention"])
+    attention.capture_layers(student, [m.student_layer for m in found if m.feature == "attention"])
     return Distiller(found, student.config.hidden_size, teacher.config.hidden_size, cfg.distill.attention_heads,
                      cfg.distill.mask_padding)
 

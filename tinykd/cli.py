@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from tinykd import config, sweep
+from tinykd import config, distributed, sweep
 from tinykd.errors import TinyKDError
 from tinykd.run import CHECKPOINT, config_differences
 
@@ -35,6 +35,19 @@ def run_stage(cfg: DictConfig) -> dict:
     name = cfg.stage.name
     if name not in STAGES:
         raise TinyKDError(f"Unknown stage '{name}'.", f"choose one of: {', '.join(STAGES)} (stage=<name>).")
+    if cfg.engine.name == "deepspeed":  # join the job's process group (or be a job of one) before anything is written
+        unsupported = {"mlm_head": "stage=mlm_head",
+                       "general": "distill=distilbert" if cfg.distill.method == "distilbert" else None,
+                       "task": "student=bilstm" if cfg.student.arch == "bilstm" else None}.get(name)
+        if unsupported:
+            raise TinyKDError(f"engine=deepspeed does not run {unsupported} yet (it runs stage=teacher, stage=general "
+                              "with TinyBERT's losses, and stage=task with BERT-family students).",
+                              f"use engine=torch for {unsupported}.")
+        distributed.init(cfg.engine.device)
+        if not distributed.is_main():
+            cfg = cfg.copy()
+            with open_dict(cfg):
+                cfg.progress = False  # one progress bar, rank 0's
     run_dir = Path(cfg.runs[name]) if name in cfg.runs else None
     if cfg.reuse and run_dir is not None:
         if (run_dir / "results.json").is_file():
@@ -100,6 +113,10 @@ def _hydra_main(cfg: DictConfig):
 
 def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # `deepspeed --module tinykd` appends --local_rank=N: Hydra would take it for an override
+    sys.argv = [sys.argv[0], *distributed.strip_launcher_args(sys.argv[1:])]
+    if int(os.environ.get("RANK", "0")) > 0:  # under a launcher, only rank 0 prints; errors still reach stderr
+        sys.stdout = open(os.devnull, "w")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # per-shard load/save bars; ours show the work

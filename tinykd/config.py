@@ -240,10 +240,12 @@ class AugmentConfig:
 
 @dataclass
 class EngineConfig:
-    name: str = "torch"
-    precision: str = "fp32"  # fp32 | bf16 (autocast; GPU)
+    name: str = "torch"  # torch (one process) | deepspeed (ZeRO, one or many processes)
+    precision: str = "fp32"  # fp32 | bf16 (GPU) | fp16 (GPU, deepspeed)
     device: str = "auto"  # auto | cpu | cuda
     num_threads: Optional[int] = None
+    zero_stage: int = 2  # deepspeed: ZeRO stage 0, 1, 2 or 3
+    config: Optional[str] = None  # deepspeed: a JSON file merged on top of the generated config
 
 
 @dataclass

@@ -311,22 +311,42 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool)
 
 class Batcher:
     """Micro-batches for a training loop counted in steps: `micro_step` k of the run is
-    always the same batch, whatever process or resume produced it."""
+    always the same batch, whatever process or resume produced it.
 
-    def __init__(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int):
+    With several ranks (a DeepSpeed job) each global batch holds `batch_size` x ranks examples
+    and rank r takes the r-th consecutive slice of it: together the ranks see exactly the batches
+    one process with `batch_size` x ranks would, none twice and none lost. The last, shorter batch
+    of an epoch is filled from the epoch's first examples so every rank gets a full slice."""
+
+    def __init__(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int,
+                 rank: Optional[int] = None, world_size: Optional[int] = None):
+        from tinykd import distributed
+
         if len(ds) == 0:
             raise TinyKDError("The training set is empty.", "check the data files and task.train_limit.")
         self.ds = ds.with_format(None)
         self.batch_size = batch_size
         self.seed = seed
+        self.rank = distributed.rank() if rank is None else rank
+        self.world_size = distributed.world_size() if world_size is None else world_size
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-        self.batches_per_epoch = math.ceil(len(ds) / batch_size)
+        self.batches_per_epoch = math.ceil(len(ds) / (batch_size * self.world_size))
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        size = self.batch_size * self.world_size
+        batches = epoch_batches(len(self.ds), size, self.seed, epoch, True)
+        if self.world_size > 1 and len(batches[-1]) < size:
+            order = [i for b in batches for i in b]
+            need = size - len(batches[-1])
+            batches[-1] = batches[-1] + (order * (need // len(order) + 1))[:need]
+        return batches
 
     def iterate(self, start_micro_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         epoch, offset = divmod(start_micro_step, self.batches_per_epoch)
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         while True:
-            for idx in epoch_batches(len(self.ds), self.batch_size, self.seed, epoch, True)[offset:]:
-                yield self.collate(self.ds.select(idx).to_list())
+            for idx in self.global_batches(epoch)[offset:]:
+                yield self.collate(self.ds.select(idx[lo:hi] if self.world_size > 1 else idx).to_list())
             epoch, offset = epoch + 1, 0
 
 

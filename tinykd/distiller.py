@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from tinykd import attention, losses, models
+from tinykd import attention, distributed, losses, models
 from tinykd.errors import TinyKDError
 from tinykd.layermap import LayerMatch
 
@@ -41,6 +41,7 @@ class Distiller(nn.Module):
         mask = attention_mask if self.mask_padding else None
         total = torch.zeros((), device=student_out.hidden_states[0].device)
         parts: dict[str, torch.Tensor] = {}
+        per_token, per_pair = rank_weights(mask, student_out.hidden_states[0].shape[:2], total.device)
         for m in self.matches:
             if m.feature == "embedding":
                 s = self.embedding_proj(student_out.hidden_states[0])
@@ -54,8 +55,31 @@ class Distiller(nn.Module):
             else:
                 raise ValueError(m.feature)
             parts[f"{m.feature}/{m.student_layer}"] = loss.detach()
-            total = total + m.weight * loss
+            total = total + m.weight * loss * (per_pair if m.feature == "attention" else per_token)
         return total, parts
+
+
+def rank_weights(mask: Optional[torch.Tensor], shape, device) -> tuple[float, float]:
+    """With several ranks, what makes the ranks' averaged gradients those of one mean over the whole
+    global batch: each loss is a mean over this rank's real tokens (or query-key pairs), and ranks
+    hold different numbers of them, so rank r's loss is scaled by ranks x n_r / sum(n). One process:
+    (1, 1). The parts logged stay this rank's plain means."""
+    world = distributed.world_size()
+    if world == 1 or not distributed.initialized():
+        return 1.0, 1.0
+    import torch.distributed as dist
+
+    if mask is None:
+        b, length = shape
+        local = torch.tensor([b * length, b * length * length], dtype=torch.float64)
+    else:
+        lengths = mask.sum(1).to(torch.float64)
+        local = torch.stack([lengths.sum(), lengths.pow(2).sum()])
+    local = local.to(device)  # nccl reduces device tensors
+    total = local.clone()
+    dist.all_reduce(total)
+    w = world * local / total
+    return float(w[0]), float(w[1])
 
 
 def check_compatible(student_config, teacher_config, matches: Sequence[LayerMatch], attention_heads: str,

@@ -1,25 +1,33 @@
 """Training engines: what turns a loss into parameter updates.
 
 A stage's loop is written against the small `Engine` protocol, so the single-process
-torch engine here and the DeepSpeed engine satisfy the same calls:
+torch engine and the DeepSpeed engine satisfy the same calls:
 
     with engine.autocast():
         loss = ...
     engine.backward(loss)
     if engine.step():      # True at gradient-accumulation boundaries
         step += 1
+
+Only the trainable module (the student and the distiller's projections) goes into an engine;
+the teacher stays outside it: frozen, replicated on every rank, never partitioned by ZeRO-3.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import math
-from typing import ContextManager, Protocol
+import shutil
+from pathlib import Path
+from typing import ContextManager, Optional, Protocol
 
 import torch
 from torch import nn
 from transformers import get_scheduler
 
+from tinykd import distributed
 from tinykd.errors import NonFiniteLossError, TinyKDError
 
 
@@ -33,6 +41,8 @@ class Engine(Protocol):
     def lr(self) -> float: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+    def module_state(self) -> dict: ...
+    def gathered(self) -> ContextManager: ...
 
 
 def pick_device(name: str) -> torch.device:
@@ -51,6 +61,15 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def adamw(groups: list[dict], lr: float, device: torch.device) -> torch.optim.AdamW:
+    """torch's AdamW, fused (one kernel over all parameters, CPU or CUDA) where it is available: the
+    update of a 30,522-row embedding table alone is otherwise a dozen passes over 40 MB a step."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
+    except (RuntimeError, ValueError, TypeError):  # an older torch or another device
+        return torch.optim.AdamW(groups, lr=lr)
+
+
 class TorchEngine:
     """Single process: AdamW, warmup + decay from `transformers.get_scheduler`, gradient
     accumulation, clipping, fp32 (or bf16 autocast on GPU)."""
@@ -63,7 +82,7 @@ class TorchEngine:
         self.grad_accum = grad_accum
         self.max_grad_norm = max_grad_norm
         self.precision = precision
-        self.optimizer = torch.optim.AdamW(param_groups(module, weight_decay), lr=lr)
+        self.optimizer = adamw(param_groups(module, weight_decay), lr, self.device)
         self.scheduler = get_scheduler(scheduler, self.optimizer, num_warmup_steps=int(warmup_ratio * total_steps),
                                        num_training_steps=total_steps)
         self.micro = 0
@@ -107,9 +126,172 @@ class TorchEngine:
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro = state["micro"]
 
+    owns_module_state = False  # the weights travel in the run's checkpoint (module_state)
 
-def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int) -> Engine:
-    """The engine named by `engine.name`, configured from one phase's hyperparameters."""
+    def module_state(self) -> dict:
+        return self.module.state_dict()
+
+    def gathered(self) -> ContextManager:
+        return contextlib.nullcontext()
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def deepspeed_config(*, batch_size: int, grad_accum: int, max_grad_norm: float, precision: str, zero_stage: int,
+                     world_size: int, user_json: Optional[str] = None) -> dict:
+    """DeepSpeed's config from the Hydra config: batch sizes, accumulation, clipping, precision and
+    ZeRO stage come from one place (train.<phase>, engine.*); `engine.config` (a JSON file) is merged on
+    top, key by key, for anything else (bucket sizes, offload, ...). The learning rate and its schedule
+    are tinykd's (a torch AdamW and transformers' scheduler handed to DeepSpeed)."""
+    if zero_stage not in (0, 1, 2, 3):
+        raise TinyKDError(f"engine.zero_stage={zero_stage} is not a ZeRO stage.", "use 0, 1, 2 or 3.")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise TinyKDError(f"Unknown engine.precision '{precision}'.", "use fp32, bf16 or fp16.")
+    cfg = {
+        "train_micro_batch_size_per_gpu": batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": batch_size * grad_accum * world_size,
+        "gradient_clipping": max_grad_norm,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        "zero_allow_untested_optimizer": True,  # a torch AdamW: DeepSpeed's fused ones need CUDA
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+    if user_json:
+        path = Path(user_json)
+        if not path.is_file():
+            raise TinyKDError(f"engine.config {path} does not exist.", "give the path of a DeepSpeed JSON config, or null.")
+        try:
+            extra = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise TinyKDError(f"engine.config {path} is not valid JSON ({e}).", "fix the file.") from e
+        cfg = _merge(cfg, extra)
+    return cfg
+
+
+class DeepSpeedEngine:
+    """A DeepSpeed ZeRO engine (stage 0-3) around the trainable module, with tinykd's AdamW and
+    schedule. Loops call the module itself (DeepSpeed's hooks on it do ZeRO-3's gathering);
+    `backward` and `step` go through DeepSpeed, which averages gradients over ranks, accumulates,
+    clips and steps at the boundaries.
+
+    Checkpoints are DeepSpeed's own (every rank saves its partition) under
+    `<run_dir>/checkpoints/deepspeed/<tag>`; `state_dict()` writes one and returns its tag, which
+    the run's `last.pt` records once the save is complete, so a kill during a save leaves the
+    previous tag in force. The two newest tags are kept.
+    """
+
+    owns_module_state = True  # the weights travel in DeepSpeed's checkpoint, not in last.pt
+
+    def __init__(self, module: nn.Module, *, lr: float, weight_decay: float, warmup_ratio: float, scheduler: str,
+                 total_steps: int, grad_accum: int, max_grad_norm: float, batch_size: int, precision: str = "fp32",
+                 zero_stage: int = 2, user_json: Optional[str] = None, device_name: str = "auto",
+                 run_dir: Optional[Path] = None, label: str = "train"):
+        self.device = distributed.init(device_name)
+        if self.device.type == "cpu" and precision != "fp32":
+            raise TinyKDError(f"engine=deepspeed on CPU trains in fp32, not {precision}.",
+                              "set engine.precision=fp32, or run on a GPU.")
+        import deepspeed
+
+        self.zero_stage = zero_stage
+        self.precision = precision
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.label = label  # names this loop's checkpoint tags (a stage with several phases has one engine each)
+        self.module = module.to(self.device)
+        optimizer = adamw(param_groups(module, weight_decay), lr, self.device)
+        sched = get_scheduler(scheduler, optimizer, num_warmup_steps=int(warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+        config = deepspeed_config(batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=max_grad_norm,
+                                  precision=precision, zero_stage=zero_stage,
+                                  world_size=distributed.world_size(), user_json=user_json)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=module, optimizer=optimizer, lr_scheduler=sched, config=config)
+        self.micro = 0
+        self.last_grad_norm = float("nan")
+
+    def autocast(self) -> ContextManager:
+        if self.precision == "bf16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)  # DeepSpeed scales by 1/grad_accum itself
+
+    def step(self) -> bool:
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        self.micro += 1
+        if boundary:
+            norm = self.engine.get_global_grad_norm()
+            self.last_grad_norm = float(norm) if norm is not None else float("nan")
+            if norm is not None and not math.isfinite(self.last_grad_norm):
+                raise NonFiniteLossError(
+                    f"The gradient norm became {self.last_grad_norm} (the loss itself was finite); training stopped.",
+                    "lower the learning rate (train.<phase>.lr) or check the inputs; resume=true continues from the "
+                    "last checkpoint, written before this step.")
+        return boundary
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def _dir(self) -> Path:
+        if self.run_dir is None:
+            raise TinyKDError("engine=deepspeed needs the run directory to checkpoint into.",
+                              "pass run_dir to build_engine (a stage bug: please report it).")
+        return self.run_dir / "checkpoints" / "deepspeed"
+
+    def state_dict(self) -> dict:
+        """Save a DeepSpeed checkpoint (a collective: every rank calls it) and return its tag."""
+        root = self._dir()
+        tag = f"{self.label}-micro{self.micro:08d}"
+        self.engine.save_checkpoint(str(root), tag=tag, save_latest=False)
+        distributed.barrier()
+        if distributed.is_main():  # keep this tag and the one before it (still named by last.pt until it is replaced)
+            tags = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
+            for old in tags[:-2]:
+                shutil.rmtree(old, ignore_errors=True)
+        return {"deepspeed_tag": tag, "micro": self.micro, "zero_stage": self.zero_stage}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("zero_stage") != self.zero_stage:
+            raise TinyKDError(f"This run's checkpoint was written with engine.zero_stage={state.get('zero_stage')}, "
+                              f"not {self.zero_stage}.", f"resume with engine.zero_stage={state.get('zero_stage')}.")
+        path, _ = self.engine.load_checkpoint(str(self._dir()), tag=state["deepspeed_tag"])
+        if path is None:
+            raise TinyKDError(f"DeepSpeed checkpoint {self._dir() / state['deepspeed_tag']} could not be loaded.",
+                              "start a fresh run (drop resume=true).")
+        self.micro = state["micro"]
+
+    def module_state(self) -> dict:
+        return {}
+
+    def gathered(self) -> ContextManager:
+        """Full parameters on every rank inside the block (ZeRO-3 partitions them): for export."""
+        if self.zero_stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
+        return contextlib.nullcontext()
+
+
+def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int, run_dir: Optional[Path] = None,
+                 label: str = "train") -> Engine:
+    """The engine named by `engine.name`, configured from one phase's hyperparameters. `run_dir` and
+    `label` say where a DeepSpeed engine checkpoints and what its tags are called."""
+    if engine_cfg.name == "deepspeed":
+        return DeepSpeedEngine(
+            module, lr=phase_cfg.lr, weight_decay=phase_cfg.weight_decay, warmup_ratio=phase_cfg.warmup_ratio,
+            scheduler=phase_cfg.scheduler, total_steps=total_steps, grad_accum=phase_cfg.grad_accum,
+            max_grad_norm=phase_cfg.max_grad_norm, batch_size=phase_cfg.batch_size, precision=engine_cfg.precision,
+            zero_stage=engine_cfg.zero_stage, user_json=engine_cfg.config, device_name=engine_cfg.device,
+            run_dir=run_dir, label=label)
     if engine_cfg.name == "torch":
         return TorchEngine(
             module,
@@ -123,4 +305,4 @@ def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int) -> 
             precision=engine_cfg.precision,
             device=pick_device(engine_cfg.device),
         )
-    raise TinyKDError(f"Unknown engine '{engine_cfg.name}'.", "use engine=torch.")
+    raise TinyKDError(f"Unknown engine '{engine_cfg.name}'.", "use engine=torch or engine=deepspeed.")

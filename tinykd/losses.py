@@ -20,7 +20,7 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torc
     B·L·D entries (TinyBERT's reference code, which includes padding).
     """
     sq = (student - teacher).pow(2)
-    if mask is None:
+    if mask is None or bool(mask.all()):  # no padding: the plain mean (no (B, L, D) mask product)
         return sq.mean()
     m = mask.to(sq.dtype).unsqueeze(-1)
     return (sq * m).sum() / (m.sum() * sq.size(-1)).clamp_min(1.0)
@@ -40,7 +40,7 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[t
     elif student.shape != teacher.shape:
         raise ValueError(f"attention shapes differ: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
     sq = (student - teacher).pow(2)
-    if mask is None:
+    if mask is None or bool(mask.all()):  # no padding: the plain mean (no (B, H, L, L) mask product)
         return sq.mean()
     m = mask.to(sq.dtype)
     pair = (m[:, :, None] * m[:, None, :]).unsqueeze(1)  # (B, 1, L, L)

@@ -349,10 +349,13 @@ def build_tiny_model(out_dir: str, *, num_layers, hidden_size, num_heads, interm
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
                         num_attention_heads=num_heads, intermediate_size=intermediate_size,
                         max_position_embeddings=512, pad_token_id=0)
-    torch.manual_seed(seed)
     # A masked LM: its encoder serves as a teacher, and the whole of it as a tiny masked LM
     # for augmentation (AutoModel / AutoModelForSequenceClassification load the encoder part).
-    model = BertForMaskedLM(config)
+    # Built from its own seed without touching the run's random state: the first run that builds
+    # it draws the same numbers afterwards as every later run that finds it on disk.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(config)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
     model.save_pretrained(tmp)
@@ -373,9 +376,14 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: 
 
     The attention implementation of a Transformer is reset to the default so that the saved
     config holds nothing tinykd-specific: `AutoModel*.from_pretrained(out_dir)` needs only
-    transformers (a model without attention, the BiLSTM, is saved as it is).
+    transformers (a model without attention, the BiLSTM, is saved as it is). In a job of several
+    ranks only rank 0 writes (under ZeRO-3, inside the engine's `gathered()` block).
     """
+    from tinykd import distributed
+
     out = Path(out_dir)
+    if not distributed.is_main():
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     impl = model.config._attn_implementation
     attention = getattr(model, "_supports_sdpa", False)

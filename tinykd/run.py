@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from tinykd import distributed
 from tinykd.errors import NonFiniteLossError, TinyKDError
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -28,7 +29,7 @@ CHECKPOINT = "checkpoints/last.pt"
 def prepare_run_dir(path: str, resume: bool) -> Path:
     """Create the run directory. Without `resume`, an earlier run there (a checkpoint or
     results) is moved aside (`<dir>.prev-<time>`), never deleted; with it, its checkpoint
-    must exist."""
+    must exist. In a job of several ranks, rank 0 prepares it and the others wait."""
     run_dir = Path(path)
     if resume:
         if not (run_dir / CHECKPOINT).is_file():
@@ -37,12 +38,16 @@ def prepare_run_dir(path: str, resume: bool) -> Path:
                 "drop resume=true to start a new run, or point the run at the directory of the interrupted run.",
             )
         return run_dir
+    if not distributed.is_main():
+        distributed.barrier()
+        return run_dir
     if (run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file():
         aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(run_dir, aside)
         print(f"[tinykd] an earlier run in {run_dir} was moved to {aside}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # left by a run that stopped before its first checkpoint
+    distributed.barrier()
     return run_dir
 
 
@@ -51,6 +56,9 @@ def save_config(run_dir: Path, cfg) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temp file and a rename (rank 0 only in a job of several ranks)."""
+    if not distributed.is_main():
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -85,8 +93,12 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
-    """Atomically write `checkpoints/last.pt`: model, projections, optimizer, scheduler, step, RNG."""
+    """Atomically write `checkpoints/last.pt`: model, projections, optimizer, scheduler, step, RNG
+    (rank 0 only; with engine=deepspeed the weights and optimizer are in DeepSpeed's checkpoint,
+    whose tag this file records)."""
     path = run_dir / CHECKPOINT
+    if not distributed.is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last.pt-")
     os.close(fd)
@@ -101,7 +113,8 @@ def restore(run_dir: Path, resume: bool, module: torch.nn.Module, engine) -> int
     ckpt = load_checkpoint(run_dir) if resume else None
     if ckpt is None:
         return 0
-    module.load_state_dict(ckpt["model"])
+    if not getattr(engine, "owns_module_state", False):
+        module.load_state_dict(ckpt["model"])
     engine.load_state_dict(ckpt["engine"])
     set_rng_state(ckpt["rng"])
     print(f"[tinykd] resumed from step {ckpt['step']}")
@@ -119,11 +132,14 @@ def load_checkpoint(run_dir: Path) -> Optional[dict]:
 
 
 class MetricsLogger:
-    """`metrics.jsonl` always; Weights & Biases too when `logger.name=wandb`."""
+    """`metrics.jsonl` always; Weights & Biases too when `logger.name=wandb`. Rank 0 only."""
 
     def __init__(self, run_dir: Path, logger_cfg, cfg, job: str):
         self.path = run_dir / "metrics.jsonl"
         self.wandb = None
+        self.enabled = distributed.is_main()
+        if not self.enabled:
+            return
         if logger_cfg.name == "wandb" and logger_cfg.mode != "disabled":
             import wandb
 
@@ -141,6 +157,8 @@ class MetricsLogger:
             raise TinyKDError(f"Unknown logger '{logger_cfg.name}'.", "use logger=wandb or logger=none.")
 
     def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
         record = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
