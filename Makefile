@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-throughput test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ bench-seeds: install  ## DistilBERT, TinyBERT-style and BiLSTM students on SST-2
 
 bench-sst2: install  ## SST-2 end to end: teacher, student (3 seeds), baselines, latency (~60 min) -> reports/sst2/
 	$(PY) -m tinykd.bench.sst2
+
+bench-throughput: install  ## one distillation step, tinykd vs TextBrewer side by side (~5 min) -> reports/throughput.json
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m tinykd.bench.throughput
 
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q
