@@ -100,7 +100,6 @@ def test_zero3_partitions_the_student_never_the_teacher(tmp_path):
     assert not any(hasattr(p, "ds_id") for p in teacher.parameters())
     assert [tuple(p.shape) for p in teacher.parameters()] == [(8, 8), (8,), (2, 8), (2,)]
     x = torch.randn(4, 8)
-    before = None
     with engine.gathered():
         before = student[0].weight.detach().clone()
         assert before.shape == (4, 8)

@@ -315,7 +315,6 @@ def full_scale(r: dict, root: Path) -> dict:
     teacher 3 epochs of SST-2; general distillation 3 epochs over all of ../shared/data/corpus (tokens
     estimated at 4 characters a token); intermediate 10 and prediction 3 epochs over 20 augmented rows
     per sentence (1.4M rows)."""
-    b = r["budget"]
     student_run = root / "task" / f"distilled-seed{r['student_seed']}"
     corpus_tokens = sum(p.stat().st_size for p in (DATA / "corpus").glob("*.txt") if not p.name.startswith("LICENSE")) / 4
     rows = 67_349 * 21
