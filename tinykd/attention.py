@@ -19,7 +19,9 @@ Speed (one distillation step is mostly these functions): the query is scaled bef
 (`capture_layers`: e.g. teacher layers 1 and 4 of a 6 -> 4 map) runs PyTorch's fused
 `scaled_dot_product_attention` and returns an empty placeholder; and a teacher (no gradient, no dropout)
 computes its scores with one product and its output with the fused kernel, so its
-probabilities are never materialised.
+probabilities are never materialised. With `engine.fast_dropout` (tinykd/dropout.py) the dropout on
+the probabilities draws its mask 15 bits at a time on the CPU; a layer nobody reads then runs
+unfused in training too, since the fused CPU kernel's dropout is the slow per-element kind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from tinykd import dropout as _dropout
 
 SCORES = "tinykd_scores"
 PROBS = "tinykd_probs"
@@ -42,7 +46,9 @@ def _fused(module, query, key, value, attention_mask, scaling, dropout):
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, return_scores=True, **kwargs):
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    if not getattr(module, "tinykd_capture", True):  # nobody reads this layer's map
+    fast = getattr(module, "tinykd_fast_dropout", False) and query.device.type == "cpu"
+    drop = dropout if module.training else 0.0
+    if not getattr(module, "tinykd_capture", True) and not (fast and drop):  # nobody reads this layer's map
         # an empty placeholder, not None: transformers drops None maps, which would shift the layers' positions
         return _fused(module, query, key, value, attention_mask, scaling, dropout), query.new_empty(0)
     scores = torch.matmul(query * scaling, key.transpose(2, 3))
@@ -51,8 +57,10 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
         return _fused(module, query, key, value, attention_mask, scaling, dropout), scores
     masked = scores if attention_mask is None else scores + attention_mask
     probs = nn.functional.softmax(masked, dim=-1)
-    attn_output = torch.matmul(nn.functional.dropout(probs, p=dropout, training=module.training), value)
+    attn_output = torch.matmul(_dropout.dropout(probs, drop, module.training, fast), value)
     attn_output = attn_output.transpose(1, 2).contiguous()
+    if not getattr(module, "tinykd_capture", True):
+        return attn_output, query.new_empty(0)
     return attn_output, (scores if return_scores else probs)
 
 

@@ -246,6 +246,7 @@ class EngineConfig:
     num_threads: Optional[int] = None
     zero_stage: int = 2  # deepspeed: ZeRO stage 0, 1, 2 or 3
     config: Optional[str] = None  # deepspeed: a JSON file merged on top of the generated config
+    fast_dropout: bool = True  # CPU dropout masks 15 random bits at a time (tinykd/dropout.py); false: torch's
 
 
 @dataclass

@@ -284,7 +284,12 @@ class DeepSpeedEngine:
 def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int, run_dir: Optional[Path] = None,
                  label: str = "train") -> Engine:
     """The engine named by `engine.name`, configured from one phase's hyperparameters. `run_dir` and
-    `label` say where a DeepSpeed engine checkpoints and what its tags are called."""
+    `label` say where a DeepSpeed engine checkpoints and what its tags are called. With
+    `engine.fast_dropout`, the module's dropouts draw their CPU masks the fast way (tinykd/dropout.py)."""
+    if getattr(engine_cfg, "fast_dropout", False):
+        from tinykd.dropout import use_fast_dropout
+
+        use_fast_dropout(module)
     if engine_cfg.name == "deepspeed":
         return DeepSpeedEngine(
             module, lr=phase_cfg.lr, weight_decay=phase_cfg.weight_decay, warmup_ratio=phase_cfg.warmup_ratio,

@@ -19,11 +19,12 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torc
     the mean runs over the B·L_real·D entries of non-padded tokens; without, over all
     B·L·D entries (TinyBERT's reference code, which includes padding).
     """
-    sq = (student - teacher).pow(2)
-    if mask is None or bool(mask.all()):  # no padding: the plain mean (no (B, L, D) mask product)
-        return sq.mean()
-    m = mask.to(sq.dtype).unsqueeze(-1)
-    return (sq * m).sum() / (m.sum() * sq.size(-1)).clamp_min(1.0)
+    if mask is None or bool(mask.all()):  # no padding: the plain mean, one fused kernel each way
+        return F.mse_loss(student, teacher)
+    keep = mask.bool().unsqueeze(-1)
+    # padded tokens take the teacher's value (a zero difference, no gradient); the sum is over the rest
+    sq_sum = F.mse_loss(torch.where(keep, student, teacher), teacher, reduction="sum")
+    return sq_sum / (mask.to(student.dtype).sum() * student.size(-1)).clamp_min(1.0)
 
 
 def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor],
@@ -39,12 +40,12 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[t
         student, teacher = student.mean(1, keepdim=True), teacher.mean(1, keepdim=True)
     elif student.shape != teacher.shape:
         raise ValueError(f"attention shapes differ: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
-    sq = (student - teacher).pow(2)
-    if mask is None or bool(mask.all()):  # no padding: the plain mean (no (B, H, L, L) mask product)
-        return sq.mean()
-    m = mask.to(sq.dtype)
-    pair = (m[:, :, None] * m[:, None, :]).unsqueeze(1)  # (B, 1, L, L)
-    return (sq * pair).sum() / (pair.sum() * sq.size(1)).clamp_min(1.0)
+    if mask is None or bool(mask.all()):  # no padding: the plain mean, one fused kernel each way
+        return F.mse_loss(student, teacher)
+    m = mask.bool()
+    pair = (m[:, :, None] & m[:, None, :]).unsqueeze(1)  # (B, 1, L, L)
+    sq_sum = F.mse_loss(torch.where(pair, student, teacher), teacher, reduction="sum")
+    return sq_sum / (pair.sum().to(student.dtype) * student.size(1)).clamp_min(1.0)
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
