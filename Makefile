@@ -51,7 +51,7 @@ bench-seeds: install  ## DistilBERT, TinyBERT-style and BiLSTM students on SST-2
 	$(PY) -m tinykd stage=task task=sst2 experiment=sst2_bilstm_lowres distill.transfer_targets=soft reuse=true
 	$(PY) -m tinykd.bench.seeds
 
-bench-sst2: install  ## SST-2 end to end: teacher, student (3 seeds), baselines, latency (~60 min) -> reports/sst2/
+bench-sst2: install  ## SST-2 end to end: teacher, student (3 seeds), baselines, latency (~80-90 min on 2 CPU cores) -> reports/sst2/
 	$(PY) -m tinykd.bench.sst2
 
 bench-throughput: install  ## one distillation step, tinykd vs TextBrewer side by side (~5 min) -> reports/throughput.json
