@@ -159,6 +159,7 @@ def main(argv=None) -> dict:
     baseline_mean, baseline_sd, baseline_kind = max((bg_mean, bg_sd, "general"), (br_mean, br_sd, "random"))
     speed = {f"speedup_{b}": timing["teacher"][b]["median_ms"] / timing["student"][b]["median_ms"] for b in ("b1", "b32")}
     cfg = OmegaConf.load(runs["student"][best_seed] / "config.yaml")
+    augment_res = json.loads((root / "augment" / "results.json").read_text())
     result = {
         "teacher_dev_acc": teacher_acc,
         "student_dev_acc_mean": s_mean, "student_dev_acc_sd": s_sd, "student_dev_acc_seeds": accs("student"),
@@ -180,7 +181,7 @@ def main(argv=None) -> dict:
         "student_shape": {k: cfg.student[k] for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size")},
         "budget": {"teacher_steps": cfg.train.teacher.max_steps, "general_steps": cfg.train.general.max_steps,
                    "general_batch": cfg.train.general.batch_size, "corpus_max_lines": cfg.corpus.max_lines,
-                   "corpus_block_tokens": cfg.corpus.max_seq_len, "augmented_sentences": None,
+                   "corpus_block_tokens": cfg.corpus.max_seq_len, "augmented_sentences": augment_res.get("examples"),
                    "augment_n": cfg.augment.n, "augment_source": cfg.augment.source,
                    "intermediate_steps": cfg.train.task_intermediate.max_steps,
                    "prediction_steps": cfg.train.task_prediction.max_steps,
@@ -189,9 +190,7 @@ def main(argv=None) -> dict:
                     "torch": torch.__version__},
         "command": "make bench-sst2",
     }
-    augment_res = json.loads((root / "augment" / "results.json").read_text())
     result["augment_rows"] = augment_res.get("rows")
-    result["budget"]["augmented_sentences"] = augment_res.get("examples")
     result["targets"] = {
         "retention": {"target": TARGETS["retention"], "value": result["retention"],
                       "met": result["retention"] >= TARGETS["retention"]},
@@ -338,8 +337,9 @@ def missed(r: dict) -> list[str]:
         f"fine-tuning on the labels (general-init baseline -> student) {student - general:+.2f} points.",
         "- Tried, within the ~90-minute budget: the widest student that stays above the 4x speed target (4x192; "
         "TinyBERT4's 312 width is only ~2.4x faster than this teacher); the teacher's own vocabulary and head count, "
-        "so attention scores are distilled head for head; every training sentence augmented (GloVe replacement) for "
-        "both task phases; the split of the task steps between the two phases (seed 42, the same teacher and general "
+        "so attention scores are distilled head for head; "
+        f"{b['augmented_sentences']:,} training sentences augmented ({b['augment_source']} replacement, "
+        f"{b['augment_n']} new row{'' if b['augment_n'] == 1 else 's'} each) for both task phases; the split of the task steps between the two phases (seed 42, the same teacher and general "
         "student, all sentences x 1: 500 intermediate + 2,000 prediction steps 83.26, the prediction phase alone for "
         "2,500 steps 82.68, 1,000 + 1,500 steps 84.06: the split used here; the first 20,000 sentences x 2 with "
         "500 + 2,000 steps 82.57); teacher logits computed once and shared by the seeds; the best dev checkpoint for "
