@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-throughput test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-throughput bench-startup test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ bench-sst2: install  ## SST-2 end to end: teacher, student (3 seeds), baselines,
 bench-throughput: install  ## one distillation step, tinykd vs TextBrewer side by side (~5 min) -> reports/throughput.json
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m tinykd.bench.throughput
+
+bench-startup: install  ## each bad command line of the options issue refused with status 2 in < 5 s (~1 min) -> reports/startup.json
+	$(PY) -m tinykd.bench.startup
 
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q

@@ -17,7 +17,7 @@ def run(cfg) -> dict:
     spec = build.task_spec(cfg)
     if not cfg.model:
         raise TinyKDError("stage=eval needs a model directory.", "add model=<path to a model directory>.")
-    source = models.resolve_source(cfg.model, None, "model")
+    source = models.resolve_source(cfg.model, None, "model", "model")
     config = models.model_config(source)
     if config.num_labels != spec.num_labels:
         raise TinyKDError(

@@ -15,19 +15,17 @@ student loads as `DistilBertForMaskedLM`) that the task stage takes as `student.
 from __future__ import annotations
 
 import json
-import time
 
 import torch
-from tqdm.auto import tqdm
 
 from tinykd import build, models
 from tinykd.data import Batcher
 from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
+from tinykd.loop import PhaseLoop, StepBudget
 from tinykd.losses import distilbert_triple
 from tinykd.mlm import Masker, head_logits
-from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, prepare_run_dir, restore, save_checkpoint,
-                        save_config, seed_everything)
+from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config, seed_everything
 
 
 def run(cfg) -> dict:
@@ -54,26 +52,26 @@ def run(cfg) -> dict:
     n_params = sum(p.numel() for p in student.base_model.parameters())
     print(f"[tinykd] stage=general distill=distilbert teacher={source} student={student.config.model_type} "
           f"({n_params / 1e6:.1f}M encoder parameters) corpus={len(corpus)} blocks run_dir={run_dir}")
-    phase = cfg.train.general
-    batcher = Batcher(corpus, tokenizer, phase.batch_size, cfg.seed)
-    total = build.total_steps(phase, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, phase, student, total)
-    device = engine.device
-    teacher.to(device)
+    hp = cfg.train.general
+    batcher = Batcher(corpus, tokenizer, hp.batch_size, cfg.seed)
+    total = build.total_steps(hp, batcher.batches_per_epoch)
+    engine = build_engine(cfg.engine, hp, student, total, run_dir=run_dir, label="general")
+    teacher.to(engine.device)
     masker = Masker(tokenizer, d.mlm_prob, cfg.seed)
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")
-    step = restore(run_dir, cfg.resume, student, engine)
+    loop = PhaseLoop("general", engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
+                     budget=StepBudget(cfg.interrupt_after), progress=cfg.progress, unit="tokens",
+                     resume_from=load_checkpoint(run_dir) if cfg.resume else None)
     alphas = dict(temperature=d.temperature, alpha_ce=d.alpha_ce, alpha_mlm=d.alpha_mlm, alpha_cos=d.alpha_cos)
 
     # --- loop
     student.train()
-    bar = tqdm(total=total, initial=step, desc="general/distilbert", disable=not cfg.progress or step >= total)
-    tokens, t0, steps_here = 0, time.perf_counter(), 0
-    for micro, batch in enumerate(batcher.iterate(engine.micro) if step < total else [], start=engine.micro):
-        # 1. mask (seeded by the micro-batch index); both models read the same masked input
-        ids, labels = masker(batch["input_ids"], batch["attention_mask"], micro)
-        batch = {k: v.to(device) for k, v in {**batch, "input_ids": ids}.items()}
-        labels = labels.to(device)
+    parts = {}
+    for batch in loop:
+        # 1. mask (seeded by the micro-batch's index, so a resumed run masks as an uninterrupted one);
+        #    both models read the same masked input
+        ids, labels = masker(batch["input_ids"].cpu(), batch["attention_mask"].cpu(), engine.micro)
+        batch["input_ids"], labels = ids.to(engine.device), labels.to(engine.device)
         mask = batch["attention_mask"]
         # the KL term's tokens: every real token, or only the masked ones
         rows = (labels != -100) if d.restrict_ce_to_mask else mask.bool()
@@ -86,37 +84,17 @@ def run(cfg) -> dict:
             s_hidden = student.base_model(**models.model_inputs(student.base_model, batch))[0]
             s_logits = head_logits(student, s_hidden[rows])
             loss, parts = distilbert_triple(s_logits, t_logits, labels[rows], s_hidden, t_hidden, mask, **alphas)
-        check_finite(loss, parts, step + 1, run_dir)
-        engine.backward(loss)
-        tokens += int(mask.sum())
-        if not engine.step():
-            continue
-        step += 1
-        steps_here += 1
-        rate = tokens / (time.perf_counter() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{engine.lr():.2e}", tok_s=f"{rate:.0f}")
-        if step % phase.log_every == 0 or step == total:
-            logger.log({"phase": "general", "step": step, "loss": loss.item(), "lr": engine.lr(),
-                        "tokens_per_s": rate, **{f"loss/{k}": v.item() for k, v in parts.items()}})
-        interrupted = cfg.interrupt_after is not None and steps_here >= cfg.interrupt_after
-        if step % phase.save_every == 0 or step == total or interrupted:
-            save_checkpoint(run_dir, {"phase": "general", "step": step, "model": student.state_dict(),
-                                      "engine": engine.state_dict()})
-        if interrupted and step < total:
-            bar.close()
-            logger.close()
-            print(f"[tinykd] interrupted after step {step}/{total}; resume=true continues. run_dir={run_dir}")
-            return {"run_dir": str(run_dir), "interrupted": True, "step": step}
-        if step >= total:
-            break
-    bar.close()
+        if loop.update(loss, parts, items=int(mask.sum())):
+            loop.checkpoint()
     logger.close()
+    if loop.interrupted:
+        return {"run_dir": str(run_dir), "interrupted": True, "step": loop.step}
 
-    out = models.export(student, tokenizer, run_dir / "student")
-    result = {"stage": "general", "method": "distilbert", "run_dir": str(run_dir), "export": str(out), "steps": step,
+    with engine.gathered():  # ZeRO-3: the full weights for rank 0 to write
+        out = models.export(student, tokenizer, run_dir / "student")
+    result = {"stage": "general", "method": "distilbert", "run_dir": str(run_dir), "export": str(out), "steps": loop.step,
               "teacher": source, "student_type": student.config.model_type,
-              "last_loss": {k: float(v) for k, v in parts.items()} if step and steps_here else None}
+              "last_loss": {k: float(v) for k, v in parts.items()} or None}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] exported general student: {out}")
     return result

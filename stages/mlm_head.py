@@ -13,18 +13,16 @@ positions. It reports masked-token top-1/top-5 accuracy on held-out corpus block
 from __future__ import annotations
 
 import json
-import time
 
 import torch
-from tqdm.auto import tqdm
 
 from tinykd import build, models
 from tinykd.data import Batcher, eval_batches
 from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
+from tinykd.loop import PhaseLoop, StepBudget
 from tinykd.mlm import Masker, masked_positions, mlm_loss, topk_correct
-from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, prepare_run_dir, restore, save_checkpoint,
-                        save_config, seed_everything)
+from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config, seed_everything
 
 EVAL_OFFSET = 1 << 40  # masking indices of held-out batches: never those of a training batch
 
@@ -87,56 +85,42 @@ def run(cfg) -> dict:
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=mlm_head encoder={source} train={len(train_ds)} held-out={len(eval_ds)} blocks "
           f"of <= {cfg.corpus.max_seq_len} tokens run_dir={run_dir}")
-    phase = cfg.train.mlm_head
-    batcher = Batcher(train_ds, tokenizer, phase.batch_size, cfg.seed)
-    total = build.total_steps(phase, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, phase, head, total)
+    hp = cfg.train.mlm_head
+    batcher = Batcher(train_ds, tokenizer, hp.batch_size, cfg.seed)
+    total = build.total_steps(hp, batcher.batches_per_epoch)
+    engine = build_engine(cfg.engine, hp, head, total, run_dir=run_dir, label="mlm_head")
     device = engine.device
     model.to(device)
     masker = Masker(tokenizer, cfg.stage.mask_prob, cfg.seed)
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "mlm_head")
-    step = restore(run_dir, cfg.resume, head, engine)
+    loop = PhaseLoop("mlm_head", engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
+                     budget=StepBudget(cfg.interrupt_after), progress=cfg.progress, unit="masked_tokens",
+                     resume_from=load_checkpoint(run_dir) if cfg.resume else None)
 
+    # --- loop: the frozen encoder under no_grad, the head at the masked positions only
     model.eval()  # no dropout anywhere: the encoder is frozen and the head has none
-    bar = tqdm(total=total, initial=step, desc="mlm_head", disable=not cfg.progress or step >= total)
-    tokens, t0, steps_here = 0, time.perf_counter(), 0
-    for micro, batch in enumerate(batcher.iterate(engine.micro) if step < total else [], start=engine.micro):
-        ids, labels = masker(batch["input_ids"], batch["attention_mask"], micro)
+    for batch in loop:
+        # masked by the micro-batch's index: a resumed run masks as an uninterrupted one
+        ids, labels = masker(batch["input_ids"].cpu(), batch["attention_mask"].cpu(), engine.micro)
         with torch.no_grad(), engine.autocast():
-            hidden = model.bert(input_ids=ids.to(device), attention_mask=batch["attention_mask"].to(device),
-                                token_type_ids=batch["token_type_ids"].to(device))[0]
+            hidden = model.bert(input_ids=ids.to(device), attention_mask=batch["attention_mask"],
+                                token_type_ids=batch["token_type_ids"])[0]
         rows, targets = masked_positions(hidden, labels.to(device))
         with engine.autocast():
             loss = mlm_loss(head(rows), targets)
-        check_finite(loss, {"mlm": loss.detach()}, step + 1, run_dir)
-        engine.backward(loss)
-        tokens += len(targets)
-        if not engine.step():
-            continue
-        step += 1
-        steps_here += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", masked_s=f"{tokens / (time.perf_counter() - t0):.0f}")
-        if step % phase.log_every == 0 or step == total:
-            logger.log({"phase": "mlm_head", "step": step, "loss": loss.item(), "lr": engine.lr()})
-        interrupted = cfg.interrupt_after is not None and steps_here >= cfg.interrupt_after
-        if step % phase.save_every == 0 or step == total or interrupted:
-            save_checkpoint(run_dir, {"phase": "mlm_head", "step": step, "model": head.state_dict(),
-                                      "engine": engine.state_dict()})
-        if interrupted and step < total:
-            bar.close()
-            logger.close()
-            print(f"[tinykd] interrupted after step {step}/{total}; resume=true continues. run_dir={run_dir}")
-            return {"run_dir": str(run_dir), "interrupted": True, "step": step}
-        if step >= total:
-            break
-    bar.close()
+        if loop.update(loss, {"mlm": loss.detach()}, items=len(targets)):
+            loop.checkpoint()
+    if loop.interrupted:
+        logger.close()
+        return {"run_dir": str(run_dir), "interrupted": True, "step": loop.step}
 
-    metrics = evaluate_mlm(model, eval_batches(eval_ds, tokenizer, phase.eval_batch_size), masker, device)
-    logger.log({"phase": "mlm_head", "step": step, **{f"heldout/{k}": v for k, v in metrics.items()}})
+    # --- held-out accuracy, export
+    metrics = evaluate_mlm(model, eval_batches(eval_ds, tokenizer, hp.eval_batch_size), masker, device)
+    loop.log({f"heldout/{k}": v for k, v in metrics.items()})
     logger.close()
-    out = models.export(model, tokenizer, run_dir / "mlm")
-    result = {"stage": "mlm_head", "run_dir": str(run_dir), "export": str(out), "steps": step, "encoder": source,
+    with engine.gathered():
+        out = models.export(model, tokenizer, run_dir / "mlm")
+    result = {"stage": "mlm_head", "run_dir": str(run_dir), "export": str(out), "steps": loop.step, "encoder": source,
               "heldout": metrics, "heldout_blocks": len(eval_ds)}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] held-out masked tokens: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "

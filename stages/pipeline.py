@@ -6,7 +6,8 @@ Each step is the ordinary stage with the same config, writing its own run direct
 through files. With `stage.augment=true` the augment stage runs before task distillation,
 which then trains on its output (the teacher still fine-tunes on the original data).
 With resume=true a finished step (its results.json exists) is skipped and an interrupted
-one continues from its checkpoint.
+one continues from its checkpoint. A BiLSTM student (`student=bilstm`) has no general stage: its
+recipe starts from the fine-tuned teacher.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from stages import augment, general, task, teacher
-from tinykd.run import atomic_write_text
+from tinykd.run import CHECKPOINT, atomic_write_text
 
 STEPS = (("teacher", teacher), ("general", general), ("augment", augment), ("task", task))
 
@@ -26,7 +27,7 @@ def step_config(cfg, name: str):
     """A copy of `cfg` for one step: resume only what was started and not finished."""
     run_dir = Path(cfg.runs[name])
     finished = (run_dir / "results.json").is_file()
-    started = (run_dir / "checkpoints" / "last.pt").is_file()
+    started = (run_dir / CHECKPOINT).is_file()
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(sub):
         sub.stage.name = name
@@ -37,7 +38,7 @@ def step_config(cfg, name: str):
 def run(cfg) -> dict:
     results = {}
     for name, module in STEPS:
-        if name == "augment" and not cfg.stage.augment:
+        if (name == "augment" and not cfg.stage.augment) or (name == "general" and cfg.student.arch == "bilstm"):
             continue
         sub, finished = step_config(cfg, name)
         if name == "task" and cfg.stage.augment:  # task distillation (only) trains on the augmented set
@@ -62,7 +63,7 @@ def run(cfg) -> dict:
         "main_metric": results["task"]["main_metric"],
         "dev": results["task"]["dev"],
         "teacher_export": results["teacher"]["export"],
-        "general_export": results["general"]["export"],
+        "general_export": results["general"]["export"] if "general" in results else None,
         "augmented": results["augment"]["data"] if "augment" in results else None,
         "student_export": results["task"]["export"],
         "run_dir": str(out_dir),

@@ -23,19 +23,17 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from tinykd import build, gate, models, targets
+from tinykd import build, gate, models, teacher_outputs
 from tinykd.data import Batcher
-from tinykd.distiller import features
+from tinykd.distiller import layer_outputs
 from tinykd.engine import build_engine, pick_device
 from tinykd.errors import TinyKDError
-from tinykd.evaluate import evaluate
+from tinykd.evaluate import evaluate, keep_best
+from tinykd.loop import PhaseLoop, StepBudget
 from tinykd.losses import prediction_loss, task_loss
-from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, load_checkpoint, prepare_run_dir,
-                        save_checkpoint, save_config, seed_everything, set_rng_state)
-
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, remaining_phases,
+                        save_config, seed_everything)
 
 
 def build_student(cfg, spec, teacher, teacher_tok):
@@ -67,13 +65,11 @@ def teacher_cache_precision(cfg, examples: int) -> str:
     only when the prediction phase reads every training example at least twice: filling the cache
     is one teacher pass over the whole set, which a short phase would never make."""
     choice = cfg.distill.teacher_cache
-    if choice not in ("auto", "none", *targets.PRECISIONS):
-        raise TinyKDError(f"Unknown distill.teacher_cache '{choice}'.", "choose one of: auto, fp16, fp32, none.")
     if choice != "auto":
         return choice
-    phase = cfg.train.task_prediction
-    per_step = phase.batch_size * phase.grad_accum
-    steps = phase.max_steps if phase.max_steps > 0 else math.ceil(phase.epochs * examples / per_step)
+    hp = cfg.train.task_prediction
+    per_step = hp.batch_size * hp.grad_accum
+    steps = hp.max_steps if hp.max_steps > 0 else math.ceil(hp.epochs * examples / per_step)
     return "fp16" if steps * per_step >= 2 * examples else "none"
 
 
@@ -94,12 +90,7 @@ def run(cfg) -> dict:
     distiller = build.distiller(cfg, student, teacher)
     train_ds = build.task_split(cfg, tokenizer, "train")
     dev_ds = build.task_split(cfg, tokenizer, "dev")
-    phases = list(cfg.stage.phases)
-    unknown = set(phases) - {"intermediate", "prediction", "finetune"}
-    if unknown or not phases or ("finetune" in phases and len(phases) > 1):
-        raise TinyKDError(f"Unknown task phases {sorted(unknown) or phases}.",
-                          "set stage.phases to a list of intermediate and/or prediction, or to [finetune] (the "
-                          "no-distillation baseline) alone.")
+    phases = list(cfg.stage.phases)  # checked at start-up (config.check)
     teacher_gate = None
     if phases != ["finetune"]:
         teacher.to(pick_device(cfg.engine.device))
@@ -112,45 +103,38 @@ def run(cfg) -> dict:
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=task task={spec.name} teacher={teacher_dir} student.init={cfg.student.init} "
           f"train={len(train_ds)} dev={len(dev_ds)} run_dir={run_dir}")
-    trainable = nn.ModuleDict({"student": student, "distiller": distiller})
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
-
-    ckpt = load_checkpoint(run_dir) if cfg.resume else None
-    best = None if ckpt is None else ckpt["best"]
-    if ckpt is not None:
-        if ckpt["model"]:  # engine=deepspeed: the weights come back with the phase's DeepSpeed checkpoint
-            trainable.load_state_dict(ckpt["model"])
-        print(f"[tinykd] resuming phase {ckpt['phase']} at step {ckpt['step']}")
     cache = teacher_cache_precision(cfg, len(train_ds)) if "prediction" in phases else "none"
     if cache != "none":
         # The prediction phase reads only the teacher's logits: computed once over the training set and
         # cached on disk (epochs, resumed runs and sweep trials with the same teacher and data reuse them).
         t0 = time.perf_counter()
         teacher.to(pick_device(cfg.engine.device))
-        train_ds = targets.with_teacher_outputs(
+        train_ds = teacher_outputs.with_teacher_outputs(
             teacher, teacher_dir, train_ds, tokenizer, batch_size=cfg.train.task_prediction.eval_batch_size,
             device=pick_device(cfg.engine.device), cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"),
             progress=cfg.progress, precision=cache, representations=False)
         print(f"[tinykd] teacher logits for {len(train_ds)} training examples ({cache}, cached): "
               f"{time.perf_counter() - t0:.1f} s")
 
-    # `steps_done` counts optimizer steps taken in this process, across phases (interrupt_after)
-    ctx = dict(cfg=cfg, spec=spec, teacher=teacher, student=student, distiller=distiller, trainable=trainable,
-               tokenizer=tokenizer, train_ds=train_ds, dev_ds=dev_ds, run_dir=run_dir, logger=logger,
-               steps_done=[0])
-    for index, name in enumerate(phases):
-        if ckpt is not None and index < ckpt["phase_index"]:
-            continue
-        resume_state = ckpt if (ckpt is not None and index == ckpt["phase_index"]) else None
-        best, interrupted, engine = train_phase(name, index, best, resume_state, **ctx)
-        if interrupted:
+    # --- the phases, in order; a resumed run skips those its checkpoint is past
+    ckpt = load_checkpoint(run_dir) if cfg.resume else None
+    best = ckpt["state"]["best"] if ckpt is not None else None
+    budget = StepBudget(cfg.interrupt_after)  # interrupt_after: optimiser steps in this process, over all phases
+    for index, name, resume_from in remaining_phases(phases, ckpt):
+        loop, best = train_phase(name, index, best, resume_from, budget, cfg=cfg, spec=spec, teacher=teacher,
+                                 student=student, distiller=distiller, tokenizer=tokenizer, train_ds=train_ds,
+                                 dev_ds=dev_ds, run_dir=run_dir, logger=logger)
+        if loop.interrupted:
             logger.close()
             return {"run_dir": str(run_dir), "interrupted": True}
 
-    if best is None:  # no prediction phase ran: evaluate and export the final student
-        best = {"dev": evaluate(student, dev_ds, tokenizer, spec, cfg.train.task_prediction.eval_batch_size,
-                                engine.device), "step": None, "phase": phases[-1]}
-        with engine.gathered():
+    # --- export: the best dev checkpoint was exported as it was found; without a phase that evaluates,
+    # the final student
+    if best is None:
+        best = {"dev": evaluate(student, dev_ds, tokenizer, spec, loop.hp.eval_batch_size, loop.engine.device),
+                "step": None, "phase": phases[-1]}
+        with loop.engine.gathered():
             models.export(student, tokenizer, run_dir / "student")
     logger.close()
     out = run_dir / "student"
@@ -163,53 +147,34 @@ def run(cfg) -> dict:
     return result
 
 
-def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student, distiller, trainable, tokenizer,
-                train_ds, dev_ds, run_dir, logger, steps_done):
-    """One phase's loop. Returns (best dev record, interrupted?, its engine)."""
-    phase = {"intermediate": cfg.train.task_intermediate, "prediction": cfg.train.task_prediction,
-             "finetune": cfg.train.task_finetune}[name]
-    batcher = Batcher(train_ds, tokenizer, phase.batch_size, cfg.seed)
-    total = build.total_steps(phase, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, phase, trainable, total, run_dir=run_dir, label=name)
-    device = engine.device
-    teacher.to(device)
-    step = 0
-    if resume_state is not None:
-        engine.load_state_dict(resume_state["engine"])
-        step = resume_state["step"]
-        set_rng_state(resume_state["rng"])
+def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, student, distiller, tokenizer,
+                train_ds, dev_ds, run_dir, logger):
+    """One phase: its loss, then (prediction and finetune) dev evaluation, keeping the best.
+    Returns (its loop, the best dev record)."""
+    hp = {"intermediate": cfg.train.task_intermediate, "prediction": cfg.train.task_prediction,
+          "finetune": cfg.train.task_finetune}[name]
+    batcher = Batcher(train_ds, tokenizer, hp.batch_size, cfg.seed)
+    total = build.total_steps(hp, batcher.batches_per_epoch)
+    # the student and the projections train together (the projections only in the intermediate phase)
+    trainable = nn.ModuleDict({"student": student, "distiller": distiller})
+    engine = build_engine(cfg.engine, hp, trainable, total, run_dir=run_dir, label=name)
+    teacher.to(engine.device)
+    loop = PhaseLoop(name, engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
+                     budget=budget, progress=cfg.progress, index=index, resume_from=resume_from)
     w = cfg.distill.weights
-    main = spec.main_metric
-
-    def checkpoint():
-        save_checkpoint(run_dir, {"phase": name, "phase_index": index, "step": step, "model": engine.module_state(),
-                                  "engine": engine.state_dict(), "best": best})
-
-    def evaluate_and_keep_best():
-        nonlocal best
-        metrics = evaluate(student, dev_ds, tokenizer, spec, phase.eval_batch_size, device)
-        logger.log({"phase": name, "step": step, **{f"dev/{k}": v for k, v in metrics.items()}})
-        if best is None or metrics[main] > best["dev"][main]:
-            best = {"dev": metrics, "step": step, "phase": name}
-            with engine.gathered():
-                models.export(student, tokenizer, run_dir / "student")
 
     trainable.train()
-    bar = tqdm(total=total, initial=step, desc=f"task/{name}", disable=not cfg.progress or step >= total)
-    seen, t0 = 0, time.perf_counter()
-    for batch in batcher.iterate(engine.micro) if step < total else []:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+    for batch in loop:
         if name == "intermediate":
-            # 1. teacher features under no_grad; 2. student features; 3. matched losses
+            # 1. teacher hidden states and attention maps under no_grad; 2. the student's; 3. matched losses
             with torch.no_grad(), engine.autocast():
-                t_out = features(teacher, inputs, distiller.needs_attentions)
+                t_out = layer_outputs(teacher, batch, distiller.needs_attentions)
             with engine.autocast():
-                s_out = features(student, inputs, distiller.needs_attentions)
+                s_out = layer_outputs(student, batch, distiller.needs_attentions)
                 loss, parts = distiller(s_out, t_out, batch["attention_mask"])
         elif name == "finetune":  # no distillation: the gold labels only
             with engine.autocast():
-                s_logits = student(**models.model_inputs(student, inputs)).logits
+                s_logits = student(**models.model_inputs(student, batch)).logits
                 loss = task_loss(s_logits, batch["labels"], spec.is_regression)
                 parts = {"task": loss.detach()}
         else:
@@ -217,9 +182,9 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
                 t_logits = batch["teacher_logits"]
             else:  # only logits are needed: no hidden states or attention maps are returned
                 with torch.no_grad(), engine.autocast():
-                    t_logits = teacher(**models.model_inputs(teacher, inputs)).logits
+                    t_logits = teacher(**models.model_inputs(teacher, batch)).logits
             with engine.autocast():
-                s_logits = student(**models.model_inputs(student, inputs)).logits
+                s_logits = student(**models.model_inputs(student, batch)).logits
                 pred = prediction_loss(s_logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
                                        spec.is_regression)
                 parts = {"prediction": pred.detach()}
@@ -228,30 +193,14 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, teacher, student,
                     hard = task_loss(s_logits, batch["labels"], spec.is_regression)
                     parts["hard_label"] = hard.detach()
                     loss = loss + w.hard_label * hard
-        check_finite(loss, parts, step + 1, run_dir)
-        engine.backward(loss)
-        seen += batch["input_ids"].size(0)
-        if not engine.step():
+        if not loop.update(loss, parts, items=batch["input_ids"].size(0)):
             continue
-        step += 1
-        steps_done[0] += 1
-        rate = seen / (time.perf_counter() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{engine.lr():.2e}", ex_s=f"{rate:.0f}")
-        if step % phase.log_every == 0 or step == total:
-            logger.log({"phase": name, "step": step, "loss": loss.item(), "lr": engine.lr(), "examples_per_s": rate,
-                        **{f"loss/{k}": v.item() for k, v in parts.items()}})
-        if name != "intermediate" and ((phase.eval_every and step % phase.eval_every == 0) or step == total):
-            evaluate_and_keep_best()
-        interrupted = cfg.interrupt_after is not None and steps_done[0] >= cfg.interrupt_after
-        if step % phase.save_every == 0 or step == total or interrupted:
-            checkpoint()
-        if interrupted and step < total:
-            bar.close()
-            print(f"[tinykd] interrupted in phase {name} after step {step}/{total}; resume=true continues. "
-                  f"run_dir={run_dir}")
-            return best, True, engine
-        if step >= total:
-            break
-    bar.close()
-    return best, False, engine
+        if name != "intermediate" and loop.eval_due:  # dev evaluation; the best student is exported as found
+            metrics = evaluate(student, dev_ds, tokenizer, spec, hp.eval_batch_size, engine.device)
+            loop.log({f"dev/{k}": v for k, v in metrics.items()})
+            best, improved = keep_best(best, metrics, spec.main_metric, step=loop.step, phase=name)
+            if improved:
+                with engine.gathered():
+                    models.export(student, tokenizer, run_dir / "student")
+        loop.checkpoint(best=best)
+    return loop, best

@@ -25,23 +25,20 @@ The student is evaluated on dev as it goes; the best is exported as `<run_dir>/s
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from tinykd import build, data, gate, latency, models, targets
+from tinykd import build, data, gate, latency, models, teacher_outputs
 from tinykd.data import Batcher
 from tinykd.engine import build_engine, pick_device
 from tinykd.errors import TinyKDError
-from tinykd.evaluate import evaluate
+from tinykd.evaluate import evaluate, keep_best
+from tinykd.loop import PhaseLoop, StepBudget
 from tinykd.losses import prediction_loss, task_loss
-from tinykd.run import (MetricsLogger, atomic_write_text, check_finite, load_checkpoint, prepare_run_dir,
-                        save_checkpoint, save_config, seed_everything, set_rng_state)
-
-PHASES = ("representation", "logits", "finetune")
+from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, remaining_phases,
+                        save_config, seed_everything)
 
 
 def transfer_set(cfg, tokenizer, labelled_count: int):
@@ -66,16 +63,7 @@ def run(cfg) -> dict:
     build.set_threads(cfg)
     seed_everything(cfg.seed)
     spec = build.task_spec(cfg)
-    phases = list(cfg.stage.bilstm_phases)
-    if not phases or set(phases) - set(PHASES):
-        raise TinyKDError(f"Unknown BiLSTM phases {sorted(set(phases) - set(PHASES)) or phases}.",
-                          f"set stage.bilstm_phases to a list of {', '.join(PHASES)}.")
-    if cfg.distill.transfer_targets not in ("hard", "soft"):
-        raise TinyKDError(f"Unknown distill.transfer_targets '{cfg.distill.transfer_targets}'.",
-                          "choose one of: hard, soft.")
-    if spec.is_regression and cfg.distill.transfer_targets == "hard":
-        raise TinyKDError(f"Task {spec.name} is a regression: it has no hard labels.",
-                          "use distill.transfer_targets=soft.")
+    phases = list(cfg.stage.bilstm_phases)  # checked at start-up (config.check), with distill.transfer_targets
 
     # --- build: the fine-tuned teacher (frozen), the student and its projection, the data
     teacher_dir = build.finetuned_teacher_dir(cfg)
@@ -91,10 +79,10 @@ def run(cfg) -> dict:
     teacher.to(device)
     teacher_gate = gate.check_teacher(
         teacher, teacher_dir, dev, tokenizer, spec, examples=cfg.distill.gate_examples, margin=cfg.distill.gate_margin,
-        allow_weak=cfg.distill.allow_weak_teacher, batch_size=128, device=device)
+        allow_weak=cfg.distill.allow_weak_teacher, batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device)
     run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
     save_config(run_dir, cfg)
-    transfer = targets.with_teacher_outputs(
+    transfer = teacher_outputs.with_teacher_outputs(
         teacher, teacher_dir, transfer_set(cfg, tokenizer, len(labelled)), tokenizer,
         batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device,
         cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"), progress=cfg.progress, precision="fp32")
@@ -103,33 +91,28 @@ def run(cfg) -> dict:
           f"phases={phases} run_dir={run_dir}")
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
 
+    # --- the phases, in order; a resumed run skips those its checkpoint is past
     ckpt = load_checkpoint(run_dir) if cfg.resume else None
-    best = None if ckpt is None else ckpt["best"]
-    if ckpt is not None:
-        trainable.load_state_dict(ckpt["model"])
-        print(f"[tinykd] resuming phase {ckpt['phase']} at step {ckpt['step']}")
-    steps_done = [0]
-    for index, name in enumerate(phases):
-        if ckpt is not None and index < ckpt["phase_index"]:
-            continue
-        resume_state = ckpt if (ckpt is not None and index == ckpt["phase_index"]) else None
-        best, interrupted = train_phase(
-            name, index, best, resume_state, cfg=cfg, spec=spec, student=student, projection=projection,
-            trainable=trainable, tokenizer=tokenizer, ds={"representation": transfer, "logits": transfer,
-                                                         "finetune": labelled}[name],
-            dev=dev, run_dir=run_dir, logger=logger, steps_done=steps_done)
-        if interrupted:
+    best = ckpt["state"]["best"] if ckpt is not None else None
+    budget = StepBudget(cfg.interrupt_after)  # interrupt_after: optimiser steps in this process, over all phases
+    for index, name, resume_from in remaining_phases(phases, ckpt):
+        loop, best = train_phase(
+            name, index, best, resume_from, budget, cfg=cfg, spec=spec, student=student, projection=projection,
+            trainable=trainable, tokenizer=tokenizer, dev=dev, run_dir=run_dir, logger=logger,
+            ds={"representation": transfer, "logits": transfer, "finetune": labelled}[name])
+        if loop.interrupted:
             logger.close()
             return {"run_dir": str(run_dir), "interrupted": True}
     if best is None:  # only the representation phase ran: export what there is
-        best = {"dev": evaluate(student, dev, tokenizer, spec, 128, device), "step": None, "phase": phases[-1]}
+        best = {"dev": evaluate(student, dev, tokenizer, spec, loop.hp.eval_batch_size, device), "step": None,
+                "phase": phases[-1]}
         models.export(student, tokenizer, run_dir / "student")
     logger.close()
 
     # --- the exported student: its size and CPU latency beside the teacher's (same code, same inputs)
     out = run_dir / "student"
     exported = models.load_classifier(str(out), spec.num_labels, spec.label_names, "student").to(device)
-    timing = {name: {f"b{b}": latency.measure(m, b, 64) for b in (1, 32)}
+    timing = {name: {f"b{b}": latency.measure(m, b, 64, repeats=cfg.stage.latency_repeats) for b in (1, 32)}
               for name, m in (("student", exported), ("teacher", teacher))}
     result = {"stage": "task", "student": "bilstm", "task": spec.name, "run_dir": str(run_dir), "export": str(out),
               "dev": best["dev"], "main_metric": spec.main_metric, "best_step": best["step"],
@@ -153,49 +136,29 @@ def trainable_groups(student, step: int, every: int) -> int:
     return total if every <= 0 else min(total, 1 + step // every)
 
 
-def train_phase(name, index, best, resume_state, *, cfg, spec, student, projection, trainable, tokenizer, ds,
-                dev, run_dir, logger, steps_done):
-    """One phase's loop. Returns (best dev record, interrupted?)."""
-    phase = getattr(cfg.train, f"bilstm_{name}")
-    batcher = Batcher(ds, tokenizer, phase.batch_size, cfg.seed)
-    total = build.total_steps(phase, batcher.batches_per_epoch)
+def train_phase(name, index, best, resume_from, budget, *, cfg, spec, student, projection, trainable, tokenizer, ds,
+                dev, run_dir, logger):
+    """One phase: its loss, then (logits and finetune) dev evaluation, keeping the best.
+    Returns (its loop, the best dev record)."""
+    hp = getattr(cfg.train, f"bilstm_{name}")
+    batcher = Batcher(ds, tokenizer, hp.batch_size, cfg.seed)
+    total = build.total_steps(hp, batcher.batches_per_epoch)
     # The projection trains only in the representation phase; the student in every phase.
     module = trainable if name == "representation" else student
     for p in trainable.parameters():
         p.requires_grad_(True)
-    engine = build_engine(cfg.engine, phase, module, total)
-    device = engine.device
-    step = 0
-    if resume_state is not None:
-        engine.load_state_dict(resume_state["engine"])
-        step = resume_state["step"]
-        set_rng_state(resume_state["rng"])
-    main = spec.main_metric
+    engine = build_engine(cfg.engine, hp, module, total, run_dir=run_dir, label=name)
+    loop = PhaseLoop(name, engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
+                     budget=budget, progress=cfg.progress, index=index, resume_from=resume_from)
     hard = cfg.distill.transfer_targets == "hard"
 
-    def checkpoint():
-        save_checkpoint(run_dir, {"phase": name, "phase_index": index, "step": step, "model": trainable.state_dict(),
-                                  "engine": engine.state_dict(), "best": best})
-
-    def evaluate_and_keep_best():
-        nonlocal best
-        metrics = evaluate(student, dev, tokenizer, spec, phase.eval_batch_size, device)
-        logger.log({"phase": name, "step": step, **{f"dev/{k}": v for k, v in metrics.items()}})
-        if best is None or metrics[main] > best["dev"][main]:
-            best = {"dev": metrics, "step": step, "phase": name}
-            models.export(student, tokenizer, run_dir / "student")
-
     trainable.train()
-    bar = tqdm(total=total, initial=step, desc=f"bilstm/{name}", disable=not cfg.progress or step >= total)
-    seen, t0 = 0, time.perf_counter()
-    for batch in batcher.iterate(engine.micro) if step < total else []:
+    for batch in loop:
         if name == "finetune":  # gradual unfreezing: the top groups train, the others wait
-            released = trainable_groups(student, step, cfg.stage.unfreeze_every)
+            released = trainable_groups(student, loop.step, cfg.stage.unfreeze_every)
             for i, group in enumerate(student.groups()):
                 group.requires_grad_(i < released)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        inputs = models.model_inputs(student, batch)
-        out = student(**inputs, output_hidden_states=name == "representation")
+        out = student(**models.model_inputs(student, batch), output_hidden_states=name == "representation")
         if name == "representation":
             loss = F.mse_loss(projection(out.hidden_states[0]), batch["teacher_rep"])
         elif name == "logits":
@@ -205,30 +168,13 @@ def train_phase(name, index, best, resume_state, *, cfg, spec, student, projecti
                                     spec.is_regression))
         else:
             loss = task_loss(out.logits, batch["labels"], spec.is_regression)
-        parts = {name: loss.detach()}
-        check_finite(loss, parts, step + 1, run_dir)
-        engine.backward(loss)
-        seen += batch["input_ids"].size(0)
-        if not engine.step():
+        if not loop.update(loss, {name: loss.detach()}, items=batch["input_ids"].size(0)):
             continue
-        step += 1
-        steps_done[0] += 1
-        rate = seen / (time.perf_counter() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{engine.lr():.2e}", ex_s=f"{rate:.0f}")
-        if step % phase.log_every == 0 or step == total:
-            logger.log({"phase": name, "step": step, "loss": loss.item(), "lr": engine.lr(), "examples_per_s": rate})
-        if name != "representation" and ((phase.eval_every and step % phase.eval_every == 0) or step == total):
-            evaluate_and_keep_best()
-        interrupted = cfg.interrupt_after is not None and steps_done[0] >= cfg.interrupt_after
-        if step % phase.save_every == 0 or step == total or interrupted:
-            checkpoint()
-        if interrupted and step < total:
-            bar.close()
-            print(f"[tinykd] interrupted in phase {name} after step {step}/{total}; resume=true continues. "
-                  f"run_dir={run_dir}")
-            return best, True
-        if step >= total:
-            break
-    bar.close()
-    return best, False
+        if name != "representation" and loop.eval_due:  # dev evaluation; the best student is exported as found
+            metrics = evaluate(student, dev, tokenizer, spec, hp.eval_batch_size, engine.device)
+            loop.log({f"dev/{k}": v for k, v in metrics.items()})
+            best, improved = keep_best(best, metrics, spec.main_metric, step=loop.step, phase=name)
+            if improved:
+                models.export(student, tokenizer, run_dir / "student")
+        loop.checkpoint(best=best)
+    return loop, best

@@ -15,7 +15,7 @@ from transformers import BertConfig, BertModel
 from transformers.masking_utils import AttentionMaskInterface
 
 from tinykd import attention
-from tinykd.distiller import features, use_attention_target
+from tinykd.distiller import layer_outputs, use_attention_target
 
 # Two sequences: the second is the first three tokens of a different sentence, padded.
 IDS = torch.tensor([[2, 11, 12, 13, 14, 3],
@@ -47,7 +47,7 @@ def test_mask_functions_registered_for_both_targets():
 def test_scores_equal_manual_qk_over_sqrt_d_with_padding():
     model = tiny_bert()
     use_attention_target(model, "scores")
-    out = features(model, batch(), need_attentions=True)
+    out = layer_outputs(model, batch(), need_attentions=True)
     heads, d = 2, 16 // 2
     assert len(out.attentions) == 2
     for i, layer in enumerate(model.encoder.layer):
@@ -69,8 +69,8 @@ def test_scores_equal_manual_qk_over_sqrt_d_with_padding():
 def test_padding_is_honoured(target):
     model = tiny_bert()
     use_attention_target(model, target)
-    padded = features(model, batch(), need_attentions=False).last_hidden_state
-    alone = features(model, batch(IDS[1:, :4], MASK[1:, :4]), need_attentions=False).last_hidden_state
+    padded = layer_outputs(model, batch(), need_attentions=False).last_hidden_state
+    alone = layer_outputs(model, batch(IDS[1:, :4], MASK[1:, :4]), need_attentions=False).last_hidden_state
     torch.testing.assert_close(padded[1, :4], alone[0], rtol=1e-5, atol=1e-5)
     # the same padded batch with the mask ignored gives different real-token outputs,
     # so the comparison above can detect a dropped mask
@@ -87,7 +87,7 @@ def test_outputs_equal_sdpa(target):
     model = copy.deepcopy(ref_model)
     use_attention_target(model, target)
     assert model.config._attn_implementation == {"scores": attention.SCORES, "probs": attention.PROBS}[target]
-    out = features(model, batch(), need_attentions=True)
+    out = layer_outputs(model, batch(), need_attentions=True)
     for got, want in zip(out.hidden_states, ref.hidden_states):
         torch.testing.assert_close(got[REAL], want[REAL], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.last_hidden_state, ref.last_hidden_state, rtol=1e-5, atol=1e-5)
@@ -97,7 +97,7 @@ def test_outputs_equal_sdpa(target):
 def test_probs_rows_sum_to_one_and_padded_keys_are_zero():
     model = tiny_bert()
     use_attention_target(model, "probs")
-    out = features(model, batch(), need_attentions=True)
+    out = layer_outputs(model, batch(), need_attentions=True)
     for probs in out.attentions:
         torch.testing.assert_close(probs.sum(-1), torch.ones(2, 2, 6), rtol=0, atol=1e-6)
         assert (probs >= 0).all()
@@ -106,7 +106,7 @@ def test_probs_rows_sum_to_one_and_padded_keys_are_zero():
         assert probs[1, :, :, :4].min() > 0
     # and the probabilities are the softmax of the scores over the real keys
     use_attention_target(model, "scores")
-    scores = features(model, batch(), need_attentions=True).attentions
+    scores = layer_outputs(model, batch(), need_attentions=True).attentions
     for s, p in zip(scores, out.attentions):
         torch.testing.assert_close(p[1, :, :, :4], s[1, :, :, :4].softmax(-1), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(p[0], s[0].softmax(-1), rtol=1e-5, atol=1e-6)
@@ -117,12 +117,12 @@ def test_probs_in_train_mode_are_taken_before_dropout():
     # Attention dropout only; no hidden dropout, so layer 0 sees the same input in both modes.
     model = tiny_bert(attn_dropout=0.5, hidden_dropout=0.0)
     use_attention_target(model, "probs")
-    eval_probs = features(model, batch(), need_attentions=True).attentions[0]
-    eval_out = features(model, batch(), need_attentions=False).hidden_states[1]
+    eval_probs = layer_outputs(model, batch(), need_attentions=True).attentions[0]
+    eval_out = layer_outputs(model, batch(), need_attentions=False).hidden_states[1]
 
     model.train()
     torch.manual_seed(1)
-    out = features(model, batch(), need_attentions=True)
+    out = layer_outputs(model, batch(), need_attentions=True)
     train_probs = out.attentions[0]
     torch.testing.assert_close(train_probs.sum(-1), torch.ones(2, 2, 6), rtol=0, atol=1e-6)
     torch.testing.assert_close(train_probs, eval_probs, rtol=1e-5, atol=1e-6)
@@ -139,14 +139,14 @@ def test_uncaptured_layers_run_fused_and_the_teacher_path_gives_the_same_scores(
     model = tiny_bert()
     use_attention_target(model, "scores")
     with torch.enable_grad():
-        full = features(model, batch(), need_attentions=True)
+        full = layer_outputs(model, batch(), need_attentions=True)
     attention.capture_layers(model, [2])
     with torch.set_grad_enabled(grad):
-        fast = features(model, batch(), need_attentions=True)
+        fast = layer_outputs(model, batch(), need_attentions=True)
     assert len(fast.attentions) == 2 and fast.attentions[0].numel() == 0
     pair = (REAL[:, :, None] & REAL[:, None, :])[:, None].expand_as(full.attentions[1])
     torch.testing.assert_close(fast.attentions[1][pair], full.attentions[1][pair], rtol=1e-5, atol=1e-5)
     for got, want in zip(fast.hidden_states, full.hidden_states):
         torch.testing.assert_close(got[REAL], want[REAL], rtol=1e-5, atol=1e-5)
     attention.capture_layers(model, None)
-    assert features(model, batch(), need_attentions=True).attentions[0].shape == full.attentions[0].shape
+    assert layer_outputs(model, batch(), need_attentions=True).attentions[0].shape == full.attentions[0].shape

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
-from tinykd import augment
+from tinykd import augment, augment_reference
 from tinykd.errors import TinyKDError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -83,7 +83,7 @@ def test_eligible_words_are_letters_and_not_stop_words():
 def test_batched_mlm_equals_reference_for_every_word(mlm, tokenizer):
     words_list = sentences_words()
     positions = eligible(words_list)
-    ref = augment.reference_mlm_candidates(mlm, tokenizer, words_list, positions, k=8)
+    ref = augment_reference.reference_mlm_candidates(mlm, tokenizer, words_list, positions, k=8)
     got = augment.mlm_candidates(mlm, tokenizer, words_list, positions, k=8, batch_size=4)
     assert got == ref
     # every eligible single-piece word has a list; multi-piece words have none
@@ -179,7 +179,7 @@ def test_unknown_mlm_mode_is_refused(mlm, tokenizer):
 def test_mlm_truncates_like_reference_and_leaves_out_positions_past_the_limit(mlm, tokenizer):
     words_list = sentences_words()[2:3]  # 24 words, 26 pieces: the full input is 55 tokens
     positions = eligible(words_list)
-    ref = augment.reference_mlm_candidates(mlm, tokenizer, words_list, positions, k=5, max_len=20)
+    ref = augment_reference.reference_mlm_candidates(mlm, tokenizer, words_list, positions, k=5, max_len=20)
     got = augment.mlm_candidates(mlm, tokenizer, words_list, positions, k=5, batch_size=8, max_len=20)
     assert got == ref
     # masked index = 1 + piece offset; only words starting before piece 19 can be masked
@@ -382,7 +382,7 @@ def test_reference_procedure_and_augment_examples_agree(tmp_path, mlm, tokenizer
     wv = tiny_glove(tmp_path)
     kw = dict(n=8, k=5, p=0.4, seed=11, vectors=wv, model=mlm, tokenizer=tokenizer)
     ref_tables, our_tables = [], []
-    ref = augment.reference_augment(SENTENCES, tables_out=ref_tables, **kw)
+    ref = augment_reference.reference_augment(SENTENCES, tables_out=ref_tables, **kw)
     ours = augment.augment_examples(SENTENCES, None, [0] * len(SENTENCES), include_originals=False, batch_size=4,
                                     max_tokens=64, tables_out=our_tables, **kw)
     assert our_tables == ref_tables and sum(len(t) for t in ref_tables) >= 20

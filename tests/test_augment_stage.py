@@ -107,6 +107,7 @@ def test_interrupted_run_continues_from_finished_shards(make_cfg, capsys):
     assert files(Path(done["data"])) == whole
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_whole_shards_and_rerun_gives_the_same_output(cli, runs_dir):
     args = ["stage=augment", "task=sst2", "debug=smoke", "task.train_limit=256", "augment.shard_size=8", "augment.n=6"]
     ref = cli(*args, "runs.augment=${paths.runs}/augment/ref")
@@ -205,10 +206,10 @@ def test_empty_and_non_utf8_input_files(make_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("augment.source=wordnet", "Unknown augment.source 'wordnet'"),
-    ("augment.p=1.5", "augment.p=1.5 is not a probability"),
-    ("augment.shard_size=0", "augment.shard_size=0 must be at least 1"),
-    ("augment.mlm_mode=fast", "Unknown augment.mlm_mode 'fast'"),
+    ("augment.source=wordnet", "augment.source='wordnet' is not one of: mlm, glove, embedding"),
+    ("augment.p=1.5", r"augment.p=1.5 is out of range"),
+    ("augment.shard_size=0", r"augment.shard_size=0 is out of range: it must be >= 1"),
+    ("augment.mlm_mode=fast", "augment.mlm_mode='fast' is not one of: exact, masked_once, single_pass"),
 ])
 def test_bad_settings(make_cfg, override, message):
     with pytest.raises(TinyKDError, match=message):

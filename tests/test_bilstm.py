@@ -11,7 +11,7 @@ import torch
 from conftest import run_stage
 from transformers import AutoModelForSequenceClassification
 
-from tinykd import augment, models, targets
+from tinykd import augment, models, teacher_outputs
 from tinykd.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, glove_embeddings, svd_reduce
 from tinykd.errors import TinyKDError
 
@@ -161,8 +161,8 @@ def test_teacher_outputs_cache_hits_and_misses(make_cfg, teacher_done, tmp_path)
     ds = build.task_split(cfg, tok, "dev")
     cache = tmp_path / "teacher-cache"
     kw = dict(batch_size=32, device="cpu", cache_dir=str(cache), progress=False)
-    first = targets.with_teacher_outputs(teacher, teacher_dir, ds, tok, **kw)
-    again = targets.with_teacher_outputs(teacher, teacher_dir, ds, tok, **kw)
+    first = teacher_outputs.with_teacher_outputs(teacher, teacher_dir, ds, tok, **kw)
+    again = teacher_outputs.with_teacher_outputs(teacher, teacher_dir, ds, tok, **kw)
     assert first["teacher_logits"] == again["teacher_logits"] and first["teacher_rep"] == again["teacher_rep"]
     assert len(list(cache.iterdir())) == 1  # one entry, read back
     # the values are the teacher's: logits and its last [CLS] vector
@@ -174,17 +174,18 @@ def test_teacher_outputs_cache_hits_and_misses(make_cfg, teacher_done, tmp_path)
         torch.testing.assert_close(torch.tensor(first["teacher_rep"][i]), out.hidden_states[-1][0, 0], atol=1e-5,
                                    rtol=1e-5)
     # other data, or another teacher: a miss
-    targets.with_teacher_outputs(teacher, teacher_dir, ds.select(range(10)), tok, **kw)
+    teacher_outputs.with_teacher_outputs(teacher, teacher_dir, ds.select(range(10)), tok, **kw)
     assert len(list(cache.iterdir())) == 2
     (Path(teacher_dir) / "config.json").touch()  # the teacher's files changed
-    targets.with_teacher_outputs(teacher, teacher_dir, ds, tok, **kw)
+    teacher_outputs.with_teacher_outputs(teacher, teacher_dir, ds, tok, **kw)
     assert len(list(cache.iterdir())) == 3
 
 
-def test_bilstm_bad_settings(make_cfg, teacher_done):
-    with pytest.raises(TinyKDError, match="transfer_targets 'maybe'"):
+def test_bilstm_bad_settings(make_cfg):
+    """Refused at start-up, before the teacher is even looked for."""
+    with pytest.raises(TinyKDError, match="distill.transfer_targets='maybe' is not one of: hard, soft"):
         run_stage(bilstm_cfg(make_cfg, "distill.transfer_targets=maybe"))
-    with pytest.raises(TinyKDError, match="Unknown BiLSTM phases"):
+    with pytest.raises(TinyKDError, match="stage.bilstm_phases"):
         run_stage(bilstm_cfg(make_cfg, "stage.bilstm_phases=[pretrain]"))
-    with pytest.raises(TinyKDError, match="student.embeddings 'word2vec'"):
+    with pytest.raises(TinyKDError, match="student.embeddings='word2vec' is not one of: teacher, glove, random"):
         run_stage(bilstm_cfg(make_cfg, "student.embeddings=word2vec"))

@@ -1,5 +1,7 @@
 """engine=deepspeed: ZeRO 0-3 on CPU (gloo), one process and two, resume, the teacher kept out of ZeRO.
 
+Every test that starts a DeepSpeed engine is in the slow tier (make test-slow).
+
 The first DeepSpeed job on a machine JIT-compiles DeepSpeed's CPU comm op (~1 min; cached under
 $TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions); every later one loads it.
 """
@@ -89,6 +91,7 @@ def test_ranks_split_each_global_batch_without_overlap_or_loss(tmp_path):
     assert len(seen) == len(set(seen)) == 32
 
 
+@pytest.mark.slow
 def test_zero3_partitions_the_student_never_the_teacher(tmp_path):
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2)).requires_grad_(False)
@@ -115,6 +118,7 @@ def torch_run(make_cfg):
     return weights(run_stage(make_cfg(*SMOKE, "engine=torch")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero", [0, 1, 2, 3])
 def test_zero_stage_trains_smoke_and_matches_the_torch_engine(make_cfg, torch_run, zero):
     res = run_stage(make_cfg(*SMOKE, "engine=deepspeed", f"engine.zero_stage={zero}",
@@ -131,6 +135,7 @@ def test_zero_stage_trains_smoke_and_matches_the_torch_engine(make_cfg, torch_ru
     assert AutoModel.from_pretrained(res["export"]).config.hidden_size == 32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero", [2, 3])
 def test_resume_through_deepspeed_equals_an_uninterrupted_run(make_cfg, zero):
     base = (*SMOKE, "engine=deepspeed", f"engine.zero_stage={zero}")
@@ -142,6 +147,7 @@ def test_resume_through_deepspeed_equals_an_uninterrupted_run(make_cfg, zero):
     assert_same_weights(weights(resumed), weights(full), atol=0)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_weights_of_one_with_the_same_global_batch(make_cfg, runs_dir):
     """torchrun, 2 ranks of 8 (gloo, ZeRO-2) against 1 process of 16; dropout off (masks differ by rank)."""
     common = (*SMOKE, "engine=deepspeed", "engine.zero_stage=2", "student.dropout=0", "logger=none")
@@ -160,6 +166,7 @@ def test_two_processes_give_the_weights_of_one_with_the_same_global_batch(make_c
     assert_same_weights(load_file(two / "student" / "model.safetensors"), weights(single), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero", [2, 3])
 def test_teacher_and_task_stages_run_through_deepspeed_as_through_torch(make_cfg, zero):
     """Fine-tuning and both task-distillation phases (one engine a phase) give engine=torch's weights."""
@@ -180,8 +187,18 @@ def test_teacher_and_task_stages_run_through_deepspeed_as_through_torch(make_cfg
     assert_same_weights(weights(resumed), weights(b), atol=0)
 
 
-def test_stages_deepspeed_does_not_run_yet_say_so(make_cfg):
-    with pytest.raises(TinyKDError, match="engine=deepspeed does not run stage=mlm_head"):
-        run_stage(make_cfg("stage=mlm_head", "debug=smoke", "engine=deepspeed"))
-    with pytest.raises(TinyKDError, match="student=bilstm"):
-        run_stage(make_cfg("stage=task", "task=sst2", "debug=smoke", "student=bilstm", "engine=deepspeed"))
+@pytest.mark.parametrize("stage", [("stage=mlm_head",), ("stage=general", "distill=distilbert", "student=distilbert")],
+                         ids=["mlm_head", "general_distilbert"])
+@pytest.mark.slow
+def test_every_training_stage_runs_through_deepspeed_as_through_torch(make_cfg, stage):
+    """The masked-LM head and DistilBERT's general distillation (ZeRO-2, one process): engine=torch's
+    weights, and a run interrupted and resumed through DeepSpeed's checkpoint gives the same."""
+    key = "mlm_head" if "stage=mlm_head" in stage else "general"
+    ds = ("engine=deepspeed", "engine.zero_stage=2")
+    a = run_stage(make_cfg(*stage, "debug=smoke", f"runs.{key}=${{paths.runs}}/{key}/t"))
+    b = run_stage(make_cfg(*stage, "debug=smoke", *ds, f"runs.{key}=${{paths.runs}}/{key}/d"))
+    assert_same_weights(weights(b), weights(a))
+    cut = run_stage(make_cfg(*stage, "debug=smoke", *ds, f"runs.{key}=${{paths.runs}}/{key}/cut", "interrupt_after=4"))
+    assert cut["interrupted"] and cut["step"] == 4
+    resumed = run_stage(make_cfg(*stage, "debug=smoke", *ds, f"runs.{key}=${{paths.runs}}/{key}/cut", "resume=true"))
+    assert_same_weights(weights(resumed), weights(b), atol=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -32,13 +33,18 @@ def test_general_resume_equals_uninterrupted(make_cfg, tmp_path):
     assert any(not torch.allclose(w_mid[k], w_end[k]) for k in w_end)
 
 
-def test_task_resume_across_phases(make_cfg, tmp_path):
-    """Interrupt inside the prediction phase (after 6 intermediate + 2 prediction steps)."""
-    common = ["task=sst2", "debug=smoke"]
+def task_twice_upstream(make_cfg, tmp_path, common: list[str]) -> dict:
+    """A teacher and a general student in runs a and b; an uninterrupted task run in a."""
     for root in ("a", "b"):
         run_stage(make_cfg("stage=teacher", *common, f"paths.runs={tmp_path}/{root}"))
         run_stage(make_cfg("stage=general", *common, f"paths.runs={tmp_path}/{root}"))
-    whole = run_stage(make_cfg("stage=task", *common, f"paths.runs={tmp_path}/a"))
+    return run_stage(make_cfg("stage=task", *common, f"paths.runs={tmp_path}/a"))
+
+
+def test_task_resume_across_phases(make_cfg, tmp_path):
+    """Interrupt inside the prediction phase (after 6 intermediate + 2 prediction steps)."""
+    common = ["task=sst2", "debug=smoke"]
+    whole = task_twice_upstream(make_cfg, tmp_path, common)
     part = run_stage(make_cfg("stage=task", *common, f"paths.runs={tmp_path}/b", "interrupt_after=8"))
     assert part["interrupted"]
     ckpt = torch.load(Path(part["run_dir"]) / "checkpoints/last.pt", weights_only=False)
@@ -56,3 +62,27 @@ def test_teacher_resume_equals_uninterrupted(make_cfg, tmp_path):
     rest = run_stage(make_cfg(*common, f"paths.runs={tmp_path}/b", "resume=true"))
     assert_same(final_weights(whole["run_dir"]), final_weights(rest["run_dir"]))
     assert rest["dev"] == whole["dev"]
+
+
+def test_interrupt_at_a_phases_last_step_takes_no_step_of_the_next(make_cfg, tmp_path):
+    """interrupt_after=6 is the intermediate phase's last step: the run stops there (checkpoint at
+    intermediate step 6, no prediction-phase record), and resuming finishes as an uninterrupted run."""
+    common = ["task=sst2", "debug=smoke"]
+    whole = task_twice_upstream(make_cfg, tmp_path, common)
+    part = run_stage(make_cfg("stage=task", *common, f"paths.runs={tmp_path}/b", "interrupt_after=6"))
+    assert part["interrupted"]
+    run_dir = Path(part["run_dir"])
+    ckpt = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
+    assert (ckpt["phase"], ckpt["step"]) == ("intermediate", 6)
+    phases = [json.loads(line)["phase"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert phases and set(phases) == {"intermediate"}
+    rest = run_stage(make_cfg("stage=task", *common, f"paths.runs={tmp_path}/b", "resume=true"))
+    assert_same(final_weights(whole["run_dir"]), final_weights(rest["run_dir"]))
+    assert rest["dev"] == whole["dev"]
+
+
+def test_interrupt_at_a_stages_last_step_finishes_it(make_cfg, tmp_path):
+    """interrupt_after equal to the whole budget is no interruption: the stage exports as usual."""
+    res = run_stage(make_cfg("stage=general", "debug=smoke", f"paths.runs={tmp_path}", "interrupt_after=6"))
+    assert not res.get("interrupted") and res["steps"] == 6
+    assert (Path(res["export"]) / "config.json").is_file()

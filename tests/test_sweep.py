@@ -34,6 +34,7 @@ def multirun(sweep_dir: Path, *args: str, wait: bool = True):
                             env=os.environ.copy(), start_new_session=True)
 
 
+@pytest.mark.slow
 def test_two_trial_multirun_summary_matches_trials(smoke_prereqs, runs_dir):
     sweep_dir = runs_dir / "sweep2"
     proc = multirun(sweep_dir, "distill.temperature=1,4")
@@ -61,6 +62,7 @@ def test_two_trial_multirun_summary_matches_trials(smoke_prereqs, runs_dir):
     assert (sweep_dir / "summary.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_killed_sweep_rerun_skips_finished_trials(smoke_prereqs, runs_dir):
     sweep_dir = runs_dir / "sweep3"
     args = ("distill.temperature=1,2,4",)
@@ -83,6 +85,7 @@ def test_killed_sweep_rerun_skips_finished_trials(smoke_prereqs, runs_dir):
     assert all(r["status"] == "finished" for r in rows)
 
 
+@pytest.mark.slow
 def test_crashing_trial_is_recorded_and_the_sweep_goes_on(smoke_prereqs, runs_dir):
     # layer 9 does not exist in the 4-layer tiny teacher: that trial fails, the other finishes
     sweep_dir = runs_dir / "sweep4"
@@ -106,6 +109,7 @@ def test_bad_sweeps_are_refused(runs_dir, args, message):
     assert proc.returncode == 2 and message in proc.stderr
 
 
+@pytest.mark.slow
 def test_sweep_dir_of_another_configuration_is_refused(smoke_prereqs, runs_dir):
     sweep_dir = runs_dir / "sweep5"
     assert multirun(sweep_dir, "distill.temperature=1,2").returncode == 0
@@ -121,6 +125,7 @@ def test_summarize_stage_errors(make_cfg, tmp_path):
         run_stage(make_cfg("stage=summarize", f"dir={tmp_path}"))
 
 
+@pytest.mark.slow
 def test_optuna_search_space_runs(smoke_prereqs, runs_dir):
     """conf/hparams_search/sst2_optuna.yaml through the Optuna sweeper, two trials."""
     sweep_dir = runs_dir / "opt"

@@ -32,6 +32,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from tinykd import dropout as _dropout
+from tinykd.choices import ATTENTION_TARGETS
 
 SCORES = "tinykd_scores"
 PROBS = "tinykd_probs"
@@ -90,7 +91,7 @@ def capture_layers(model, layers) -> None:
 def implementation_for(target: str) -> str:
     """The registered attention implementation for distill.attention_target."""
     register()
-    return {"scores": SCORES, "probs": PROBS}[target]
+    return dict(zip(ATTENTION_TARGETS, (SCORES, PROBS)))[target]  # choices.ATTENTION_TARGETS: scores, probs
 
 
 register()

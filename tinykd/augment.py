@@ -35,13 +35,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
+from tinykd.choices import MLM_MODES
 from tinykd.errors import TinyKDError
 
 # The reference script's list: NLTK's English stop words plus "'s" and "'re".
@@ -362,7 +363,149 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, sam
     return out
 
 
-MLM_MODES = ("exact", "masked_once", "single_pass")
+@dataclass(frozen=True)
+class _MLMJob:
+    """One masked-LM input: the token `ids` (segment 0 for the first `first` tokens, segment 1
+    after), and where to read: (word position, index in `ids`) for words of sentence `sentence`."""
+
+    sentence: int
+    reads: list[tuple[int, int]]
+    ids: list[int]
+    first: int
+
+
+def _sentence_pieces(tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
+                     end: int, counts: dict[str, int]) -> Iterator[tuple[int, list[int], list[tuple[int, int]]]]:
+    """Per sentence: its index, its WordPiece ids (looked up once per distinct word) and its
+    targets, (word position, index after [CLS]) of each requested single-piece word, in the
+    requested order. A word whose index is `end` or more is left out and counted in
+    ``counts["past_limit_words"]``."""
+    piece_ids: dict[str, list[int]] = {}
+    for s, (words, wanted) in enumerate(zip(sentences_words, positions)):
+        ids_per_word = []
+        for w in words:
+            if w not in piece_ids:
+                piece_ids[w] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(w))
+            ids_per_word.append(piece_ids[w])
+        starts = np.cumsum([0] + [len(ids) for ids in ids_per_word]).tolist()
+        targets = []
+        for pos in wanted:
+            if len(ids_per_word[pos]) != 1:
+                continue
+            at = 1 + starts[pos]  # index in the input, after [CLS]
+            if at >= end:
+                counts["past_limit_words"] += 1
+                continue
+            targets.append((pos, at))
+        yield s, [i for ids in ids_per_word for i in ids], targets
+
+
+def _cut(ids: list[int], limit: int, counts: dict[str, int], keep_last: bool = False) -> list[int]:
+    """`ids`, counted in ``counts["mlm_inputs"]``; when longer than `limit`, cut to `limit`
+    tokens as the reference does (with `keep_last`, its final [SEP] stays the last token) and
+    counted in ``counts["truncated_inputs"]`` too."""
+    counts["mlm_inputs"] += 1
+    if len(ids) <= limit:
+        return ids
+    counts["truncated_inputs"] += 1
+    return ids[: limit - 1] + ids[-1:] if keep_last else ids[:limit]
+
+
+def _exact_jobs(tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
+                limit: int, counts: dict[str, int]) -> list[_MLMJob]:
+    """One input per word, ``[CLS] sentence with the word masked [SEP] sentence [SEP]``, read
+    at the mask: the reference's inputs."""
+    cls_id, sep_id, mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
+    jobs = []
+    for s, flat, targets in _sentence_pieces(tokenizer, sentences_words, positions, limit, counts):
+        for pos, at in targets:
+            ids = [cls_id, *flat[: at - 1], mask_id, *flat[at:], sep_id, *flat, sep_id]
+            jobs.append(_MLMJob(s, [(pos, at)], _cut(ids, limit, counts), len(flat) + 2))
+    return jobs
+
+
+def _masked_once_jobs(tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
+                      limit: int, counts: dict[str, int]) -> list[_MLMJob]:
+    """One input per sentence, ``[CLS] sentence with every requested word masked [SEP]
+    sentence [SEP]``, read at each mask."""
+    cls_id, sep_id, mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
+    jobs = []
+    for s, flat, targets in _sentence_pieces(tokenizer, sentences_words, positions, limit, counts):
+        if targets:
+            first = [cls_id, *flat, sep_id]
+            for _, at in targets:
+                first[at] = mask_id
+            jobs.append(_MLMJob(s, targets, _cut([*first, *flat, sep_id], limit, counts), len(first)))
+    return jobs
+
+
+def _single_pass_jobs(tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
+                      limit: int, counts: dict[str, int]) -> list[_MLMJob]:
+    """One input per sentence, nothing masked, ``[CLS] sentence [SEP]`` (one segment), read at
+    each word; a word must fit before the [SEP] that ends a cut input."""
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    jobs = []
+    for s, flat, targets in _sentence_pieces(tokenizer, sentences_words, positions, limit - 1, counts):
+        if targets:
+            ids = _cut([cls_id, *flat, sep_id], limit, counts, keep_last=True)
+            jobs.append(_MLMJob(s, targets, ids, len(ids)))
+    return jobs
+
+
+def _run_jobs(model, tokenizer, jobs: Sequence[_MLMJob], n_sentences: int, k: int, batch_size: int, max_tokens: int,
+              same_length: bool, last_layer_at_mask: bool, exclude_input: bool) -> list[dict[int, list[str]]]:
+    """Run masked-LM `jobs`, batched by length, and read their top k: per sentence (of
+    `n_sentences`), {word position: words}, the return value of `mlm_candidates` (which
+    describes the batching and the head at read positions only).
+
+    `last_layer_at_mask` (BERT-style encoders; only for jobs that read one position each) runs
+    the last layer at the read position only. `exclude_input` keeps the token of the input at
+    a read position out of its candidates.
+    """
+    encoder, head = _mlm_parts(model)
+    results: list[dict[int, list[str]]] = [{} for _ in range(n_sentences)]
+    if not jobs:
+        return results
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    segments = _uses_segments(model)
+    layers = _bert_layers(encoder) if last_layer_at_mask else None
+    jobs = sorted(jobs, key=lambda j: len(j.ids))  # stable: equal lengths keep their order
+    with _eval_mode(model), torch.inference_mode():
+        for rows in length_batches([len(j.ids) for j in jobs], batch_size, max_tokens, same_length):
+            batch = [jobs[r] for r in rows]
+            width = max(len(j.ids) for j in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            token_types = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, job in enumerate(batch):
+                input_ids[r, : len(job.ids)] = torch.tensor(job.ids)
+                attention[r, : len(job.ids)] = 1
+                token_types[r, job.first : len(job.ids)] = 1
+            inputs = {"input_ids": input_ids.to(device)}
+            if not bool(attention.all()):  # no padding, no mask: the cheaper attention path
+                inputs["attention_mask"] = attention.to(device)
+            if segments:
+                inputs["token_type_ids"] = token_types.to(device)
+            which = [(r, pos, at) for r, job in enumerate(batch) for pos, at in job.reads]
+            row_of = torch.tensor([r for r, _, _ in which], device=device)
+            at_of = torch.tensor([at for _, _, at in which], device=device)
+            if layers is None:
+                hidden = encoder(**inputs)[0]  # (batch, width, hidden)
+                read = hidden[row_of, at_of]
+            else:  # one position per row: every layer but the last on the whole input, the last there
+                with _without_last_layer(encoder, layers):
+                    hidden = encoder(**inputs)[0]
+                read = _last_layer_at(layers[-1], hidden, at_of, inputs.get("attention_mask"))
+            logits = head(read).float()  # (positions, vocab)
+            if exclude_input:
+                logits[torch.arange(len(which), device=device), inputs["input_ids"][row_of, at_of]] = -torch.inf
+            for (r, pos, _), words in zip(which, _pick(logits, tokenizer, k)):
+                results[batch[r].sentence][pos] = words
+    return [dict(sorted(r.items())) for r in results]
+
+
+_JOB_BUILDERS = dict(zip(MLM_MODES, (_exact_jobs, _masked_once_jobs, _single_pass_jobs)))  # choices.MLM_MODES
 
 
 def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], positions: Sequence[Sequence[int]],
@@ -378,8 +521,11 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     cut at `max_len` as the reference does. `stats`, when given, counts `mlm_inputs`,
     `truncated_inputs` (cut at the limit) and `past_limit_words` (left out).
 
+    The mode's job builder (`_exact_jobs`, `_masked_once_jobs`, `_single_pass_jobs`) lists the
+    inputs and the positions to read; one runner (`_run_jobs`) runs them all.
+
     `mode="exact"` (TinyBERT's procedure): one input per word, the same inputs as
-    `reference_mlm_candidates`, computed faster:
+    `augment_reference.reference_mlm_candidates`, computed faster:
     - every masked input of every sentence is built up front (word pieces are looked up once
       per distinct word), sorted by length and run under `inference_mode` in batches of at
       most `batch_size` rows and `max_tokens` tokens; with `same_length` (default) a batch
@@ -394,7 +540,8 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     Results are identical to the reference up to float rounding between batched and unbatched
     matrix products (a test checks the lists are equal).
 
-    Two approximate modes run one forward per sentence (~1/m of the work for m eligible words):
+    Two approximate modes run one forward per sentence (~1/m of the work for m eligible words),
+    batched the same way but always through the whole last layer:
     `mode="masked_once"` masks every requested word of the first segment at once
     (``[CLS] masked... [SEP] sentence [SEP]``; the second segment still shows the words) and
     reads each word's top k at its position; `mode="single_pass"` masks nothing
@@ -405,147 +552,14 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     if mode not in MLM_MODES:
         raise TinyKDError(f"Unknown masked-LM candidate mode {mode!r}.", f"use one of {', '.join(MLM_MODES)}.")
     _check_vocab(model, tokenizer)
-    encoder, head = _mlm_parts(model)
-    limit = _max_len(model, max_len)
-    cls_id, sep_id, mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-    # --- all inputs: (sentence, [(word position, index in the input)], token ids, first-segment length)
-    piece_ids: dict[str, list[int]] = {}
-    jobs = []
     counts = {"mlm_inputs": 0, "truncated_inputs": 0, "past_limit_words": 0}
-    for s, (words, wanted) in enumerate(zip(sentences_words, positions)):
-        ids_per_word = []
-        for w in words:
-            if w not in piece_ids:
-                piece_ids[w] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(w))
-            ids_per_word.append(piece_ids[w])
-        flat = [i for ids in ids_per_word for i in ids]
-        starts = np.cumsum([0] + [len(ids) for ids in ids_per_word]).tolist()
-        targets = []
-        for pos in wanted:
-            if len(ids_per_word[pos]) != 1:
-                continue
-            at = 1 + starts[pos]  # index in the input, after [CLS]
-            if at >= limit - (mode == "single_pass"):  # single pass: the word must fit before [SEP]
-                counts["past_limit_words"] += 1
-                continue
-            targets.append((pos, at))
-        if mode == "single_pass":
-            if targets:
-                ids = [cls_id, *flat, sep_id]
-                counts["mlm_inputs"] += 1
-                if len(ids) > limit:
-                    counts["truncated_inputs"] += 1
-                    ids = ids[: limit - 1] + [sep_id]
-                jobs.append((s, targets, ids, len(ids)))
-            continue
-        if mode == "masked_once":
-            if targets:
-                first = [cls_id, *flat, sep_id]
-                for _, at in targets:
-                    first[at] = mask_id
-                ids = [*first, *flat, sep_id]
-                counts["mlm_inputs"] += 1
-                if len(ids) > limit:
-                    counts["truncated_inputs"] += 1
-                    ids = ids[:limit]
-                jobs.append((s, targets, ids, len(flat) + 2))
-            continue
-        for pos, at in targets:
-            ids = [cls_id, *flat[: at - 1], mask_id, *flat[at:], sep_id, *flat, sep_id]
-            counts["mlm_inputs"] += 1
-            if len(ids) > limit:
-                counts["truncated_inputs"] += 1
-                ids = ids[:limit]
-            jobs.append((s, [(pos, at)], ids, len(flat) + 2))
+    jobs = _JOB_BUILDERS[mode](tokenizer, sentences_words, positions, _max_len(model, max_len), counts)
     if stats is not None:
         for key, value in counts.items():
             stats[key] = stats.get(key, 0) + value
-
-    results: list[dict[int, list[str]]] = [{} for _ in sentences_words]
-    if not jobs:
-        return results
-    device = next(model.parameters()).device
-    segments = _uses_segments(model)
-    layers = _bert_layers(encoder) if last_layer_at_mask and mode == "exact" else None
-    jobs.sort(key=lambda j: len(j[2]))  # stable: equal lengths keep their order
-    with _eval_mode(model), torch.inference_mode():
-        for rows in length_batches([len(j[2]) for j in jobs], batch_size, max_tokens, same_length):
-            batch = [jobs[r] for r in rows]
-            width = max(len(j[2]) for j in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            token_types = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (_, _, ids, first) in enumerate(batch):
-                input_ids[r, : len(ids)] = torch.tensor(ids)
-                attention[r, : len(ids)] = 1
-                token_types[r, first : len(ids)] = 1
-            inputs = {"input_ids": input_ids.to(device)}
-            if not bool(attention.all()):  # no padding, no mask: the cheaper attention path
-                inputs["attention_mask"] = attention.to(device)
-            if segments:
-                inputs["token_type_ids"] = token_types.to(device)
-            which = [(r, pos, at) for r, job in enumerate(batch) for pos, at in job[1]]
-            row_of = torch.tensor([r for r, _, _ in which], device=device)
-            at_of = torch.tensor([at for _, _, at in which], device=device)
-            if layers is None:
-                hidden = encoder(**inputs)[0]  # (batch, width, hidden)
-                rows = hidden[row_of, at_of]
-            else:  # one position per row: every layer but the last on the whole input, the last there
-                with _without_last_layer(encoder, layers):
-                    hidden = encoder(**inputs)[0]
-                rows = _last_layer_at(layers[-1], hidden, at_of, inputs.get("attention_mask"))
-            logits = head(rows).float()  # (positions, vocab)
-            if mode == "single_pass":  # the word in the input is no candidate for itself
-                logits[torch.arange(len(which), device=device), inputs["input_ids"][row_of, at_of]] = -torch.inf
-            for (r, pos, _), words in zip(which, _pick(logits, tokenizer, k)):
-                results[batch[r][0]][pos] = words
-    return [dict(sorted(r.items())) for r in results]
-
-
-def reference_mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]],
-                             positions: Sequence[Sequence[int]], k: int,
-                             max_len: Optional[int] = None) -> list[dict[int, list[str]]]:
-    """The reference procedure, written straightforwardly: the ground truth for
-    `mlm_candidates` (same return value) and the baseline of the benchmark.
-
-    For each requested word: tokenize the whole sentence, find the word's pieces by counting
-    pieces that do not start with ``##``, and if there is one, run the full masked LM (the
-    vocabulary head at every position) on ``[CLS] masked [SEP] sentence [SEP]`` at batch
-    size 1, and take the top k at the masked position. It runs under `no_grad` (the
-    original script does not), which makes it a slightly faster, fairer baseline.
-    """
-    _check_vocab(model, tokenizer)
-    limit = _max_len(model, max_len)
-    device = next(model.parameters()).device
-    segments = _uses_segments(model)
-    results: list[dict[int, list[str]]] = [{} for _ in sentences_words]
-    with _eval_mode(model), torch.no_grad():
-        for s, (words, wanted) in enumerate(zip(sentences_words, positions)):
-            pieces = tokenizer.tokenize(" ".join(words))
-            for pos in wanted:
-                word_pieces = [tokenizer.cls_token, *pieces]
-                found, count = [], -1
-                for i in range(1, len(word_pieces)):
-                    if not word_pieces[i].startswith("##"):
-                        count += 1
-                        if count > pos:
-                            break
-                        found = [i] if count == pos else []
-                    elif count == pos:
-                        found.append(i)
-                if len(found) != 1 or found[0] >= limit:
-                    continue
-                word_pieces[found[0]] = tokenizer.mask_token
-                tokens = ([*word_pieces, tokenizer.sep_token, *pieces, tokenizer.sep_token])[:limit]
-                token_types = ([0] * (len(pieces) + 2) + [1] * (len(pieces) + 1))[:limit]
-                inputs = {"input_ids": torch.tensor([tokenizer.convert_tokens_to_ids(tokens)], device=device)}
-                if segments:
-                    inputs["token_type_ids"] = torch.tensor([token_types], device=device)
-                logits = model(**inputs).logits  # (1, length, vocab): the head at every position
-                results[s][pos] = _pick(logits[0, found[0]][None].float(), tokenizer, k)[0]
-    return results
+    return _run_jobs(model, tokenizer, jobs, len(sentences_words), k, batch_size, max_tokens, same_length,
+                     last_layer_at_mask=last_layer_at_mask and mode == "exact",  # one read per input
+                     exclude_input=mode == "single_pass")  # the word itself is in the input there
 
 
 # ----------------------------------------------------------------------------- candidates and sampling
@@ -678,40 +692,4 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
                     emit(text, texts_b[e] if pair else None, labels[e], index)
                 else:
                     emit(texts_a[e], text, labels[e], index)
-    return out
-
-
-def reference_augment(texts: Sequence[str], *, n: int, k: int, p: float, seed: int, vectors: Optional[WordVectors],
-                      model=None, tokenizer=None, max_len: Optional[int] = None, lowercase: bool = True,
-                      tables_out: Optional[list] = None) -> list[list[str]]:
-    """The reference procedure for single sentences, one sentence and one word at a time:
-    the baseline of `make bench-augment`. Per sentence: split words; per eligible word, the
-    masked LM at batch size 1 (`reference_mlm_candidates`) when it is one WordPiece, else
-    its nearest neighbours, searched again for every occurrence; then N draws.
-
-    Returns, per sentence, its augmented texts, which `augment_examples` must reproduce
-    (same seed, same generators, same de-duplication).
-    """
-    out = []
-    for e, text in enumerate(texts):
-        words = split_words(text, lowercase)
-        eligible = [i for i, w in enumerate(words) if is_eligible(w)]
-        found = (reference_mlm_candidates(model, tokenizer, [words], [eligible], k, max_len)[0]
-                 if model is not None else {})
-        table = {}
-        for i in eligible:
-            if i in found:
-                table[i] = found[i]
-            elif vectors is not None:
-                table[i] = vectors.neighbours([words[i]], k)[words[i]]
-        table = {i: c for i, c in table.items() if c}
-        if tables_out is not None:
-            tables_out.append(table)
-        seen, rows = {" ".join(words)}, []
-        for new in augment_sentence(words, table, n, p, sentence_rng(seed, e, 0)):
-            joined = " ".join(new)
-            if joined not in seen:
-                seen.add(joined)
-                rows.append(joined)
-        out.append(rows)
     return out

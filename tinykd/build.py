@@ -1,7 +1,11 @@
-"""Small `build_*` functions: the only library code that reads `cfg`.
+"""Small functions that turn one part of the config into plain objects for the stages: a model
+source, a student, a dataset, a list of layer matches, the augmentation's candidate sources.
 
-Each turns one part of the config into plain objects (a model source, a dataset, a list of
-layer matches) for the stages.
+The models, data, losses and layer maps they call take plain values. Besides the stages and
+these, `cfg` is read only by the plumbing around them: `config` (the schemas and the start-up
+check, which has already refused unknown values and impossible combinations by the time these
+run), `cli` (dispatch), `engine.build_engine` (the engine and phase nodes), `run` (saving and
+comparing configs, the metrics logger) and `sweep` (Hydra's sweep callback).
 """
 
 from __future__ import annotations
@@ -20,26 +24,29 @@ from tinykd.tasks import TaskSpec, get_task
 
 
 def teacher_source(cfg) -> str:
-    """A local directory (or hub id) for the pretrained teacher; tiny teachers are built here."""
+    """A local directory (or hub id) for the pretrained teacher. `teacher.path` wins; without one, the
+    tiny model `teacher.tiny` describes is built here (once, under `teacher.tiny.dir`). An installed
+    `teacher.package` stands in for a hub id, never for a local directory."""
     t = cfg.teacher
-    if t.tiny is not None:
+    if t.path is None:
+        if t.tiny is None:
+            raise TinyKDError("No teacher: teacher.path and teacher.tiny are both null.",
+                              "set teacher.path=<a model directory or hub id>, or choose teacher=tiny.")
+        s = t.tiny
         return models.build_tiny_model(
-            t.path, num_layers=t.tiny.num_layers, hidden_size=t.tiny.hidden_size, num_heads=t.tiny.num_heads,
-            intermediate_size=t.tiny.intermediate_size, vocab_size=t.tiny.vocab_size,
-            vocab_source=t.tiny.vocab_source, seed=t.tiny.seed,
+            s.dir, num_layers=s.num_layers, hidden_size=s.hidden_size, num_heads=s.num_heads,
+            intermediate_size=s.intermediate_size, vocab_size=s.vocab_size, vocab_source=s.vocab_source, seed=s.seed,
         )
-    return models.resolve_source(t.path, t.package, "teacher")
-
-
-STUDENT_ARCHS = ("bert", "distilbert", "bilstm")
+    if t.tiny is not None:
+        print(f"[tinykd] teacher.path={t.path} is set: the tiny teacher of teacher={t.name} is not built")
+    package = None if Path(t.path).expanduser().is_dir() else t.package
+    return models.resolve_source(t.path, package, "teacher")
 
 
 def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
     """The student's HF config from `cfg.student`: null sizes take the teacher's value (layers:
     half the teacher's, rounded up); a task spec adds its labels."""
     s, tc = cfg.student, teacher_config
-    if s.arch not in STUDENT_ARCHS:
-        raise TinyKDError(f"Unknown student.arch '{s.arch}'.", f"choose one of: {', '.join(STUDENT_ARCHS)}.")
     layers = s.num_layers if s.num_layers is not None else math.ceil(tc.num_hidden_layers / 2)
     labels = dict(num_labels=spec.num_labels, label_names=spec.label_names) if spec is not None else {}
     if s.arch == "bilstm":
@@ -69,8 +76,6 @@ def general_student(cfg, teacher, head: str):
     (or `student.init=teacher_layers`), the teacher's embeddings and layers `student.init_layers`
     copied in (DistilBERT). `head`: none | mlm."""
     s = cfg.student
-    if s.general_init not in ("random", "teacher_layers"):
-        raise TinyKDError(f"Unknown student.general_init '{s.general_init}'.", "choose one of: random, teacher_layers.")
     student = models.random_student(student_config(cfg, teacher.config), cfg.seed, head=head)
     if "teacher_layers" in (s.general_init, s.init):
         copied = models.init_from_teacher_layers(student, teacher, s.init_layers)
@@ -97,10 +102,8 @@ def bilstm_student(cfg, teacher, tokenizer, spec):
         vectors = augment.load_word_vectors(cfg.augment.vectors, None)
         table, covered = glove_embeddings(tokenizer.get_vocab(), vectors, config.embedding_dim, cfg.seed)
         note = f"GloVe ({covered} of {len(tokenizer)} tokens; the rest random)"
-    elif kind == "random":
+    else:  # random (config.check refuses any other value)
         table, note = None, "random"
-    else:
-        raise TinyKDError(f"Unknown student.embeddings '{kind}'.", "choose one of: teacher, glove, random.")
     if table is not None:
         with torch.no_grad():
             student.get_input_embeddings().weight[: table.size(0)].copy_(table[: config.vocab_size])
@@ -217,18 +220,7 @@ def augment_sources(cfg) -> dict:
     """
     from tinykd import augment
 
-    a = cfg.augment
-    if a.source not in ("mlm", "glove", "embedding"):
-        raise TinyKDError(f"Unknown augment.source '{a.source}'.", "choose one of: mlm, glove, embedding.")
-    if a.mlm_mode not in augment.MLM_MODES:
-        raise TinyKDError(f"Unknown augment.mlm_mode '{a.mlm_mode}'.", f"choose one of: {', '.join(augment.MLM_MODES)}.")
-    if a.fallback not in ("glove", "embedding"):
-        raise TinyKDError(f"Unknown augment.fallback '{a.fallback}'.", "choose one of: glove, embedding.")
-    for key in ("n", "k", "batch_size", "max_tokens", "shard_size"):
-        if a[key] < 1:
-            raise TinyKDError(f"augment.{key}={a[key]} must be at least 1.", f"set augment.{key} to a positive number.")
-    if not 0.0 <= a.p <= 1.0:
-        raise TinyKDError(f"augment.p={a.p} is not a probability.", "set augment.p in [0, 1] (TinyBERT: 0.4).")
+    a = cfg.augment  # its values were checked at start-up (config.check)
     out = {"model": None, "tokenizer": None, "vectors": None, "note": None}
     table = a.source if a.source != "mlm" else a.fallback
     if a.source == "mlm":

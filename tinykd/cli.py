@@ -1,9 +1,10 @@
-"""The dispatcher: Hydra composes `conf/`, then the stage named by `stage=` runs.
+"""The dispatcher: Hydra composes `conf/`, `config.check` refuses what cannot run, then the
+stage named by `stage=` runs.
 
 Stages live in `stages/<name>.py` (beside this package), each with `run(cfg) -> dict`.
-A `TinyKDError` (bad input) is printed as one line and exits with status 2. In a multirun
-each job is a sweep trial: its record goes to `trial.json`, and a crash is recorded there
-as a failed trial while the sweep goes on.
+A `TinyKDError` (bad input) is printed as two lines, the problem and the fix, and exits with
+status 2. In a multirun each job is a sweep trial: its record goes to `trial.json`, and a
+crash is recorded there as a failed trial while the sweep goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,24 +27,20 @@ from tinykd import config, distributed, sweep
 from tinykd.errors import TinyKDError
 from tinykd.run import CHECKPOINT, config_differences
 
-STAGES = ("teacher", "general", "mlm_head", "augment", "task", "eval", "pipeline", "summarize")
+STAGES = tuple(config.STAGES)
 
 config.register()
 sys.path.insert(0, str(config.REPO_ROOT))  # so that `stages` imports from a source checkout
 
 
-def run_stage(cfg: DictConfig) -> dict:
+def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
+    """Check `cfg` (with `explicit`, the command line's overrides), then run its stage."""
+    config.check(cfg, explicit)  # before anything loads or is written: a refused command exits in seconds
+    import transformers  # after the check: its import alone takes about a second
+
+    transformers.utils.logging.disable_progress_bar()  # per-shard load/save bars; ours show the work
     name = cfg.stage.name
-    if name not in STAGES:
-        raise TinyKDError(f"Unknown stage '{name}'.", f"choose one of: {', '.join(STAGES)} (stage=<name>).")
     if cfg.engine.name == "deepspeed":  # join the job's process group (or be a job of one) before anything is written
-        unsupported = {"mlm_head": "stage=mlm_head",
-                       "general": "distill=distilbert" if cfg.distill.method == "distilbert" else None,
-                       "task": "student=bilstm" if cfg.student.arch == "bilstm" else None}.get(name)
-        if unsupported:
-            raise TinyKDError(f"engine=deepspeed does not run {unsupported} yet (it runs stage=teacher, stage=general "
-                              "with TinyBERT's losses, and stage=task with BERT-family students).",
-                              f"use engine=torch for {unsupported}.")
         distributed.init(cfg.engine.device)
         if not distributed.is_main():
             cfg = cfg.copy()
@@ -77,14 +75,14 @@ def run_trial(cfg: DictConfig) -> float | None:
         cfg.runs[cfg.stage.name] = str(trial_dir)
     old = json.loads((trial_dir / sweep.TRIAL).read_text()) if (trial_dir / sweep.TRIAL).is_file() else None
     if cfg.reuse and old and old["status"] == "finished":
-        run_stage(cfg)  # checks the finished run's config matches, then returns its results unchanged
+        run_stage(cfg, hc.overrides.task)  # checks the finished run's config matches, returns its results unchanged
         return old["metric"]
     record = {"num": hc.job.num, "overrides": list(hc.overrides.task), "status": "running",
               "metric_name": None, "metric": None, "seconds": None, "error": None}
     t0 = time.perf_counter()
     sweep.write_trial(trial_dir, record)
     try:
-        result = run_stage(cfg)
+        result = run_stage(cfg, hc.overrides.task)
         if result.get("interrupted"):
             raise RuntimeError("interrupted before the end (interrupt_after)")
         record.update(status="finished", metric_name=result.get("main_metric"), metric=sweep.trial_metric(result),
@@ -104,7 +102,7 @@ def _hydra_main(cfg: DictConfig):
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return run_trial(cfg)
     try:
-        result = run_stage(cfg)
+        result = run_stage(cfg, HydraConfig.get().overrides.task)
     except TinyKDError as e:
         print(f"error: {e.problem}" + (f"\n  fix: {e.fix}" if e.fix else ""), file=sys.stderr)
         sys.exit(2)
@@ -117,8 +115,5 @@ def main() -> int:
     sys.argv = [sys.argv[0], *distributed.strip_launcher_args(sys.argv[1:])]
     if int(os.environ.get("RANK", "0")) > 0:  # under a launcher, only rank 0 prints; errors still reach stderr
         sys.stdout = open(os.devnull, "w")
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()  # per-shard load/save bars; ours show the work
     _hydra_main()
     return 0

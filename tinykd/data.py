@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from tinykd.choices import TASK_SOURCES
 from tinykd.errors import TinyKDError
 from tinykd.tasks import TaskSpec
 
@@ -157,7 +158,7 @@ def load_glue_split(spec: TaskSpec, split: str, source: str, data_dir: str, limi
         return datasets.Dataset.from_dict(
             {"text_a": ds[a], "text_b": ds[b] if b else [None] * len(ds), "label": ds["label"]}
         )
-    raise TinyKDError(f"Unknown task.source '{source}'.", "use task.source=tsv or task.source=hub.")
+    raise TinyKDError(f"Unknown task.source '{source}'.", f"use task.source= one of: {', '.join(TASK_SOURCES)}.")
 
 
 def tokenize_pairs(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_len: int) -> datasets.Dataset:

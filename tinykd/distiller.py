@@ -100,7 +100,7 @@ def use_attention_target(model, target: str) -> None:
     model.set_attn_implementation(attention.implementation_for(target))
 
 
-def features(model, batch: dict, need_attentions: bool):
+def layer_outputs(model, batch: dict, need_attentions: bool):
     """One forward pass returning hidden states (and attention maps when needed)."""
     return model(**models.model_inputs(model, batch), output_hidden_states=True, output_attentions=need_attentions,
                  return_dict=True)

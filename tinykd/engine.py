@@ -1,13 +1,17 @@
 """Training engines: what turns a loss into parameter updates.
 
-A stage's loop is written against the small `Engine` protocol, so the single-process
-torch engine and the DeepSpeed engine satisfy the same calls:
+The training loop (`tinykd.loop.PhaseLoop`) is written against the small `Engine` protocol, so
+the single-process torch engine and the DeepSpeed engine satisfy the same calls:
 
     with engine.autocast():
         loss = ...
     engine.backward(loss)
     if engine.step():      # True at gradient-accumulation boundaries
         step += 1
+
+Checkpoints: `save_state_collectively()` (every rank calls it) returns what the run's checkpoint
+records for the engine, and `owns_module_state` says whether the module's weights are in there (the
+engine's own files) or must be saved beside it (`tinykd.run.save_checkpoint` does that).
 
 Only the trainable module (the student and the distiller's projections) goes into an engine;
 the teacher stays outside it: frozen, replicated on every rank, never partitioned by ZeRO-3.
@@ -28,20 +32,25 @@ from torch import nn
 from transformers import get_scheduler
 
 from tinykd import distributed
+from tinykd.choices import ENGINES, PRECISIONS, ZERO_STAGES
 from tinykd.errors import NonFiniteLossError, TinyKDError
+from tinykd.run import DEEPSPEED_CHECKPOINTS
 
 
 class Engine(Protocol):
-    module: nn.Module
+    module: nn.Module  # what the engine trains
     device: torch.device
+    micro: int  # micro-batches taken so far (the next one's index)
+    # True: the module's weights travel in the engine's own checkpoint files (written by
+    # save_state_collectively); False: the run's checkpoint must carry `module.state_dict()`.
+    owns_module_state: bool
 
     def autocast(self) -> ContextManager: ...
     def backward(self, loss: torch.Tensor) -> None: ...
     def step(self) -> bool: ...
     def lr(self) -> float: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
-    def module_state(self) -> dict: ...
+    def save_state_collectively(self) -> dict: ...
+    def load_state(self, state: dict) -> None: ...
     def gathered(self) -> ContextManager: ...
 
 
@@ -118,18 +127,16 @@ class TorchEngine:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
-    def state_dict(self) -> dict:
+    owns_module_state = False  # the weights travel in the run's checkpoint
+
+    def save_state_collectively(self) -> dict:
+        """Optimizer, schedule and micro-batch count, in memory (one process: nothing to write)."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "micro": self.micro}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro = state["micro"]
-
-    owns_module_state = False  # the weights travel in the run's checkpoint (module_state)
-
-    def module_state(self) -> dict:
-        return self.module.state_dict()
 
     def gathered(self) -> ContextManager:
         return contextlib.nullcontext()
@@ -148,10 +155,10 @@ def deepspeed_config(*, batch_size: int, grad_accum: int, max_grad_norm: float, 
     ZeRO stage come from one place (train.<phase>, engine.*); `engine.config` (a JSON file) is merged on
     top, key by key, for anything else (bucket sizes, offload, ...). The learning rate and its schedule
     are tinykd's (a torch AdamW and transformers' scheduler handed to DeepSpeed)."""
-    if zero_stage not in (0, 1, 2, 3):
+    if zero_stage not in ZERO_STAGES:
         raise TinyKDError(f"engine.zero_stage={zero_stage} is not a ZeRO stage.", "use 0, 1, 2 or 3.")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise TinyKDError(f"Unknown engine.precision '{precision}'.", "use fp32, bf16 or fp16.")
+    if precision not in PRECISIONS:
+        raise TinyKDError(f"Unknown engine.precision '{precision}'.", f"use one of: {', '.join(PRECISIONS)}.")
     cfg = {
         "train_micro_batch_size_per_gpu": batch_size,
         "gradient_accumulation_steps": grad_accum,
@@ -183,7 +190,7 @@ class DeepSpeedEngine:
     clips and steps at the boundaries.
 
     Checkpoints are DeepSpeed's own (every rank saves its partition) under
-    `<run_dir>/checkpoints/deepspeed/<tag>`; `state_dict()` writes one and returns its tag, which
+    `<run_dir>/checkpoints/deepspeed/<tag>`; `save_state_collectively()` writes one and returns its tag, which
     the run's `last.pt` records once the save is complete, so a kill during a save leaves the
     previous tag in force. The two newest tags are kept.
     """
@@ -245,9 +252,9 @@ class DeepSpeedEngine:
         if self.run_dir is None:
             raise TinyKDError("engine=deepspeed needs the run directory to checkpoint into.",
                               "pass run_dir to build_engine (a stage bug: please report it).")
-        return self.run_dir / "checkpoints" / "deepspeed"
+        return self.run_dir / DEEPSPEED_CHECKPOINTS
 
-    def state_dict(self) -> dict:
+    def save_state_collectively(self) -> dict:
         """Save a DeepSpeed checkpoint (a collective: every rank calls it) and return its tag."""
         root = self._dir()
         tag = f"{self.label}-micro{self.micro:08d}"
@@ -259,7 +266,7 @@ class DeepSpeedEngine:
                 shutil.rmtree(old, ignore_errors=True)
         return {"deepspeed_tag": tag, "micro": self.micro, "zero_stage": self.zero_stage}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         if state.get("zero_stage") != self.zero_stage:
             raise TinyKDError(f"This run's checkpoint was written with engine.zero_stage={state.get('zero_stage')}, "
                               f"not {self.zero_stage}.", f"resume with engine.zero_stage={state.get('zero_stage')}.")
@@ -268,9 +275,6 @@ class DeepSpeedEngine:
             raise TinyKDError(f"DeepSpeed checkpoint {self._dir() / state['deepspeed_tag']} could not be loaded.",
                               "start a fresh run (drop resume=true).")
         self.micro = state["micro"]
-
-    def module_state(self) -> dict:
-        return {}
 
     def gathered(self) -> ContextManager:
         """Full parameters on every rank inside the block (ZeRO-3 partitions them): for export."""
@@ -281,8 +285,8 @@ class DeepSpeedEngine:
         return contextlib.nullcontext()
 
 
-def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int, run_dir: Optional[Path] = None,
-                 label: str = "train") -> Engine:
+def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int, *, run_dir: Path,
+                 label: str) -> Engine:
     """The engine named by `engine.name`, configured from one phase's hyperparameters. `run_dir` and
     `label` say where a DeepSpeed engine checkpoints and what its tags are called. With
     `engine.fast_dropout`, the module's dropouts draw their CPU masks the fast way (tinykd/dropout.py)."""
@@ -310,4 +314,4 @@ def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int, run
             precision=engine_cfg.precision,
             device=pick_device(engine_cfg.device),
         )
-    raise TinyKDError(f"Unknown engine '{engine_cfg.name}'.", "use engine=torch or engine=deepspeed.")
+    raise TinyKDError(f"Unknown engine '{engine_cfg.name}'.", f"use engine= one of: {', '.join(ENGINES)}.")

@@ -4,8 +4,8 @@
 class TinyKDError(Exception):
     """A problem with the user's input or set-up.
 
-    The dispatcher prints ``problem`` and ``fix`` on one line and exits non-zero,
-    without a traceback: these are not bugs in tinykd.
+    The dispatcher prints ``problem`` and ``fix`` on two lines (``error: <problem>``,
+    ``  fix: <fix>``) and exits with status 2, without a traceback: these are not bugs in tinykd.
     """
 
     def __init__(self, problem: str, fix: str = ""):

@@ -3,6 +3,8 @@ batches of similar length)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -33,3 +35,12 @@ def evaluate(model, ds, tokenizer, spec: TaskSpec, batch_size: int, device) -> d
     labels = np.asarray(ds["labels"])
     preds = logits[:, 0] if spec.is_regression else logits.argmax(-1)
     return compute_metrics(spec.metrics, preds, labels)
+
+
+def keep_best(best: Optional[dict], metrics: dict[str, float], main_metric: str, *, step: int,
+              phase: str) -> tuple[dict, bool]:
+    """The best dev record so far ({dev, step, phase}) after `metrics`, and whether they are the new
+    best (strictly better on `main_metric`: a tie keeps the earlier checkpoint)."""
+    if best is None or metrics[main_metric] > best["dev"][main_metric]:
+        return {"dev": metrics, "step": step, "phase": phase}, True
+    return best, False

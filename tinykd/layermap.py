@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from tinykd.choices import LAYER_MAPS
 from tinykd.errors import TinyKDError
 
 FEATURES = ("embedding", "attention", "hidden")
@@ -52,7 +53,7 @@ def teacher_layers(strategy: str, n_teacher: int, n_student: int, layers: Option
         return [n_teacher - n_student + m for m in range(1, n_student + 1)]
     if strategy == "list":
         return check_layer_list(layers, n_teacher, n_student, "distill.layers")
-    raise TinyKDError(f"Unknown layer map '{strategy}'.", "use distill.layer_map=uniform, last or list.")
+    raise TinyKDError(f"Unknown layer map '{strategy}'.", f"use distill.layer_map= one of: {', '.join(LAYER_MAPS)}.")
 
 
 def check_layer_list(layers: Optional[Sequence[int]], n_teacher: int, n_student: int, key: str) -> list[int]:

@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from tinykd.choices import ATTENTION_HEADS, PRED_LOSSES
+
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean squared error over real tokens.
@@ -36,6 +38,8 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[t
     heads="match" compares head h with head h (needs equal head counts); heads="mean"
     averages each model's heads first, so any head counts work (H becomes 1).
     """
+    if heads not in ATTENTION_HEADS:
+        raise ValueError(f"attention heads {heads!r}: use one of {ATTENTION_HEADS}")
     if heads == "mean":
         student, teacher = student.mean(1, keepdim=True), teacher.mean(1, keepdim=True)
     elif student.shape != teacher.shape:
@@ -79,7 +83,7 @@ def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
         return kl_div_t2(student_logits, teacher_logits, temperature)
     if kind == "mse":  # Ba & Caruana (2014), Tang et al. (2019): regress the logits themselves
         return F.mse_loss(student_logits, teacher_logits)
-    raise ValueError(f"unknown prediction loss {kind}")
+    raise ValueError(f"unknown prediction loss {kind!r}: use one of {PRED_LOSSES}")
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:

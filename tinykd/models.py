@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from tinykd import bilstm  # noqa: F401  (registers the BiLSTM student with the Auto classes)
+from tinykd.data import MODEL_INPUTS
 from tinykd.errors import TinyKDError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -196,7 +197,7 @@ def model_inputs(model, batch: dict) -> dict:
     """The entries of `batch` that `model` takes: input_ids, attention_mask, and token_type_ids
     only for models that have segments (a DistilBERT student has none)."""
     names = _forward_args(type(model))
-    return {k: v for k, v in batch.items() if k in ("input_ids", "token_type_ids", "attention_mask") and k in names}
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS and k in names}
 
 
 # ----------------------------------------------------------------------------- students from teacher layers

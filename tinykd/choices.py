@@ -1,0 +1,39 @@
+"""Every option with a fixed set of values, defined once.
+
+The schema (`tinykd/config.py`) attaches these to its fields and `config.check` refuses any
+other value at start-up; library code that branches on an option imports its set from here.
+The standard library only: importing this costs nothing.
+"""
+
+# --- distillation (distill.*)
+DISTILL_METHODS = ("tinybert", "distilbert")  # general stage: layer losses | DistilBERT's triple loss
+LAYER_MAPS = ("uniform", "last", "list")
+ATTENTION_TARGETS = ("scores", "probs")  # pre-softmax (TinyBERT) | post-softmax
+ATTENTION_HEADS = ("match", "mean")  # head h to head h | heads averaged first
+PRED_LOSSES = ("soft_ce", "kl", "mse")
+CACHE_PRECISIONS = ("fp16", "fp32")  # how cached teacher logits are stored
+TEACHER_CACHES = ("auto", *CACHE_PRECISIONS, "none")
+TRANSFER_TARGETS = ("hard", "soft")  # student=bilstm: the teacher's argmax | its logits
+
+# --- students (student.*)
+STUDENT_ARCHS = ("bert", "distilbert", "bilstm")
+GENERAL_INITS = ("random", "teacher_layers")
+EMBEDDINGS = ("teacher", "glove", "random")  # student=bilstm: where its input embeddings come from
+
+# --- stages (stage.*)
+TASK_PHASES = ("intermediate", "prediction", "finetune")  # finetune: the no-distillation baseline, alone
+BILSTM_PHASES = ("representation", "logits", "finetune")
+
+# --- data (task.*, augment.*)
+TASK_SOURCES = ("tsv", "hub")
+AUGMENT_SOURCES = ("mlm", "glove", "embedding")
+AUGMENT_FALLBACKS = ("glove", "embedding")
+MLM_MODES = ("exact", "masked_once", "single_pass")
+
+# --- engine, logger
+ENGINES = ("torch", "deepspeed")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+ZERO_STAGES = (0, 1, 2, 3)
+LOGGERS = ("wandb", "none")
+LOGGER_MODES = ("offline", "online", "disabled")

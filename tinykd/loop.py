@@ -1,0 +1,179 @@
+"""The bookkeeping of every training loop, written once.
+
+A stage keeps what is particular to it in its own file (the forward passes, the loss and its
+parts, when to evaluate and what to keep) and hands the rest to a `PhaseLoop`:
+
+    loop = PhaseLoop("general", engine=engine, batcher=batcher, hp=cfg.train.general, ...)
+    for batch in loop:                        # on the engine's device; ends at the phase's last step
+        with engine.autocast():               # or when this process's step budget is spent
+            loss, parts = ...
+        if loop.update(loss, parts, items):   # True when an optimiser step was taken
+            if loop.eval_due:
+                ...                           # the stage's own evaluation
+            loop.checkpoint(best=...)         # when one is due; the stage's state goes in with it
+    if loop.interrupted:
+        return ...
+
+`update` does, in order: the finite check (before the loss reaches the weights), the backward
+pass, the engine's step (accumulation, clipping, the optimiser), and at an optimiser step the
+count, the progress bar and the log record. `checkpoint` writes `checkpoints/last.pt` (through
+`tinykd.run.save_checkpoint`, the one checkpoint contract) every `save_every` steps, at the
+phase's last step and when the budget runs out. A loop built with a checkpoint resumes from it
+(`tinykd.run.restore`, the one restore path).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from tinykd.data import Batcher
+from tinykd.engine import Engine
+from tinykd.errors import NonFiniteLossError
+from tinykd.run import CHECKPOINT, MetricsLogger, restore, save_checkpoint
+
+# Fault injection for the kill-and-resume tests: SIGKILL this process after the backward pass of
+# its N-th micro-batch (counted over all its phases), before that micro-batch's optimiser step.
+KILL_AT_ENV = "TINYKD_FAULT_SIGKILL_AT_MICRO"
+
+
+@dataclass
+class StepBudget:
+    """The optimiser steps this process may take (`interrupt_after`; None: no limit), shared by the
+    phases of a stage: a phase that spends the last of it stops there, and the next phase takes no
+    step."""
+
+    limit: Optional[int] = None
+    taken: int = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.limit is not None and self.taken >= self.limit
+
+
+class PhaseLoop:
+    """One phase of training: iterate it for batches, call `update` with each loss and, after an
+    optimiser step, `checkpoint`.
+
+    `total` optimiser steps (from `hp.max_steps` or `hp.epochs`); `unit` names what `items` counts
+    (tokens, examples) in the throughput; `index` is the phase's place in its stage (checkpoints say
+    where a run stopped); `resume_from` is the run's checkpoint when this phase resumes from it.
+    """
+
+    def __init__(self, name: str, *, engine: Engine, batcher: Batcher, hp, total: int, run_dir: Path,
+                 logger: MetricsLogger, budget: StepBudget, progress: bool, unit: str = "examples", index: int = 0,
+                 resume_from: Optional[dict] = None):
+        self.name, self.engine, self.batcher, self.hp, self.total = name, engine, batcher, hp, total
+        self.run_dir, self.logger, self.budget, self.progress, self.unit = run_dir, logger, budget, progress, unit
+        self.index = index
+        self.step = restore(engine, resume_from) if resume_from is not None else 0
+        self._stepped = False  # an optimiser step whose checkpoint() has not been called yet
+        self._items, self._t0 = 0, time.perf_counter()
+        self._bar: Optional[tqdm] = None
+        self._kill_at = int(os.environ.get(KILL_AT_ENV, "0") or 0)
+
+    # -------------------------------------------------------------------------------- state
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by the step budget before the phase's last step."""
+        return self.budget.spent and not self.finished
+
+    @property
+    def eval_due(self) -> bool:
+        """Every `eval_every` steps (0: never in between), and at the phase's last step."""
+        return bool(self.hp.eval_every and self.step % self.hp.eval_every == 0) or self.finished
+
+    # -------------------------------------------------------------------------------- the loop
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.finished or self.budget.spent:
+            self._end()
+            return
+        self._bar = tqdm(total=self.total, initial=self.step, desc=self.name, disable=not self.progress)
+        device = self.engine.device
+        for batch in self.batcher.iterate(self.engine.micro):
+            yield {k: v.to(device) for k, v in batch.items()}
+            if self._stepped:
+                raise RuntimeError(f"phase {self.name}: call loop.checkpoint() after every update() that returns "
+                                   "True (a stage bug).")
+            if self.finished or self.budget.spent:
+                break
+        self._end()
+
+    def update(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], items: int) -> bool:
+        """Backward and step on one micro-batch's loss; True when that made an optimiser step.
+        `parts` (unweighted, detached) are logged beside the loss; `items` feed the throughput."""
+        self._check_finite(loss, parts)
+        self.engine.backward(loss)
+        self._items += items
+        self._maybe_kill()
+        if not self.engine.step():
+            return False
+        self.step += 1
+        self.budget.taken += 1
+        self._stepped = True
+        rate = self._items / (time.perf_counter() - self._t0)
+        value = loss.item()
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.engine.lr():.2e}", **{f"{self.unit}_s": f"{rate:.0f}"})
+        if self.step % self.hp.log_every == 0 or self.finished:
+            self.logger.log({"phase": self.name, "step": self.step, "loss": value, "lr": self.engine.lr(),
+                             f"{self.unit}_per_s": rate, **{f"loss/{k}": float(v) for k, v in parts.items()}})
+        return True
+
+    def checkpoint(self, **state) -> None:
+        """After an optimiser step (and the stage's evaluation, if any): write the checkpoint when one
+        is due, with the stage's `state` in it."""
+        self._stepped = False
+        if self.step % self.hp.save_every == 0 or self.finished or self.budget.spent:
+            save_checkpoint(self.run_dir, self.engine, phase=self.name, phase_index=self.index, step=self.step,
+                            state=state)
+
+    def log(self, record: dict) -> None:
+        """A record of this phase at its current step (e.g. dev metrics)."""
+        self.logger.log({"phase": self.name, "step": self.step, **record})
+
+    # -------------------------------------------------------------------------------- internals
+    def _end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.interrupted:
+            print(f"[tinykd] interrupted in phase {self.name} after step {self.step}/{self.total}; resume=true "
+                  f"continues. run_dir={self.run_dir}")
+
+    def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        """Stop on NaN/inf before it reaches the weights; the last checkpoint stays as it was."""
+        value = float(loss.detach())
+        if math.isfinite(value):
+            return
+        bad = [k for k, v in parts.items() if not math.isfinite(float(v))]
+        ckpt = self.run_dir / CHECKPOINT
+        kept = f"the last good checkpoint is {ckpt} (resume=true continues from it)" if ckpt.is_file() else \
+            "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"Loss became {value} at step {self.step + 1} of phase {self.name} (non-finite parts: {bad or ['total']}); "
+            f"training stopped and {kept}.",
+            "lower the learning rate (train.<phase>.lr) or check the inputs. If the loss blew up over several "
+            "steps, the last checkpoint may already hold diverged weights: start a fresh run rather than resuming.",
+        )
+
+    def _maybe_kill(self) -> None:
+        if self._kill_at:
+            PhaseLoop._micro_in_process += 1
+            if PhaseLoop._micro_in_process >= self._kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    _micro_in_process = 0  # micro-batches this process has run, over all its loops (fault injection only)
