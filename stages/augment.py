@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from tinykd import augment, build, data
-from tinykd.run import atomic_write_text, save_config, seed_everything
+from tinykd.run import atomic_write_text, save_config
 from tinykd.system import tune_allocator
 
 SHARDS = "shards"
@@ -39,7 +39,7 @@ MANIFEST = "augment.json"
 OUTPUT_FREE = ("batch_size", "max_tokens")
 
 
-def features(is_regression: bool) -> datasets.Features:
+def row_schema(is_regression: bool) -> datasets.Features:
     return datasets.Features({
         "text_a": datasets.Value("string"),
         "text_b": datasets.Value("string"),
@@ -108,9 +108,8 @@ def _prepare(run_dir: Path, ident: dict) -> bool:
 
 
 def run(cfg) -> dict:
-    build.set_threads(cfg)
     tune_allocator()
-    seed_everything(cfg.seed)
+    build.start(cfg)
     a = cfg.augment
     spec = build.task_spec(cfg)
     run_dir = Path(cfg.runs.augment)
@@ -126,7 +125,7 @@ def run(cfg) -> dict:
     sources = build.augment_sources(cfg)
     if sources["note"]:
         print(f"[tinykd] {sources['note']}")
-    feats = features(spec.is_regression)
+    feats = row_schema(spec.is_regression)
     count = len(raw)
     n_shards = math.ceil(count / a.shard_size)
     shards_dir = run_dir / SHARDS

@@ -13,7 +13,7 @@ from tinykd.run import atomic_write_text
 
 
 def run(cfg) -> dict:
-    build.set_threads(cfg)
+    build.start(cfg)
     spec = build.task_spec(cfg)
     if not cfg.model:
         raise TinyKDError("stage=eval needs a model directory.", "add model=<path to a model directory>.")

@@ -15,21 +15,17 @@ import json
 import torch
 from torch import nn
 
+from stages import general_distilbert
 from tinykd import build, models
-from tinykd.data import Batcher
 from tinykd.distiller import layer_outputs
-from tinykd.engine import build_engine
-from tinykd.loop import PhaseLoop, StepBudget
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config, seed_everything
+from tinykd.loop import StepBudget
+from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
 
 
 def run(cfg) -> dict:
-    if cfg.distill.method == "distilbert":
-        from stages import general_distilbert
-
+    if cfg.distill.method == "distilbert":  # DistilBERT's triple loss: a recipe of its own
         return general_distilbert.run(cfg)
-    build.set_threads(cfg)
-    seed_everything(cfg.seed)
+    build.start(cfg)
 
     # --- build: frozen teacher, student with the teacher's vocabulary, matches, corpus
     source = build.teacher_source(cfg)
@@ -42,17 +38,14 @@ def run(cfg) -> dict:
     run_dir = prepare_run_dir(cfg.runs.general, cfg.resume)
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=general corpus={len(corpus)} blocks of <= {cfg.corpus.max_seq_len} tokens run_dir={run_dir}")
-    hp = cfg.train.general
-    batcher = Batcher(corpus, tokenizer, hp.batch_size, cfg.seed)
-    total = build.total_steps(hp, batcher.batches_per_epoch)
+    logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")
     # Only the student and the projections are trained; the teacher stays outside the optimizer.
     trainable = nn.ModuleDict({"student": student, "distiller": distiller})
-    engine = build_engine(cfg.engine, hp, trainable, total, run_dir=run_dir, label="general")
+    loop = build.phase_loop(cfg, "general", cfg.train.general, corpus, tokenizer, trainable, run_dir=run_dir,
+                            logger=logger, budget=StepBudget(cfg.interrupt_after), unit="tokens",
+                            resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+    engine = loop.engine
     teacher.to(engine.device)
-    logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")
-    loop = PhaseLoop("general", engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
-                     budget=StepBudget(cfg.interrupt_after), progress=cfg.progress, unit="tokens",
-                     resume_from=load_checkpoint(run_dir) if cfg.resume else None)
 
     # --- loop
     trainable.train()

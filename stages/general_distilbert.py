@@ -19,18 +19,15 @@ import json
 import torch
 
 from tinykd import build, models
-from tinykd.data import Batcher
-from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
-from tinykd.loop import PhaseLoop, StepBudget
+from tinykd.loop import StepBudget
 from tinykd.losses import distilbert_triple
 from tinykd.mlm import Masker, head_logits
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config, seed_everything
+from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
 
 
 def run(cfg) -> dict:
-    build.set_threads(cfg)
-    seed_everything(cfg.seed)
+    build.start(cfg)
     d = cfg.distill
 
     # --- build: the masked-LM teacher (frozen), the student masked LM, the corpus
@@ -52,16 +49,13 @@ def run(cfg) -> dict:
     n_params = sum(p.numel() for p in student.base_model.parameters())
     print(f"[tinykd] stage=general distill=distilbert teacher={source} student={student.config.model_type} "
           f"({n_params / 1e6:.1f}M encoder parameters) corpus={len(corpus)} blocks run_dir={run_dir}")
-    hp = cfg.train.general
-    batcher = Batcher(corpus, tokenizer, hp.batch_size, cfg.seed)
-    total = build.total_steps(hp, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, hp, student, total, run_dir=run_dir, label="general")
+    logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")
+    loop = build.phase_loop(cfg, "general", cfg.train.general, corpus, tokenizer, student, run_dir=run_dir,
+                            logger=logger, budget=StepBudget(cfg.interrupt_after), unit="tokens",
+                            resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+    engine = loop.engine
     teacher.to(engine.device)
     masker = Masker(tokenizer, d.mlm_prob, cfg.seed)
-    logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")
-    loop = PhaseLoop("general", engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
-                     budget=StepBudget(cfg.interrupt_after), progress=cfg.progress, unit="tokens",
-                     resume_from=load_checkpoint(run_dir) if cfg.resume else None)
     alphas = dict(temperature=d.temperature, alpha_ce=d.alpha_ce, alpha_mlm=d.alpha_mlm, alpha_cos=d.alpha_cos)
 
     # --- loop

@@ -17,12 +17,11 @@ import json
 import torch
 
 from tinykd import build, models
-from tinykd.data import Batcher, eval_batches
-from tinykd.engine import build_engine
+from tinykd.data import eval_batches
 from tinykd.errors import TinyKDError
-from tinykd.loop import PhaseLoop, StepBudget
+from tinykd.loop import StepBudget
 from tinykd.mlm import Masker, masked_positions, mlm_loss, topk_correct
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config, seed_everything
+from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
 
 EVAL_OFFSET = 1 << 40  # masking indices of held-out batches: never those of a training batch
 
@@ -66,8 +65,7 @@ def evaluate_mlm(model, batches, masker, device) -> dict:
 
 
 def run(cfg) -> dict:
-    build.set_threads(cfg)
-    seed_everything(cfg.seed)
+    build.start(cfg)
     source = build.teacher_source(cfg)
     tokenizer = models.load_tokenizer(source)
     torch.manual_seed(cfg.seed)  # the head's initialisation
@@ -85,17 +83,14 @@ def run(cfg) -> dict:
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=mlm_head encoder={source} train={len(train_ds)} held-out={len(eval_ds)} blocks "
           f"of <= {cfg.corpus.max_seq_len} tokens run_dir={run_dir}")
+    logger = MetricsLogger(run_dir, cfg.logger, cfg, "mlm_head")
     hp = cfg.train.mlm_head
-    batcher = Batcher(train_ds, tokenizer, hp.batch_size, cfg.seed)
-    total = build.total_steps(hp, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, hp, head, total, run_dir=run_dir, label="mlm_head")
-    device = engine.device
+    loop = build.phase_loop(cfg, "mlm_head", hp, train_ds, tokenizer, head, run_dir=run_dir, logger=logger,
+                            budget=StepBudget(cfg.interrupt_after), unit="masked_tokens",
+                            resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+    engine, device = loop.engine, loop.engine.device
     model.to(device)
     masker = Masker(tokenizer, cfg.stage.mask_prob, cfg.seed)
-    logger = MetricsLogger(run_dir, cfg.logger, cfg, "mlm_head")
-    loop = PhaseLoop("mlm_head", engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
-                     budget=StepBudget(cfg.interrupt_after), progress=cfg.progress, unit="masked_tokens",
-                     resume_from=load_checkpoint(run_dir) if cfg.resume else None)
 
     # --- loop: the frozen encoder under no_grad, the head at the masked positions only
     model.eval()  # no dropout anywhere: the encoder is frozen and the head has none

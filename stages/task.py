@@ -24,16 +24,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stages import task_bilstm
 from tinykd import build, gate, models, teacher_outputs
-from tinykd.data import Batcher
 from tinykd.distiller import layer_outputs
-from tinykd.engine import build_engine, pick_device
+from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
-from tinykd.evaluate import evaluate, keep_best
-from tinykd.loop import PhaseLoop, StepBudget
+from tinykd.evaluate import evaluate, evaluate_and_keep_best
+from tinykd.loop import StepBudget
 from tinykd.losses import prediction_loss, task_loss
 from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, remaining_phases,
-                        save_config, seed_everything)
+                        save_config)
 
 
 def build_student(cfg, spec, teacher, teacher_tok):
@@ -74,12 +74,9 @@ def teacher_cache_precision(cfg, examples: int) -> str:
 
 
 def run(cfg) -> dict:
-    if cfg.student.arch == "bilstm":
-        from stages import task_bilstm
-
+    if cfg.student.arch == "bilstm":  # the BiLSTM recipe on transfer data: a stage of its own
         return task_bilstm.run(cfg)
-    build.set_threads(cfg)
-    seed_everything(cfg.seed)
+    build.start(cfg)
     spec = build.task_spec(cfg)
 
     # --- build: the fine-tuned teacher (frozen), the student, matches and projections, data
@@ -151,16 +148,12 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
                 train_ds, dev_ds, run_dir, logger):
     """One phase: its loss, then (prediction and finetune) dev evaluation, keeping the best.
     Returns (its loop, the best dev record)."""
-    hp = {"intermediate": cfg.train.task_intermediate, "prediction": cfg.train.task_prediction,
-          "finetune": cfg.train.task_finetune}[name]
-    batcher = Batcher(train_ds, tokenizer, hp.batch_size, cfg.seed)
-    total = build.total_steps(hp, batcher.batches_per_epoch)
     # the student and the projections train together (the projections only in the intermediate phase)
     trainable = nn.ModuleDict({"student": student, "distiller": distiller})
-    engine = build_engine(cfg.engine, hp, trainable, total, run_dir=run_dir, label=name)
+    loop = build.phase_loop(cfg, name, cfg.train[f"task_{name}"], train_ds, tokenizer, trainable, run_dir=run_dir,
+                            logger=logger, budget=budget, index=index, resume_from=resume_from)
+    engine = loop.engine
     teacher.to(engine.device)
-    loop = PhaseLoop(name, engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
-                     budget=budget, progress=cfg.progress, index=index, resume_from=resume_from)
     w = cfg.distill.weights
 
     trainable.train()
@@ -195,12 +188,7 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
                     loss = loss + w.hard_label * hard
         if not loop.update(loss, parts, items=batch["input_ids"].size(0)):
             continue
-        if name != "intermediate" and loop.eval_due:  # dev evaluation; the best student is exported as found
-            metrics = evaluate(student, dev_ds, tokenizer, spec, hp.eval_batch_size, engine.device)
-            loop.log({f"dev/{k}": v for k, v in metrics.items()})
-            best, improved = keep_best(best, metrics, spec.main_metric, step=loop.step, phase=name)
-            if improved:
-                with engine.gathered():
-                    models.export(student, tokenizer, run_dir / "student")
+        if name != "intermediate" and loop.eval_due:
+            best = evaluate_and_keep_best(loop, student, dev_ds, tokenizer, spec, best, run_dir / "student")
         loop.checkpoint(best=best)
     return loop, best

@@ -1,7 +1,7 @@
 """Stage `task` with `student=bilstm`: a BiLSTM student from a fine-tuned teacher and unlabeled
 transfer data (Mukherjee & Hassan Awadallah, 2019).
 
-The teacher labels the transfer data once (`tinykd.targets`: its logits and its [CLS]
+The teacher labels the transfer data once (`tinykd.teacher_outputs`: its logits and its [CLS]
 representation, cached). Then the staged schedule of the paper, one phase each, in
 `stage.bilstm_phases` order:
 
@@ -31,14 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinykd import build, data, gate, latency, models, teacher_outputs
-from tinykd.data import Batcher
-from tinykd.engine import build_engine, pick_device
+from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
-from tinykd.evaluate import evaluate, keep_best
-from tinykd.loop import PhaseLoop, StepBudget
+from tinykd.evaluate import evaluate, evaluate_and_keep_best
+from tinykd.loop import StepBudget
 from tinykd.losses import prediction_loss, task_loss
 from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, remaining_phases,
-                        save_config, seed_everything)
+                        save_config)
 
 
 def transfer_set(cfg, tokenizer, labelled_count: int):
@@ -60,8 +59,7 @@ def transfer_set(cfg, tokenizer, labelled_count: int):
 
 
 def run(cfg) -> dict:
-    build.set_threads(cfg)
-    seed_everything(cfg.seed)
+    build.start(cfg)
     spec = build.task_spec(cfg)
     phases = list(cfg.stage.bilstm_phases)  # checked at start-up (config.check), with distill.transfer_targets
 
@@ -140,16 +138,12 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, student, p
                 dev, run_dir, logger):
     """One phase: its loss, then (logits and finetune) dev evaluation, keeping the best.
     Returns (its loop, the best dev record)."""
-    hp = getattr(cfg.train, f"bilstm_{name}")
-    batcher = Batcher(ds, tokenizer, hp.batch_size, cfg.seed)
-    total = build.total_steps(hp, batcher.batches_per_epoch)
     # The projection trains only in the representation phase; the student in every phase.
     module = trainable if name == "representation" else student
     for p in trainable.parameters():
         p.requires_grad_(True)
-    engine = build_engine(cfg.engine, hp, module, total, run_dir=run_dir, label=name)
-    loop = PhaseLoop(name, engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
-                     budget=budget, progress=cfg.progress, index=index, resume_from=resume_from)
+    loop = build.phase_loop(cfg, name, cfg.train[f"bilstm_{name}"], ds, tokenizer, module, run_dir=run_dir,
+                            logger=logger, budget=budget, index=index, resume_from=resume_from)
     hard = cfg.distill.transfer_targets == "hard"
 
     trainable.train()
@@ -170,11 +164,7 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, student, p
             loss = task_loss(out.logits, batch["labels"], spec.is_regression)
         if not loop.update(loss, {name: loss.detach()}, items=batch["input_ids"].size(0)):
             continue
-        if name != "representation" and loop.eval_due:  # dev evaluation; the best student is exported as found
-            metrics = evaluate(student, dev, tokenizer, spec, hp.eval_batch_size, engine.device)
-            loop.log({f"dev/{k}": v for k, v in metrics.items()})
-            best, improved = keep_best(best, metrics, spec.main_metric, step=loop.step, phase=name)
-            if improved:
-                models.export(student, tokenizer, run_dir / "student")
+        if name != "representation" and loop.eval_due:
+            best = evaluate_and_keep_best(loop, student, dev, tokenizer, spec, best, run_dir / "student")
         loop.checkpoint(best=best)
     return loop, best

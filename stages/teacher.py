@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 
 from tinykd import build, models
-from tinykd.data import Batcher
-from tinykd.engine import build_engine
 from tinykd.evaluate import evaluate
-from tinykd.loop import PhaseLoop, StepBudget
+from tinykd.loop import StepBudget
 from tinykd.losses import task_loss
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config, seed_everything
+from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
 
 
 def run(cfg) -> dict:
-    build.set_threads(cfg)
-    seed_everything(cfg.seed)
+    build.start(cfg)
     spec = build.task_spec(cfg)
 
     # --- build: pretrained encoder + a fresh classification head, the task's data
@@ -32,15 +29,12 @@ def run(cfg) -> dict:
     run_dir = prepare_run_dir(cfg.runs.teacher, cfg.resume)
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=teacher task={spec.name} run_dir={run_dir}")
-    hp = cfg.train.teacher
-    batcher = Batcher(train_ds, tokenizer, hp.batch_size, cfg.seed)
-    total = build.total_steps(hp, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, hp, model, total, run_dir=run_dir, label="teacher")
-    device = engine.device
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "teacher")
-    loop = PhaseLoop("teacher", engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
-                     budget=StepBudget(cfg.interrupt_after), progress=cfg.progress,
-                     resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+    hp = cfg.train.teacher
+    loop = build.phase_loop(cfg, "teacher", hp, train_ds, tokenizer, model, run_dir=run_dir, logger=logger,
+                            budget=StepBudget(cfg.interrupt_after),
+                            resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+    engine, device = loop.engine, loop.engine.device
 
     # --- loop: the task's loss on the gold labels
     model.train()

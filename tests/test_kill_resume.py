@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from tinykd.cli import run_stage
 from tinykd.loop import KILL_AT_ENV
-from tinykd.run import CHECKPOINT
+from tinykd.run import CHECKPOINT, load_checkpoint
 
 SMOKE_STEPS = 6  # debug=smoke: every phase takes 6 optimiser steps of one micro-batch
 
@@ -85,7 +85,7 @@ def assert_same(a: dict, b: dict, what: str) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{what} {k}: {m}")
 
 
-def kill_and_resume(env, variant: str, phase: str | None, seed: int) -> None:
+def kill_and_resume(env, capsys, variant: str, phase: str | None, seed: int) -> None:
     """Kill at a random micro-batch of `phase` (None: of any phase of the stage), resume, compare."""
     overrides, run_key, phases, upstream = VARIANTS[variant]
     ensure_upstream(env, upstream)
@@ -104,10 +104,17 @@ def kill_and_resume(env, variant: str, phase: str | None, seed: int) -> None:
                           env={**os.environ, KILL_AT_ENV: str(kill_at)})
     assert proc.returncode == -signal.SIGKILL, f"expected SIGKILL at micro-batch {kill_at}: {proc.stderr[-2000:]}"
     assert not (run_dir / "results.json").exists()
+    left = load_checkpoint(run_dir)  # what the killed run had saved: at most the step before the kill
+    if left is not None:
+        done = phases.index(left["phase"]) * SMOKE_STEPS + left["step"]
+        assert done < kill_at, (done, kill_at)
 
     # reuse=true: resume from the checkpoint when one was written before the kill, else start over
+    capsys.readouterr()
     res = run_stage(compose_cfg(*args, "reuse=true"))
     assert not res.get("interrupted")
+    if left is not None:  # it did resume there, not start over (which would end with the same weights)
+        assert f"resumed phase {left['phase']} at step {left['step']}" in capsys.readouterr().out
     ckpt_w, export_w, results = final_state(run_dir)
     whole_ckpt, whole_export, whole_results = env["whole"][variant]
     assert_same(ckpt_w, whole_ckpt, f"checkpoint after a kill at micro-batch {kill_at}")
@@ -117,12 +124,12 @@ def kill_and_resume(env, variant: str, phase: str | None, seed: int) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_kill_at_a_random_step_then_resume_equals_uninterrupted(env, variant):
-    kill_and_resume(env, variant, None, seed=0)
+def test_kill_at_a_random_step_then_resume_equals_uninterrupted(env, capsys, variant):
+    kill_and_resume(env, capsys, variant, None, seed=0)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 11))
 @pytest.mark.parametrize("variant,phase", CASES)
-def test_kill_at_ten_random_steps_then_resume_equals_uninterrupted(env, variant, phase, seed):
-    kill_and_resume(env, variant, phase, seed)
+def test_kill_at_ten_random_steps_then_resume_equals_uninterrupted(env, capsys, variant, phase, seed):
+    kill_and_resume(env, capsys, variant, phase, seed)

@@ -104,21 +104,21 @@ def test_resolve_matches_validates_too():
 def test_resolve_matches_all_features():
     got = resolve_matches("uniform", 6, 4, {"embedding": 1.0, "attention": 2.0, "hidden": 0.5})
     g = [2, 3, 5, 6]
-    expected = [LayerMatch("embedding", 0, 0, "mse", 1.0)]
-    expected += [LayerMatch("attention", m, tl, "mse", 2.0) for m, tl in zip(range(1, 5), g)]
-    expected += [LayerMatch("hidden", m, tl, "mse", 0.5) for m, tl in zip(range(1, 5), g)]
+    expected = [LayerMatch("embedding", 0, 0, 1.0)]
+    expected += [LayerMatch("attention", m, tl, 2.0) for m, tl in zip(range(1, 5), g)]
+    expected += [LayerMatch("hidden", m, tl, 0.5) for m, tl in zip(range(1, 5), g)]
     assert got == expected
 
 
 def test_resolve_matches_leaves_out_zero_weight_and_missing_features():
     got = resolve_matches("last", 6, 2, {"embedding": 0.0, "attention": 1.0})
-    assert got == [LayerMatch("attention", 1, 5, "mse", 1.0), LayerMatch("attention", 2, 6, "mse", 1.0)]
+    assert got == [LayerMatch("attention", 1, 5, 1.0), LayerMatch("attention", 2, 6, 1.0)]
     assert resolve_matches("uniform", 4, 2, {"embedding": 0, "attention": 0, "hidden": 0}) == []
 
 
 def test_resolve_matches_embedding_is_zero_to_zero():
     got = resolve_matches("list", 6, 2, {"embedding": 3.0}, layers=[4, 6])
-    assert got == [LayerMatch("embedding", 0, 0, "mse", 3.0)]
+    assert got == [LayerMatch("embedding", 0, 0, 3.0)]
 
 
 def test_format_table_has_header_and_every_row():

@@ -287,7 +287,7 @@ def test_distiller_mask_padding_false_counts_padded_tokens():
 
 
 def test_distiller_equal_widths_uses_identity_without_parameters():
-    matches = [LayerMatch("embedding", 0, 0, "mse", 1.0), LayerMatch("hidden", 1, 2, "mse", 1.0)]
+    matches = [LayerMatch("embedding", 0, 0, 1.0), LayerMatch("hidden", 1, 2, 1.0)]
     d = Distiller(matches, student_width=3, teacher_width=3)
     assert isinstance(d.embedding_proj, nn.Identity) and isinstance(d.hidden_proj, nn.Identity)
     assert sum(p.numel() for p in d.parameters()) == 0

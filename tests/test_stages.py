@@ -11,7 +11,6 @@ from conftest import run_stage
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from tinykd import gate, models
-from tinykd.errors import TinyKDError
 from tinykd.tasks import get_task
 
 

@@ -4,22 +4,23 @@ source, a student, a dataset, a list of layer matches, the augmentation's candid
 The models, data, losses and layer maps they call take plain values. Besides the stages and
 these, `cfg` is read only by the plumbing around them: `config` (the schemas and the start-up
 check, which has already refused unknown values and impossible combinations by the time these
-run), `cli` (dispatch), `engine.build_engine` (the engine and phase nodes), `run` (saving and
-comparing configs, the metrics logger) and `sweep` (Hydra's sweep callback).
+run), `cli` (dispatch), `engine.build_engine` and `loop.PhaseLoop` (the engine node and a phase's
+train.<block>), `run` (saving and comparing configs, the metrics logger) and `sweep` (Hydra's sweep
+callback).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from tinykd import attention, data, models
 from tinykd.distiller import Distiller, check_compatible, use_attention_target
 from tinykd.errors import TinyKDError
-from tinykd.layermap import LayerMatch, format_table, resolve_matches
+from tinykd.layermap import FEATURES, LayerMatch, format_table, resolve_matches
 from tinykd.tasks import TaskSpec, get_task
 
 
@@ -173,7 +174,7 @@ def corpus(cfg, tokenizer):
     )
 
 
-def matches(cfg, n_teacher: int, n_student: int, features=("embedding", "attention", "hidden")) -> list[LayerMatch]:
+def matches(cfg, n_teacher: int, n_student: int, features: Sequence[str] = FEATURES) -> list[LayerMatch]:
     w = cfg.distill.weights
     weights = {f: getattr(w, f) for f in features}
     layers = list(cfg.distill.layers) if cfg.distill.layers is not None else None
@@ -196,19 +197,40 @@ def distiller(cfg, student, teacher):
                      cfg.distill.mask_padding)
 
 
-def total_steps(phase, batches_per_epoch: int) -> int:
-    """Optimizer steps for a phase: `max_steps`, or `epochs` passes (the last partial step counted)."""
-    if phase.max_steps > 0:
-        return phase.max_steps
-    steps = math.ceil(phase.epochs * batches_per_epoch / phase.grad_accum)
+def total_steps(hp, batches_per_epoch: int) -> int:
+    """Optimizer steps for a phase with settings `hp` (a train.<block>): `max_steps`, or `epochs` passes
+    (the last partial step counted)."""
+    if hp.max_steps > 0:
+        return hp.max_steps
+    steps = math.ceil(hp.epochs * batches_per_epoch / hp.grad_accum)
     if steps <= 0:
         raise TinyKDError("The phase has zero steps.", "set train.<phase>.max_steps or epochs > 0.")
     return steps
 
 
-def set_threads(cfg) -> None:
+def start(cfg) -> None:
+    """What every stage does first: the thread count (engine.num_threads), then every RNG seeded."""
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
+    from tinykd.run import seed_everything
+
+    seed_everything(cfg.seed)
+
+
+def phase_loop(cfg, name: str, hp, ds, tokenizer, module, *, run_dir: Path, logger, budget, unit: str = "examples",
+               index: int = 0, resume_from: Optional[dict] = None):
+    """One phase's loop over `ds` with the settings `hp` (a train.<block>): its batches, its step
+    count, the engine that trains `module` (labelled `name` in DeepSpeed's checkpoints), resumed
+    from `resume_from` when given."""
+    from tinykd.data import Batcher
+    from tinykd.engine import build_engine
+    from tinykd.loop import PhaseLoop
+
+    batcher = Batcher(ds, tokenizer, hp.batch_size, cfg.seed)
+    total = total_steps(hp, batcher.batches_per_epoch)
+    engine = build_engine(cfg.engine, hp, module, total, run_dir=run_dir, label=name)
+    return PhaseLoop(name, engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
+                     budget=budget, progress=cfg.progress, unit=unit, index=index, resume_from=resume_from)
 
 
 def augment_sources(cfg) -> dict:

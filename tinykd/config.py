@@ -589,9 +589,9 @@ def _check_requirements(cfg) -> None:
         raise TinyKDError("stage.bilstm_phases is empty.",
                           f"set stage.bilstm_phases to a list of {', '.join(choices.BILSTM_PHASES)}.")
     for block in stage_phases(cfg.stage.name):
-        phase = cfg.train[block]
-        if reads(cfg, f"train.{block}") and phase.max_steps == 0 and phase.epochs <= 0:
-            raise TinyKDError(f"train.{block} has zero steps (max_steps=0 and epochs={phase.epochs}).",
+        hp = cfg.train[block]
+        if reads(cfg, f"train.{block}") and hp.max_steps == 0 and hp.epochs <= 0:
+            raise TinyKDError(f"train.{block} has zero steps (max_steps=0 and epochs={hp.epochs}).",
                               f"set train.{block}.max_steps or train.{block}.epochs > 0.")
 
 

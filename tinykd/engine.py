@@ -285,7 +285,7 @@ class DeepSpeedEngine:
         return contextlib.nullcontext()
 
 
-def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int, *, run_dir: Path,
+def build_engine(engine_cfg, hp, module: nn.Module, total_steps: int, *, run_dir: Path,
                  label: str) -> Engine:
     """The engine named by `engine.name`, configured from one phase's hyperparameters. `run_dir` and
     `label` say where a DeepSpeed engine checkpoints and what its tags are called. With
@@ -296,21 +296,21 @@ def build_engine(engine_cfg, phase_cfg, module: nn.Module, total_steps: int, *, 
         use_fast_dropout(module)
     if engine_cfg.name == "deepspeed":
         return DeepSpeedEngine(
-            module, lr=phase_cfg.lr, weight_decay=phase_cfg.weight_decay, warmup_ratio=phase_cfg.warmup_ratio,
-            scheduler=phase_cfg.scheduler, total_steps=total_steps, grad_accum=phase_cfg.grad_accum,
-            max_grad_norm=phase_cfg.max_grad_norm, batch_size=phase_cfg.batch_size, precision=engine_cfg.precision,
+            module, lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio,
+            scheduler=hp.scheduler, total_steps=total_steps, grad_accum=hp.grad_accum,
+            max_grad_norm=hp.max_grad_norm, batch_size=hp.batch_size, precision=engine_cfg.precision,
             zero_stage=engine_cfg.zero_stage, user_json=engine_cfg.config, device_name=engine_cfg.device,
             run_dir=run_dir, label=label)
     if engine_cfg.name == "torch":
         return TorchEngine(
             module,
-            lr=phase_cfg.lr,
-            weight_decay=phase_cfg.weight_decay,
-            warmup_ratio=phase_cfg.warmup_ratio,
-            scheduler=phase_cfg.scheduler,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            warmup_ratio=hp.warmup_ratio,
+            scheduler=hp.scheduler,
             total_steps=total_steps,
-            grad_accum=phase_cfg.grad_accum,
-            max_grad_norm=phase_cfg.max_grad_norm,
+            grad_accum=hp.grad_accum,
+            max_grad_norm=hp.max_grad_norm,
             precision=engine_cfg.precision,
             device=pick_device(engine_cfg.device),
         )

@@ -3,6 +3,7 @@ batches of similar length)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -37,10 +38,16 @@ def evaluate(model, ds, tokenizer, spec: TaskSpec, batch_size: int, device) -> d
     return compute_metrics(spec.metrics, preds, labels)
 
 
-def keep_best(best: Optional[dict], metrics: dict[str, float], main_metric: str, *, step: int,
-              phase: str) -> tuple[dict, bool]:
-    """The best dev record so far ({dev, step, phase}) after `metrics`, and whether they are the new
-    best (strictly better on `main_metric`: a tie keeps the earlier checkpoint)."""
-    if best is None or metrics[main_metric] > best["dev"][main_metric]:
-        return {"dev": metrics, "step": step, "phase": phase}, True
-    return best, False
+def evaluate_and_keep_best(loop, model, ds, tokenizer, spec: TaskSpec, best: Optional[dict],
+                           export_dir: Path) -> dict:
+    """A training loop's dev evaluation: score `model` on `ds` (in batches of the phase's
+    eval_batch_size), log it at the loop's step, and when it beats `best` on the task's main metric
+    (strictly: a tie keeps the earlier checkpoint) export it to `export_dir`. Returns the best
+    record ({dev, step, phase})."""
+    metrics = evaluate(model, ds, tokenizer, spec, loop.hp.eval_batch_size, loop.engine.device)
+    loop.log({f"dev/{k}": v for k, v in metrics.items()})
+    if best is not None and metrics[spec.main_metric] <= best["dev"][spec.main_metric]:
+        return best
+    with loop.engine.gathered():  # ZeRO-3: the full weights for rank 0 to write
+        models.export(model, tokenizer, export_dir)
+    return {"dev": metrics, "step": loop.step, "phase": loop.name}

@@ -22,16 +22,21 @@ from typing import Optional, Sequence
 from tinykd.choices import LAYER_MAPS
 from tinykd.errors import TinyKDError
 
+# The intermediate representations a student learns from its teacher (TinyBERT eqs. 7-9).
 FEATURES = ("embedding", "attention", "hidden")
 
 
 @dataclass(frozen=True)
 class LayerMatch:
-    feature: str  # embedding | attention | hidden
+    feature: str  # one of FEATURES
     student_layer: int  # 0 = embeddings, 1..M
     teacher_layer: int  # 0 = embeddings, 1..N
-    loss: str  # mse
     weight: float
+
+    @property
+    def loss(self) -> str:
+        """Every intermediate match is an MSE (through a projection where widths differ), as in TinyBERT."""
+        return "mse"
 
 
 def teacher_layers(strategy: str, n_teacher: int, n_student: int, layers: Optional[Sequence[int]] = None) -> list[int]:
@@ -81,10 +86,10 @@ def resolve_matches(strategy: str, n_teacher: int, n_student: int, weights: dict
     g = teacher_layers(strategy, n_teacher, n_student, layers)
     matches = []
     if weights.get("embedding", 0):
-        matches.append(LayerMatch("embedding", 0, 0, "mse", weights["embedding"]))
-    for feature in ("attention", "hidden"):
+        matches.append(LayerMatch("embedding", 0, 0, weights["embedding"]))
+    for feature in FEATURES[1:]:  # attention, hidden: one match per student layer
         if weights.get(feature, 0):
-            matches += [LayerMatch(feature, m, t, "mse", weights[feature]) for m, t in enumerate(g, start=1)]
+            matches += [LayerMatch(feature, m, t, weights[feature]) for m, t in enumerate(g, start=1)]
     return matches
 
 
