@@ -64,7 +64,7 @@ bench-startup: install  ## each bad command line of the options issue refused wi
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q
 
-test-slow: install  ## the slow tier: kill-and-resume x10 per phase, every experiment, DeepSpeed engines, sweeps (~30 min)
+test-slow: install  ## the slow tier: kill-and-resume x10 per phase, every experiment, DeepSpeed engines, sweeps (~20 min)
 	$(PY) -m pytest -q -m slow
 
 clean:  ## remove caches and runs (keeps .venv)
