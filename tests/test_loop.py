@@ -15,7 +15,7 @@ from tinykd.data import Batcher
 from tinykd.engine import TorchEngine
 from tinykd.errors import NonFiniteLossError, TinyKDError
 from tinykd.loop import PhaseLoop, StepBudget
-from tinykd.run import CHECKPOINT, MetricsLogger, load_checkpoint, remaining_phases
+from tinykd.run import MetricsLogger, load_checkpoint, remaining_phases
 
 
 @pytest.fixture
@@ -56,19 +56,18 @@ def records(tmp_path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_steps_logs_evals_and_checkpoints_on_their_cadence(tmp_path, parts):
-    loop, module = make_loop(tmp_path, parts, total=6, save_every=4)
+def test_steps_logs_evals_and_checkpoints_on_their_cadence(tmp_path, parts, monkeypatch):
+    import tinykd.loop
+
     saved = []
-    real = loop.checkpoint
+    real = tinykd.loop.save_checkpoint
 
-    def spy(**state):
-        before = (tmp_path / CHECKPOINT).stat().st_mtime_ns if (tmp_path / CHECKPOINT).exists() else None
-        real(**state)
-        after = (tmp_path / CHECKPOINT).stat().st_mtime_ns if (tmp_path / CHECKPOINT).exists() else None
-        if after != before:
-            saved.append(loop.step)
+    def spy(run_dir, engine, **kw):
+        saved.append(kw["step"])
+        return real(run_dir, engine, **kw)
 
-    loop.checkpoint = spy
+    monkeypatch.setattr(tinykd.loop, "save_checkpoint", spy)
+    loop, module = make_loop(tmp_path, parts, total=6, save_every=4)
     evals = []
     train(loop, module, evals)
     assert loop.step == 6 and loop.finished and not loop.interrupted

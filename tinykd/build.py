@@ -18,9 +18,13 @@ from typing import Optional, Sequence
 import torch
 
 from tinykd import attention, data, models
+from tinykd.data import Batcher
 from tinykd.distiller import Distiller, check_compatible, use_attention_target
+from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
 from tinykd.layermap import FEATURES, LayerMatch, format_table, resolve_matches
+from tinykd.loop import PhaseLoop
+from tinykd.run import seed_everything
 from tinykd.tasks import TaskSpec, get_task
 
 
@@ -212,8 +216,6 @@ def start(cfg) -> None:
     """What every stage does first: the thread count (engine.num_threads), then every RNG seeded."""
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
-    from tinykd.run import seed_everything
-
     seed_everything(cfg.seed)
 
 
@@ -222,10 +224,6 @@ def phase_loop(cfg, name: str, hp, ds, tokenizer, module, *, run_dir: Path, logg
     """One phase's loop over `ds` with the settings `hp` (a train.<block>): its batches, its step
     count, the engine that trains `module` (labelled `name` in DeepSpeed's checkpoints), resumed
     from `resume_from` when given."""
-    from tinykd.data import Batcher
-    from tinykd.engine import build_engine
-    from tinykd.loop import PhaseLoop
-
     batcher = Batcher(ds, tokenizer, hp.batch_size, cfg.seed)
     total = total_steps(hp, batcher.batches_per_epoch)
     engine = build_engine(cfg.engine, hp, module, total, run_dir=run_dir, label=name)

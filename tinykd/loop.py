@@ -3,7 +3,7 @@
 A stage keeps what is particular to it in its own file (the forward passes, the loss and its
 parts, when to evaluate and what to keep) and hands the rest to a `PhaseLoop`:
 
-    loop = PhaseLoop("general", engine=engine, batcher=batcher, hp=cfg.train.general, ...)
+    loop = build.phase_loop(cfg, "general", cfg.train.general, ds, tokenizer, module, ...)  # a PhaseLoop
     for batch in loop:                        # on the engine's device; ends at the phase's last step
         with engine.autocast():               # or when this process's step budget is spent
             loss, parts = ...

@@ -135,17 +135,14 @@ def restore(engine, ckpt: dict) -> int:
 def remaining_phases(phases: list[str], ckpt: Optional[dict]):
     """(index, name, checkpoint to resume it from or None) for each phase still to run: a resumed
     run skips the phases its checkpoint is past and resumes the one it is in."""
-    if ckpt is not None:
-        at = ckpt["phase_index"]
-        if at >= len(phases) or phases[at] != ckpt["phase"]:
-            raise TinyKDError(
-                f"The checkpoint was written in phase {ckpt['phase']!r} (number {at + 1}), but this run's phases are "
-                f"{phases}.",
-                "resume with the phases the run was started with, or drop resume=true to start over.")
-    for index, name in enumerate(phases):
-        if ckpt is not None and index < ckpt["phase_index"]:
-            continue
-        yield index, name, (ckpt if ckpt is not None and index == ckpt["phase_index"] else None)
+    at = 0 if ckpt is None else ckpt["phase_index"]
+    if ckpt is not None and (at >= len(phases) or phases[at] != ckpt["phase"]):
+        raise TinyKDError(
+            f"The checkpoint was written in phase {ckpt['phase']!r} (number {at + 1}), but this run's phases are "
+            f"{phases}.",
+            "resume with the phases the run was started with, or drop resume=true to start over.")
+    for index in range(at, len(phases)):
+        yield index, phases[index], ckpt if index == at else None
 
 
 # ----------------------------------------------------------------------------- metrics
