@@ -27,7 +27,7 @@ import pyarrow as pa
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from tinykd import augment, build, data
+from tinykd import augment, build, data, userdata
 from tinykd.run import atomic_write_text, save_config
 from tinykd.system import tune_allocator
 
@@ -39,13 +39,9 @@ MANIFEST = "augment.json"
 OUTPUT_FREE = ("batch_size", "max_tokens")
 
 
-def row_schema(is_regression: bool) -> datasets.Features:
-    return datasets.Features({
-        "text_a": datasets.Value("string"),
-        "text_b": datasets.Value("string"),
-        "label": datasets.Value("float32" if is_regression else "int64"),
-        "source_index": datasets.Value("int64"),
-    })
+def row_schema(spec) -> datasets.Features:
+    """The task's rows (data.row_features) and the index of each row's source example."""
+    return datasets.Features({**data.row_features(spec), "source_index": datasets.Value("int64")})
 
 
 def identity(cfg, source_file: str) -> dict:
@@ -54,14 +50,19 @@ def identity(cfg, source_file: str) -> dict:
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     x = cfg.augment
     uses_teacher = x.source == "embedding" or (x.source == "mlm" and (x.mlm == "teacher" or x.fallback == "embedding"))
-    return {"augment": a, "task": cfg.task.name, "source": cfg.task.source, "data": source_file,
+    t = cfg.task  # your own data: what its rows are read as
+    columns = [list(t.text_columns), t.label_column, t.label_columns and list(t.label_columns),
+               t.labels and list(t.labels), t.problem_type]
+    return {"augment": a, "task": cfg.task.name, "source": cfg.task.source, "data": source_file, "columns": columns,
             "train_limit": cfg.task.train_limit, "seed": cfg.seed, "teacher": teacher if uses_teacher else None}
 
 
 def _source_file(cfg, spec) -> str:
+    if spec.glue is None:  # your own data
+        return userdata.origin(cfg.task, "train")
     if cfg.task.source != "tsv":
-        return f"hub:{spec.hub_name}"
-    path = Path(cfg.task.data_dir) / spec.train_file
+        return f"hub:{spec.glue.hub_name}"
+    path = Path(cfg.task.data_dir) / spec.glue.train_file
     return data.file_fingerprint(path) if path.is_file() else str(path)
 
 
@@ -121,11 +122,15 @@ def run(cfg) -> dict:
         return result
     save_config(run_dir, cfg)
 
-    raw = data.load_glue_split(spec, "train", cfg.task.source, cfg.task.data_dir, cfg.task.train_limit)
+    if spec.glue is None:
+        raw = userdata.load_split(cfg.task, spec, "train", str(Path(cfg.paths.cache) / "datasets" / "raw"),
+                                  cfg.task.train_limit)
+    else:
+        raw = data.load_glue_split(spec, "train", cfg.task.source, cfg.task.data_dir, cfg.task.train_limit)
     sources = build.augment_sources(cfg)
     if sources["note"]:
         print(f"[tinykd] {sources['note']}")
-    feats = row_schema(spec.is_regression)
+    feats = row_schema(spec)
     count = len(raw)
     n_shards = math.ceil(count / a.shard_size)
     shards_dir = run_dir / SHARDS
@@ -145,7 +150,7 @@ def run(cfg) -> dict:
         rows = raw[lo:hi]
         stats: dict = {}
         cols = augment.augment_examples(
-            rows["text_a"], rows["text_b"] if spec.text_b is not None else None, rows["label"],
+            rows["text_a"], rows["text_b"] if spec.pair else None, rows["label"],
             n=a.n, k=a.k, p=a.p, seed=cfg.seed, vectors=sources["vectors"], model=sources["model"],
             tokenizer=sources["tokenizer"], batch_size=a.batch_size, max_len=a.max_seq_len, max_tokens=a.max_tokens,
             lowercase=a.lowercase, start_index=lo, include_originals=False, stats=stats, mlm_mode=a.mlm_mode,

@@ -25,8 +25,8 @@ def run(cfg) -> dict:
             "evaluate a model trained for this task (task=<name>).",
         )
     tokenizer = models.load_tokenizer(source, "model")
-    model = models.load_classifier(source, spec.num_labels, None, "model")
-    dev_ds = build.task_split(cfg, tokenizer, "dev")
+    model = models.load_classifier(source, spec.num_labels, None, "model", spec.problem_type)
+    dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
     device = pick_device(cfg.engine.device)
     metrics = evaluate(model.to(device), dev_ds, tokenizer, spec, cfg.train.task_prediction.eval_batch_size, device)
 

@@ -6,7 +6,8 @@ Each step is the ordinary stage with the same config, writing its own run direct
 through files. With `stage.augment=true` the augment stage runs before task distillation,
 which then trains on its output (the teacher still fine-tunes on the original data).
 With resume=true a finished step (its results.json exists) is skipped and an interrupted
-one continues from its checkpoint. A BiLSTM student (`student=bilstm`) has no general stage: its
+one continues from its checkpoint. When `teacher.path` is already a fine-tuned classifier for the task,
+the teacher step is skipped and task distillation uses it as it is. A BiLSTM student (`student=bilstm`) has no general stage: its
 recipe starts from the fine-tuned teacher.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from stages import augment, general, task, teacher
+from tinykd import build
 from tinykd.run import CHECKPOINT, atomic_write_text
 
 STEPS = (("teacher", teacher), ("general", general), ("augment", augment), ("task", task))
@@ -37,8 +39,13 @@ def step_config(cfg, name: str):
 
 def run(cfg) -> dict:
     results = {}
+    # teacher.path already a fine-tuned classifier for the task: task distillation uses it as it is
+    given = None if cfg.stage.teacher_dir else build.given_finetuned_teacher(cfg, build.task_spec(cfg))
     for name, module in STEPS:
         if (name == "augment" and not cfg.stage.augment) or (name == "general" and cfg.student.arch == "bilstm"):
+            continue
+        if name == "teacher" and given is not None:
+            print(f"[tinykd] pipeline: teacher.path={given} is a fine-tuned classifier for the task: no stage=teacher")
             continue
         sub, finished = step_config(cfg, name)
         if name == "task" and cfg.stage.augment:  # task distillation (only) trains on the augmented set
@@ -58,11 +65,11 @@ def run(cfg) -> dict:
     summary = {
         "stage": "pipeline",
         "task": cfg.task.name,
-        "teacher_dev": results["teacher"]["dev"],
+        "teacher_dev": results["task"]["teacher_dev"] or results["teacher"]["dev"],
         "student_dev": results["task"]["dev"],
         "main_metric": results["task"]["main_metric"],
         "dev": results["task"]["dev"],
-        "teacher_export": results["teacher"]["export"],
+        "teacher_export": results["teacher"]["export"] if "teacher" in results else given,
         "general_export": results["general"]["export"] if "general" in results else None,
         "augmented": results["augment"]["data"] if "augment" in results else None,
         "student_export": results["task"]["export"],

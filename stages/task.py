@@ -57,7 +57,7 @@ def build_student(cfg, spec, teacher, teacher_tok):
                           "set student.init=general, random, teacher_layers, or an existing model directory.")
     check_vocab = models.load_tokenizer(str(path), "student")
     models.check_same_vocab(check_vocab, teacher_tok, str(path), "teacher")
-    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student")
+    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type)
 
 
 def teacher_cache_precision(cfg, examples: int) -> str:
@@ -80,14 +80,13 @@ def run(cfg) -> dict:
     spec = build.task_spec(cfg)
 
     # --- build: the fine-tuned teacher (frozen), the student, matches and projections, data
-    teacher_dir = build.finetuned_teacher_dir(cfg)
-    tokenizer = models.load_tokenizer(teacher_dir)
-    teacher = models.freeze(models.load_classifier(teacher_dir, spec.num_labels, spec.label_names, "teacher"))
+    teacher_dir, teacher = build.finetuned_teacher(cfg, spec)  # classes matched to the task's by name
+    tokenizer = models.load_tokenizer(teacher_dir)  # the student keeps the teacher's tokenizer
     student = build_student(cfg, spec, teacher, tokenizer)
-    distiller = build.distiller(cfg, student, teacher)
-    train_ds = build.task_split(cfg, tokenizer, "train")
-    dev_ds = build.task_split(cfg, tokenizer, "dev")
     phases = list(cfg.stage.phases)  # checked at start-up (config.check)
+    distiller = build.distiller(cfg, student, teacher, capture="intermediate" in phases)
+    train_ds = build.task_split(cfg, spec, tokenizer, "train")
+    dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
     teacher_gate = None
     if phases != ["finetune"]:
         teacher.to(pick_device(cfg.engine.device))
@@ -135,11 +134,21 @@ def run(cfg) -> dict:
             models.export(student, tokenizer, run_dir / "student")
     logger.close()
     out = run_dir / "student"
+    device, batch_size = pick_device(cfg.engine.device), cfg.train.task_prediction.eval_batch_size
+    teacher_dev = (None if phases == ["finetune"] else  # the baseline never runs the teacher
+                   evaluate(teacher.to(device), dev_ds, tokenizer, spec, batch_size, device))  # the figure to retain
+    test = None
+    if cfg.task.test and spec.glue is None:  # the dev-selected student (as exported) and the teacher on task.test
+        exported = models.load_classifier(str(out), spec.num_labels, None, "student").to(device)
+        test = {"student": build.test_score(cfg, spec, exported, tokenizer, batch_size, device),
+                "teacher": teacher_dev and build.test_score(cfg, spec, teacher.to(device), tokenizer, batch_size, device)}
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
-              "main_metric": spec.main_metric, "best_step": best["step"], "phases": phases,
+              "teacher_dev": teacher_dev, "test": test, "main_metric": spec.main_metric, "best_step": best["step"], "phases": phases,
               "teacher": teacher_dir, "teacher_gate": teacher_gate}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
-    print(f"[tinykd] student dev {spec.main_metric} = {best['dev'][spec.main_metric]:.4f} (best step {best['step']})")
+    m = spec.main_metric
+    print(f"[tinykd] student dev {m} = {best['dev'][m]:.4f} (best step {best['step']})"
+          + (f"; teacher {teacher_dev[m]:.4f}" if teacher_dev else ""))
     print(f"[tinykd] exported student: {out}")
     return result
 
@@ -168,7 +177,7 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
         elif name == "finetune":  # no distillation: the gold labels only
             with engine.autocast():
                 s_logits = student(**models.model_inputs(student, batch)).logits
-                loss = task_loss(s_logits, batch["labels"], spec.is_regression)
+                loss = task_loss(s_logits, batch["labels"], spec.problem_type)
                 parts = {"task": loss.detach()}
         else:
             if "teacher_logits" in batch:  # cached (distill.teacher_cache): the teacher does not run
@@ -179,11 +188,11 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
             with engine.autocast():
                 s_logits = student(**models.model_inputs(student, batch)).logits
                 pred = prediction_loss(s_logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
-                                       spec.is_regression)
+                                       spec.problem_type)
                 parts = {"prediction": pred.detach()}
                 loss = w.prediction * pred
                 if w.hard_label:
-                    hard = task_loss(s_logits, batch["labels"], spec.is_regression)
+                    hard = task_loss(s_logits, batch["labels"], spec.problem_type)
                     parts["hard_label"] = hard.detach()
                     loss = loss + w.hard_label * hard
         if not loop.update(loss, parts, items=batch["input_ids"].size(0)):

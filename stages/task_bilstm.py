@@ -35,19 +35,21 @@ from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate, evaluate_and_keep_best
 from tinykd.loop import StepBudget
+from tinykd.choices import SINGLE_LABEL
 from tinykd.losses import prediction_loss, task_loss
 from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, remaining_phases,
                         save_config)
 
 
-def transfer_set(cfg, tokenizer, labelled_count: int):
+def transfer_set(cfg, spec, tokenizer, labelled_count: int):
     """The unlabeled transfer data, tokenised (its labels are never read)."""
     where, limit = cfg.stage.transfer, cfg.stage.transfer_limit
     # the whole training set (no task.train_limit), or the datasets directory `where`
-    ds = data.load_task_split(build.task_spec(cfg), "train", tokenizer, source=cfg.task.source,
+    ds = data.load_task_split(spec, "train", tokenizer, source=cfg.task.source,
                               data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=None,
                               cache_dir=str(Path(cfg.paths.cache) / "datasets"),
-                              augmented=None if where in ("train", "rest") else where)
+                              augmented=None if where in ("train", "rest") else where,
+                              task=cfg.task if spec.glue is None else None)
     if where == "rest":
         ds = ds.select(range(labelled_count, len(ds)))
     if limit is not None:
@@ -64,15 +66,14 @@ def run(cfg) -> dict:
     phases = list(cfg.stage.bilstm_phases)  # checked at start-up (config.check), with distill.transfer_targets
 
     # --- build: the fine-tuned teacher (frozen), the student and its projection, the data
-    teacher_dir = build.finetuned_teacher_dir(cfg)
+    teacher_dir, teacher = build.finetuned_teacher(cfg, spec)  # classes matched to the task's by name
     tokenizer = models.load_tokenizer(teacher_dir)
-    teacher = models.freeze(models.load_classifier(teacher_dir, spec.num_labels, spec.label_names, "teacher"))
     student = build.bilstm_student(cfg, teacher, tokenizer, spec)
     # the representation's projection to the teacher's width: beside the student, never exported
     projection = nn.Linear(student.config.representation_size, teacher.config.hidden_size)
     trainable = nn.ModuleDict({"student": student, "projection": projection})
-    labelled = build.task_split(cfg, tokenizer, "train")
-    dev = build.task_split(cfg, tokenizer, "dev")
+    labelled = build.task_split(cfg, spec, tokenizer, "train")
+    dev = build.task_split(cfg, spec, tokenizer, "dev")
     device = pick_device(cfg.engine.device)
     teacher.to(device)
     teacher_gate = gate.check_teacher(
@@ -81,7 +82,7 @@ def run(cfg) -> dict:
     run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
     save_config(run_dir, cfg)
     transfer = teacher_outputs.with_teacher_outputs(
-        teacher, teacher_dir, transfer_set(cfg, tokenizer, len(labelled)), tokenizer,
+        teacher, teacher_dir, transfer_set(cfg, spec, tokenizer, len(labelled)), tokenizer,
         batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device,
         cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"), progress=cfg.progress, precision="fp32")
     print(f"[tinykd] stage=task student=bilstm task={spec.name} teacher={teacher_dir} labelled={len(labelled)} "
@@ -109,11 +110,13 @@ def run(cfg) -> dict:
 
     # --- the exported student: its size and CPU latency beside the teacher's (same code, same inputs)
     out = run_dir / "student"
-    exported = models.load_classifier(str(out), spec.num_labels, spec.label_names, "student").to(device)
+    exported = models.load_classifier(str(out), spec.num_labels, spec.label_names, "student",
+                                      spec.problem_type).to(device)
     timing = {name: {f"b{b}": latency.measure(m, b, 64, repeats=cfg.stage.latency_repeats) for b in (1, 32)}
               for name, m in (("student", exported), ("teacher", teacher))}
+    teacher_dev = evaluate(teacher.to(device), dev, tokenizer, spec, cfg.train.bilstm_finetune.eval_batch_size, device)
     result = {"stage": "task", "student": "bilstm", "task": spec.name, "run_dir": str(run_dir), "export": str(out),
-              "dev": best["dev"], "main_metric": spec.main_metric, "best_step": best["step"],
+              "dev": best["dev"], "teacher_dev": teacher_dev, "main_metric": spec.main_metric, "best_step": best["step"],
               "best_phase": best["phase"], "teacher": teacher_dir, "teacher_gate": teacher_gate, "transfer": cfg.stage.transfer,
               "transfer_examples": len(transfer), "labelled_examples": len(labelled),
               "transfer_targets": cfg.distill.transfer_targets,
@@ -157,11 +160,11 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, student, p
             loss = F.mse_loss(projection(out.hidden_states[0]), batch["teacher_rep"])
         elif name == "logits":
             t_logits = batch["teacher_logits"]
-            loss = (task_loss(out.logits, t_logits.argmax(-1), False) if hard else
+            loss = (task_loss(out.logits, t_logits.argmax(-1), SINGLE_LABEL) if hard else
                     prediction_loss(out.logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
-                                    spec.is_regression))
+                                    spec.problem_type))
         else:
-            loss = task_loss(out.logits, batch["labels"], spec.is_regression)
+            loss = task_loss(out.logits, batch["labels"], spec.problem_type)
         if not loop.update(loss, {name: loss.detach()}, items=batch["input_ids"].size(0)):
             continue
         if name != "representation" and loop.eval_due:

@@ -22,9 +22,9 @@ def run(cfg) -> dict:
     # --- build: pretrained encoder + a fresh classification head, the task's data
     source = build.teacher_source(cfg)
     tokenizer = models.load_tokenizer(source)
-    model = models.load_classifier(source, spec.num_labels, spec.label_names, "teacher")
-    train_ds = build.task_split(cfg, tokenizer, "train")
-    dev_ds = build.task_split(cfg, tokenizer, "dev")
+    model = models.load_classifier(source, spec.num_labels, spec.label_names, "teacher", spec.problem_type)
+    train_ds = build.task_split(cfg, spec, tokenizer, "train")
+    dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
 
     run_dir = prepare_run_dir(cfg.runs.teacher, cfg.resume)
     save_config(run_dir, cfg)
@@ -41,7 +41,7 @@ def run(cfg) -> dict:
     for batch in loop:
         with engine.autocast():
             logits = model(**models.model_inputs(model, batch)).logits
-            loss = task_loss(logits, batch["labels"], spec.is_regression)
+            loss = task_loss(logits, batch["labels"], spec.problem_type)
         if loop.update(loss, {"task": loss.detach()}, items=batch["input_ids"].size(0)):
             if loop.eval_due and not loop.finished:  # the last step's evaluation follows the loop
                 loop.log({f"dev/{k}": v for k, v in
@@ -54,11 +54,12 @@ def run(cfg) -> dict:
     # --- evaluate and export
     metrics = evaluate(model, dev_ds, tokenizer, spec, hp.eval_batch_size, device)
     loop.log({f"dev/{k}": v for k, v in metrics.items()})
+    test = build.test_score(cfg, spec, model, tokenizer, hp.eval_batch_size, device)
     logger.close()
     with engine.gathered():  # ZeRO-3: the full weights for rank 0 to write
         out = models.export(model, tokenizer, run_dir / "teacher")
     result = {"stage": "teacher", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": metrics,
-              "main_metric": spec.main_metric, "steps": loop.step}
+              "test": test, "main_metric": spec.main_metric, "steps": loop.step}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] teacher dev {spec.main_metric} = {metrics[spec.main_metric]:.4f}")
     print(f"[tinykd] exported teacher: {out}")

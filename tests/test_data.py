@@ -50,7 +50,7 @@ def test_read_glue_dev_row_counts(task, folder, rows):
     cols = data.read_glue_tsv(GLUE / folder / "dev.tsv", spec)
     assert len(cols["text_a"]) == len(cols["text_b"]) == len(cols["label"]) == rows
     assert all(isinstance(a, str) and a for a in cols["text_a"])
-    if spec.text_b is None:
+    if not spec.pair:
         assert all(b is None for b in cols["text_b"])
     else:
         assert all(isinstance(b, str) and b for b in cols["text_b"])

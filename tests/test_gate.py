@@ -39,7 +39,7 @@ def smoke_teacher(make_cfg):
     from tinykd import build
 
     tok = models.load_tokenizer(res["export"])
-    return Path(res["export"]), tok, build.task_split(cfg, tok, "dev"), make_cfg
+    return Path(res["export"]), tok, build.task_split(cfg, SST2, tok, "dev"), make_cfg
 
 
 def fit_on(model, ds, tok, steps: int = 200):
@@ -95,20 +95,43 @@ def test_task_stage_refuses_an_unfinetuned_teacher(smoke_teacher, tmp_path):
     assert not Path(cfg.runs.task).exists(), "the gate refuses before the run directory is written"
 
 
-def test_task_stage_refuses_a_label_order_mismatch(smoke_teacher, tmp_path):
+def test_task_stage_reorders_a_teacher_labelled_in_another_order(smoke_teacher, tmp_path):
+    """A teacher whose head lists the classes in another order (and says so in id2label) is reordered by
+    name and passes the gate; one whose id2label lies about its head is then below chance and refused."""
     path, tok, dev, make_cfg = smoke_teacher
     model = fit_on(models.load_classifier(str(path), 2, SST2.label_names), dev, tok)
+    with torch.no_grad():  # the same teacher, its classes in the other order: rows and names both swapped
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
     model.config.id2label = {0: "positive", 1: "negative"}
     model.config.label2id = {"positive": 0, "negative": 1}
-    swapped = models.export(model, tok, tmp_path / "swapped")
-    assert json.loads((swapped / "config.json").read_text())["id2label"] == {"0": "positive", "1": "negative"}
-    base = ("stage=task", "task=sst2", "debug=smoke", "student.init=random", f"stage.teacher_dir={swapped}")
-    with pytest.raises(TinyKDError, match=r"does not label task sst2's classes in its order") as err:
-        run_stage(make_cfg(*base, "distill.allow_weak_teacher=false"))
-    assert "['positive', 'negative']" in str(err.value)
-    with pytest.warns(UserWarning, match="does not label task sst2's classes"):
-        res = run_stage(make_cfg(*base, "distill.allow_weak_teacher=true"))
-    assert res["teacher_gate"]["passed"] is False and res["teacher_gate"]["score"] > res["teacher_gate"]["threshold"]
+    other_order = models.export(model, tok, tmp_path / "other_order")
+    assert json.loads((other_order / "config.json").read_text())["id2label"] == {"0": "positive", "1": "negative"}
+    base = ("stage=task", "task=sst2", "debug=smoke", "student.init=random", "distill.allow_weak_teacher=false")
+    res = run_stage(make_cfg(*base, f"stage.teacher_dir={other_order}"))
+    assert res["teacher_gate"]["passed"] and res["teacher_gate"]["score"] > res["teacher_gate"]["threshold"]
+
+    # names swapped but not the head: reordered by its (wrong) names, the teacher is below chance
+    model.config.id2label = {0: "negative", 1: "positive"}
+    model.config.label2id = {"negative": 0, "positive": 1}
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.config.id2label = {0: "positive", 1: "negative"}
+    model.config.label2id = {"positive": 0, "negative": 1}
+    misnamed = models.export(model, tok, tmp_path / "misnamed")
+    with pytest.raises(TinyKDError, match=r"not above chance") as err:
+        run_stage(make_cfg(*base, f"stage.teacher_dir={misnamed}", "paths.runs=" + str(tmp_path / "runs2")))
+    assert "classes are in another order" in str(err.value)
+
+    # other names: refused whatever allow_weak_teacher says
+    model.config.id2label = {0: "bad", 1: "good"}
+    model.config.label2id = {"bad": 0, "good": 1}
+    renamed = models.export(model, tok, tmp_path / "renamed")
+    for weak in ("false", "true"):
+        with pytest.raises(TinyKDError, match="lacks") as err:
+            run_stage(make_cfg(*base[:-1], f"distill.allow_weak_teacher={weak}", f"stage.teacher_dir={renamed}"))
+        assert "negative" in str(err.value) and "good" in str(err.value)
 
 
 def test_finetune_phase_is_labels_only_and_never_runs_the_teacher(smoke_teacher, monkeypatch):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from tinykd.choices import REGRESSION, SINGLE_LABEL
 from tinykd import losses
 from tinykd.distiller import Distiller
 from tinykd.layermap import LayerMatch, resolve_matches
@@ -164,18 +165,18 @@ def test_kl_div_t2_is_zero_for_identical_logits(temperature):
 
 def test_prediction_loss_dispatches_on_kind():
     s, te = t(STUDENT), t(TEACHER)
-    assert close(losses.prediction_loss(s, te, "soft_ce", 2.0, regression=False),
+    assert close(losses.prediction_loss(s, te, "soft_ce", 2.0, problem_type=SINGLE_LABEL),
                  float(losses.soft_cross_entropy(s, te, 2.0)))
-    assert close(losses.prediction_loss(s, te, "kl", 2.0, regression=False), float(losses.kl_div_t2(s, te, 2.0)))
+    assert close(losses.prediction_loss(s, te, "kl", 2.0, problem_type=SINGLE_LABEL), float(losses.kl_div_t2(s, te, 2.0)))
     with pytest.raises(ValueError, match="unknown prediction loss"):
-        losses.prediction_loss(s, te, "hinge", 1.0, regression=False)
+        losses.prediction_loss(s, te, "hinge", 1.0, problem_type=SINGLE_LABEL)
 
 
 def test_prediction_loss_mse_regresses_the_logits_with_no_temperature():
     # (0-0)², (ln3-0)², (0-ln3)², (ln3-0)² over the 4 entries, whatever T
     expected = 3 * LN3**2 / 4
     for temp in (1.0, 4.0):
-        assert close(losses.prediction_loss(t(STUDENT), t(TEACHER), "mse", temp, regression=False), expected)
+        assert close(losses.prediction_loss(t(STUDENT), t(TEACHER), "mse", temp, problem_type=SINGLE_LABEL), expected)
 
 
 def test_prediction_loss_regression_is_mse_and_ignores_temperature():
@@ -183,20 +184,20 @@ def test_prediction_loss_regression_is_mse_and_ignores_temperature():
     teacher = [[1.5], [2.0], [5.0]]
     expected = (0.5**2 + 0**2 + 2**2) / 3
     for kind, temp in [("soft_ce", 1.0), ("kl", 4.0)]:
-        assert close(losses.prediction_loss(t(student), t(teacher), kind, temp, regression=True), expected)
+        assert close(losses.prediction_loss(t(student), t(teacher), kind, temp, problem_type=REGRESSION), expected)
 
 
 def test_task_loss_classification_is_cross_entropy():
     logits = t([[0.0, LN3], [0.0, LN3]])
     labels = torch.tensor([1, 0])
     expected = (-math.log(3 / 4) - math.log(1 / 4)) / 2
-    assert close(losses.task_loss(logits, labels, regression=False), expected)
+    assert close(losses.task_loss(logits, labels, problem_type=SINGLE_LABEL), expected)
 
 
 def test_task_loss_regression_is_mse_with_integer_labels_cast():
     logits = t([[1.0], [2.0]])
-    assert close(losses.task_loss(logits, t([0.5, 4.0]), regression=True), (0.5**2 + 2**2) / 2)
-    assert close(losses.task_loss(logits, torch.tensor([1, 3]), regression=True), (0**2 + 1**2) / 2)
+    assert close(losses.task_loss(logits, t([0.5, 4.0]), problem_type=REGRESSION), (0.5**2 + 2**2) / 2)
+    assert close(losses.task_loss(logits, torch.tensor([1, 3]), problem_type=REGRESSION), (0**2 + 1**2) / 2)
 
 
 # ----------------------------------------------------------------------------- Distiller
@@ -298,3 +299,48 @@ def test_distiller_equal_widths_uses_identity_without_parameters():
     assert math.isclose(float(parts["embedding/0"]), 4 / 3, rel_tol=1e-6)
     assert math.isclose(float(parts["hidden/1"]), 3 / 3, rel_tol=1e-6)
     assert math.isclose(total.item(), 4 / 3 + 1, rel_tol=1e-6)
+
+
+# --- multi-label: a sigmoid per label (teacher z_T = [0, ln 3] -> p = [1/2, 3/4]; student [ln 3, 0] -> q = [3/4, 1/2])
+
+
+def _bce(p: float, q: float) -> float:
+    return -(p * math.log(q) + (1 - p) * math.log(1 - q))
+
+
+def test_binary_soft_cross_entropy_by_hand_at_t1():
+    s, te = t([[LN3, 0.0]]), t([[0.0, LN3]])
+    expected = (_bce(0.5, 0.75) + _bce(0.75, 0.5)) / 2  # the mean over the 2 labels of 1 example
+    assert close(losses.binary_soft_cross_entropy(s, te, 1.0), expected)
+    from tinykd.choices import MULTI_LABEL
+
+    assert close(losses.prediction_loss(s, te, "soft_ce", 1.0, problem_type=MULTI_LABEL), expected)
+
+
+def test_binary_soft_cross_entropy_divides_both_logits_by_t():
+    s, te = t([[LN3, 0.0]]), t([[0.0, LN3]])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    # T = 2: p = [σ(0), σ(ln3 / 2)] = [1/2, √3/(1+√3)], q = [σ(ln3 / 2), 1/2]
+    p2 = sig(LN3 / 2)
+    assert abs(p2 - math.sqrt(3) / (1 + math.sqrt(3))) < 1e-12
+    expected = (_bce(0.5, p2) + _bce(p2, 0.5)) / 2
+    assert close(losses.binary_soft_cross_entropy(s, te, 2.0), expected)
+
+
+def test_binary_kl_t2_is_soft_ce_less_teacher_entropy_times_t2():
+    s, te = t([[LN3, 0.0]]), t([[0.0, LN3]])
+    from tinykd.choices import MULTI_LABEL
+
+    ce = (_bce(0.5, 0.75) + _bce(0.75, 0.5)) / 2
+    entropy = (_bce(0.5, 0.5) + _bce(0.75, 0.75)) / 2
+    assert close(losses.prediction_loss(s, te, "kl", 1.0, problem_type=MULTI_LABEL), ce - entropy)
+    assert abs(float(losses.binary_kl_t2(te, te.clone(), 3.0))) < 1e-6  # zero for the teacher itself
+
+
+def test_task_loss_multi_label_is_mean_binary_cross_entropy():
+    from tinykd.choices import MULTI_LABEL
+
+    logits = t([[0.0, LN3], [LN3, 0.0]])
+    labels = t([[1.0, 0.0], [1.0, 1.0]])
+    expected = (-math.log(0.5) - math.log(0.25) - math.log(0.75) - math.log(0.5)) / 4
+    assert close(losses.task_loss(logits, labels, problem_type=MULTI_LABEL), expected)

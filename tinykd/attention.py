@@ -14,6 +14,10 @@ An attention function registered under a new name gets no padding mask unless a 
 function is registered for the same name in `AttentionMaskInterface`; we register the
 eager (additive) mask, so padding is honoured exactly as in eager attention.
 
+Not every architecture dispatches through `AttentionInterface` (in transformers 5.24 DeBERTa-v2
+and MPNet compute attention inline); for those, `set_attn_implementation` only logs a warning.
+`dispatching_modules` tells them apart by running the model once with a third, recording function.
+
 Speed (one distillation step is mostly these functions): the query is scaled before Q·Kᵀ (a
 (B, H, L, d) product instead of a (B, H, L, L) one); a layer whose map nobody reads
 (`capture_layers`: e.g. teacher layers 1 and 4 of a 6 -> 4 map) runs PyTorch's fused
@@ -26,6 +30,8 @@ unfused in training too, since the fused CPU kernel's dropout is the slow per-el
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 from transformers import AttentionInterface
@@ -36,6 +42,9 @@ from tinykd.choices import ATTENTION_TARGETS
 
 SCORES = "tinykd_scores"
 PROBS = "tinykd_probs"
+PROBE = "tinykd_probe"  # `dispatching_modules`: records who calls it, computes eager attention
+
+_probed: Optional[list] = None  # the modules that called the probe, while `dispatching_modules` runs
 
 
 def _fused(module, query, key, value, attention_mask, scaling, dropout):
@@ -73,11 +82,47 @@ def probs_attention(module, query, key, value, attention_mask, scaling=None, dro
     return _attention(module, query, key, value, attention_mask, scaling, dropout, False)
 
 
+def probe_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    if _probed is not None:
+        _probed.append(module)
+    return _attention(module, query, key, value, attention_mask, scaling, dropout, False)
+
+
 def register() -> None:
-    AttentionInterface.register(SCORES, scores_attention)
-    AttentionInterface.register(PROBS, probs_attention)
-    AttentionMaskInterface.register(SCORES, eager_mask)
-    AttentionMaskInterface.register(PROBS, eager_mask)
+    for name, fn in ((SCORES, scores_attention), (PROBS, probs_attention), (PROBE, probe_attention)):
+        AttentionInterface.register(name, fn)
+        AttentionMaskInterface.register(name, eager_mask)
+
+
+@torch.no_grad()
+def dispatching_modules(model) -> list[nn.Module]:
+    """The distinct modules that call transformers' `AttentionInterface` in one forward pass of
+    `model` on a 4-token example: the attention whose maps `tinykd_scores`/`tinykd_probs` can
+    return. A model whose attention computes its scores inline (no dispatch) gives none, and
+    then `set_attn_implementation` only logs a warning and `output_attentions` silently returns
+    eager probabilities: this is how that case is told apart.
+
+    The model comes back as it was: attention implementation, and train/eval mode per module
+    (the pass runs in eval mode, so it draws no dropout and leaves the RNG untouched).
+    """
+    global _probed
+    register()
+    impl = model.config._attn_implementation
+    modes = {m: m.training for m in model.modules()}
+    ids = torch.arange(2, 6, device=model.device).remainder(model.config.vocab_size).unsqueeze(0)
+    _probed = []
+    try:
+        model.set_attn_implementation(PROBE)
+        model.eval()
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        seen = list({id(m): m for m in _probed}.values())
+    finally:
+        _probed = None
+        if model.config._attn_implementation != impl:
+            model.set_attn_implementation(impl)
+        for m, training in modes.items():
+            m.training = training
+    return seen
 
 
 def capture_layers(model, layers) -> None:

@@ -17,15 +17,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from tinykd import attention, data, models
+from tinykd import attention, data, models, teachers
 from tinykd.data import Batcher
-from tinykd.distiller import Distiller, check_compatible, use_attention_target
+from tinykd.distiller import Distiller, check_attention_capture, check_compatible, use_attention_target
 from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
 from tinykd.layermap import FEATURES, LayerMatch, format_table, resolve_matches
 from tinykd.loop import PhaseLoop
 from tinykd.run import seed_everything
-from tinykd.tasks import TaskSpec, get_task
+from tinykd.tasks import TaskSpec, described_in_config, get_task
 
 
 def teacher_source(cfg) -> str:
@@ -50,14 +50,21 @@ def teacher_source(cfg) -> str:
 
 def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
     """The student's HF config from `cfg.student`: null sizes take the teacher's value (layers:
-    half the teacher's, rounded up); a task spec adds its labels."""
+    half the teacher's, rounded up); a task spec adds its labels and problem type."""
+    config = _student_config(cfg, teacher_config, spec)
+    if spec is not None:
+        config.problem_type = spec.problem_type
+    return config
+
+
+def _student_config(cfg, teacher_config, spec: Optional[TaskSpec]):
     s, tc = cfg.student, teacher_config
     layers = s.num_layers if s.num_layers is not None else math.ceil(tc.num_hidden_layers / 2)
     labels = dict(num_labels=spec.num_labels, label_names=spec.label_names) if spec is not None else {}
     if s.arch == "bilstm":
         from tinykd.bilstm import BiLSTMConfig
 
-        kw = models.label_kwargs(spec.num_labels, spec.label_names) if spec is not None else {}
+        kw = models.label_kwargs(spec.num_labels, spec.label_names, spec.problem_type) if spec is not None else {}
         return BiLSTMConfig(vocab_size=tc.vocab_size, embedding_dim=s.embedding_dim or tc.hidden_size,
                             hidden_size=s.hidden_size or tc.hidden_size, num_layers=s.num_layers or 1,
                             representation_size=s.representation_size or tc.hidden_size, dropout=s.dropout,
@@ -143,32 +150,100 @@ def mlm_teacher(cfg):
     )
 
 
-def finetuned_teacher_dir(cfg) -> str:
-    """The fine-tuned teacher for task distillation (what `stage=teacher` exported)."""
-    path = Path(cfg.stage.teacher_dir)
+def given_finetuned_teacher(cfg, spec: TaskSpec) -> Optional[str]:
+    """`teacher.path` when it is already a fine-tuned classifier for this task (it then needs no
+    `stage=teacher`), else None (a pretrained encoder, or the tiny test teacher). A classifier with
+    another number of outputs than the task's classes is refused: it was fine-tuned for another task."""
+    if cfg.teacher.path is None:
+        return None
+    source = teacher_source(cfg)
+    config = models.model_config(source)
+    if not teachers.is_finetuned_classifier(config, config.num_labels):
+        return None
+    if config.num_labels != spec.num_labels:
+        names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+        raise TinyKDError(
+            f"The teacher at {source} is a classifier with {config.num_labels} outputs {names}, but task {spec.name} "
+            f"has {spec.num_labels} classes {list(spec.label_names or [])}.",
+            "use a teacher fine-tuned on this task's labels, or teacher.path=<its pretrained encoder> to fine-tune one "
+            "with stage=teacher.")
+    return source
+
+
+def finetuned_teacher_dir(cfg, spec: TaskSpec) -> str:
+    """The fine-tuned teacher for task distillation: `stage.teacher_dir` when set; else `teacher.path`
+    when it is a fine-tuned classifier for the task; else what `stage=teacher` exported."""
+    if cfg.stage.teacher_dir:
+        path = Path(cfg.stage.teacher_dir)
+    else:
+        given = given_finetuned_teacher(cfg, spec)
+        if given is not None:
+            return given
+        path = Path(cfg.runs.teacher) / "teacher"
     if not (path / "config.json").is_file():
         raise TinyKDError(
             f"No fine-tuned teacher at {path}.",
-            f"run `python -m tinykd stage=teacher task={cfg.task.name}` first (same teacher/debug options), or set "
-            "stage.teacher_dir=<a fine-tuned sequence-classification model directory>.",
+            f"run `python -m tinykd stage=teacher task={cfg.task.name}` first (same teacher/debug options), set "
+            "stage.teacher_dir=<a fine-tuned sequence-classification model directory>, or teacher.path=<a fine-tuned "
+            "classifier for this task> (README, \"Your own data\").",
         )
     return str(path)
 
 
+def finetuned_teacher(cfg, spec: TaskSpec):
+    """The fine-tuned teacher for task distillation, loaded and frozen: (its directory or hub id, the
+    model). Its classes are matched to the task's by name (`teachers.align_labels`): a head in
+    another order is reordered, one with other names or another count refused."""
+    source = finetuned_teacher_dir(cfg, spec)
+    config = models.model_config(source)
+    if config.num_labels != spec.num_labels:
+        teachers.label_permutation(config.id2label, spec.label_names, source=source)  # raises: the counts differ
+    teacher = models.load_classifier(source, spec.num_labels, None, "teacher", spec.problem_type)
+    perm = teachers.align_labels(teacher, spec.label_names, source=source)
+    if perm is not None:
+        print(f"[tinykd] teacher {source}: its classes reordered to the task's by name "
+              f"({[teacher.config.id2label[i] for i in range(spec.num_labels)]}; teacher outputs {perm})")
+    return source, models.freeze(teacher)
+
+
 def task_spec(cfg) -> TaskSpec:
+    """The task: a GLUE task's registry entry, or (your own data) one built from `task.*` and the training split."""
+    if described_in_config(cfg.task):
+        from tinykd import userdata
+
+        return userdata.build_spec(cfg.task, str(Path(cfg.paths.cache) / "datasets" / "raw"))
     return get_task(cfg.task.name)
 
 
-def task_split(cfg, tokenizer, split: str):
-    spec = task_spec(cfg)
+def task_split(cfg, spec: TaskSpec, tokenizer, split: str, *, limit: Optional[int] | str = "config"):
+    """A split (train, dev or test) of the task, tokenised. `limit`: the first N rows; by default
+    task.train_limit / task.dev_limit (none for test)."""
+    if limit == "config":
+        # an augmented set is used whole: stage=augment already applied train_limit to its sources
+        limit = {"train": None if cfg.task.augmented else cfg.task.train_limit, "dev": cfg.task.dev_limit}.get(split)
     return data.load_task_split(
         spec, split, tokenizer,
-        source=cfg.task.source, data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len,
-        # an augmented set is used whole: stage=augment already applied train_limit to its sources
-        limit=(None if cfg.task.augmented else cfg.task.train_limit) if split == "train" else cfg.task.dev_limit,
+        source=cfg.task.source, data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=limit,
         cache_dir=str(Path(cfg.paths.cache) / "datasets"),
         augmented=cfg.task.augmented if split == "train" else None,
+        task=cfg.task if spec.glue is None else None,
     )
+
+
+def test_score(cfg, spec: TaskSpec, model, tokenizer, batch_size: int, device) -> Optional[dict]:
+    """The model's scores on `task.test` (your own data), when it is set and labelled; else None. Only
+    models already selected on dev are scored here: nothing is chosen by it."""
+    if spec.glue is not None or not cfg.task.test:
+        return None
+    from tinykd import userdata
+    from tinykd.evaluate import evaluate
+
+    if not userdata.has_labels(cfg.task, "test", str(Path(cfg.paths.cache) / "datasets" / "raw")):
+        return None
+    test = task_split(cfg, spec, tokenizer, "test")
+    scores = evaluate(model, test, tokenizer, spec, batch_size, device)
+    print("[tinykd] test: " + ", ".join(f"{k} = {v:.4f}" for k, v in scores.items()) + f" ({len(test)} examples)")
+    return scores
 
 
 def corpus(cfg, tokenizer):
@@ -188,10 +263,13 @@ def matches(cfg, n_teacher: int, n_student: int, features: Sequence[str] = FEATU
     return found
 
 
-def distiller(cfg, student, teacher):
-    """Matches, projections and attention capture for a student/teacher pair, validated."""
+def distiller(cfg, student, teacher, *, capture: bool = True):
+    """Matches, projections and attention capture for a student/teacher pair, validated (with
+    `capture`, by one short forward of each model that the attention maps are really captured)."""
     found = matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
     check_compatible(student.config, teacher.config, found, cfg.distill.attention_heads, cfg.distill.attention_target)
+    for model, role in ((teacher, "teacher"), (student, "student")) if capture else ():
+        check_attention_capture(model, found, role)  # refuse, never skip, an attention map that is not captured
     for m in (teacher, student):
         use_attention_target(m, cfg.distill.attention_target)
     # only the mapped layers return attention maps; the others run the fused kernel

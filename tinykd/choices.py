@@ -25,7 +25,24 @@ TASK_PHASES = ("intermediate", "prediction", "finetune")  # finetune: the no-dis
 BILSTM_PHASES = ("representation", "logits", "finetune")
 
 # --- data (task.*, augment.*)
-TASK_SOURCES = ("tsv", "hub")
+TASK_SOURCES = ("tsv", "hub")  # a GLUE task: its TSV files in task.data_dir | the hub's nyu-mll/glue
+# task.format: how task.train/dev/test are read (auto: by extension; a directory: datasets.save_to_disk's)
+DATA_FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "parquet", "arrow")
+# task.problem_type: Hugging Face's config.problem_type values
+SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+# task.metrics: what each problem type can be scored with (scikit-learn / scipy: tinykd/metrics.py), and the
+# default list (the first selects checkpoints). f1 is the positive class's (class id 1) of a two-class task.
+METRICS = {
+    SINGLE_LABEL: ("accuracy", "f1", "macro_f1", "matthews"),
+    MULTI_LABEL: ("micro_f1", "macro_f1", "exact_match"),
+    REGRESSION: ("pearson", "spearman"),
+}
+DEFAULT_METRICS = {
+    SINGLE_LABEL: ("accuracy", "macro_f1"),
+    MULTI_LABEL: ("micro_f1", "macro_f1", "exact_match"),
+    REGRESSION: ("pearson", "spearman"),
+}
 AUGMENT_SOURCES = ("mlm", "glove", "embedding")
 AUGMENT_FALLBACKS = ("glove", "embedding")
 MLM_MODES = ("exact", "masked_once", "single_pass")

@@ -87,7 +87,8 @@ class RunsConfig:
 @dataclass
 class StageConfig:
     name: str = MISSING  # one of STAGE_SPECS (checked with the choices listed)
-    # task stage: the fine-tuned teacher (default: what `stage=teacher` exported)
+    # task stage: the fine-tuned teacher. null: teacher.path when it is already a fine-tuned classifier for the
+    # task (stage=teacher is then skipped), else what `stage=teacher` exported (runs.teacher/teacher)
     teacher_dir: Optional[str] = None
     # task stage: where `student.init=general` finds the general-distilled student
     general_dir: Optional[str] = None
@@ -114,14 +115,32 @@ class StageConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = MISSING  # one of tinykd.tasks.TASKS
-    # tsv: GLUE TSV files in data_dir | hub: datasets.load_dataset("glue", name)
+    # a GLUE task (tinykd.tasks.TASKS: sst2, mrpc, ...), or any name for your own data (task.train set)
+    name: str = MISSING
+    # GLUE: tsv (its TSV files in data_dir) | hub (datasets.load_dataset("nyu-mll/glue", name))
     source: str = one_of("tsv", choices.TASK_SOURCES)
-    data_dir: str = MISSING
+    data_dir: Optional[str] = None  # GLUE: the directory of the task's TSV files
+    # --- your own data (tinykd/userdata.py; README "Your own data"). Files: CSV, TSV, JSON, JSON Lines, Parquet, or a
+    # directory written by datasets' save_to_disk; with `hub`, the split names of that hub dataset.
+    train: Optional[str] = None
+    dev: Optional[str] = None  # checkpoints and sweeps select on it
+    test: Optional[str] = None  # optional: the selected models are also scored on it, at the end
+    format: str = one_of("auto", choices.DATA_FORMATS)  # auto: by the file's extension
+    hub: Optional[str] = None  # a hub dataset id (needs internet): train/dev/test are then its split names
+    hub_config: Optional[str] = None
+    text_columns: List[str] = field(default_factory=lambda: ["text"])  # one (single texts) or two (pairs)
+    label_column: Optional[str] = "label"
+    # multi-label with one 0/1 column per label: those columns (their names are the labels unless `labels` is set)
+    label_columns: Optional[List[str]] = None
+    # the class names in class-id order; null: every label in the training split (numbers numerically, else sorted)
+    labels: Optional[List[str]] = None
+    problem_type: str = one_of(choices.SINGLE_LABEL, choices.PROBLEM_TYPES)
+    # null: by problem type (choices.DEFAULT_METRICS); the first selects checkpoints
+    metrics: Optional[List[str]] = None
     max_seq_len: int = bounded(64, ge=1)
     train_limit: Optional[int] = bounded(None, ge=1)  # first N training rows (None: all)
     dev_limit: Optional[int] = bounded(None, ge=1)
-    augmented: Optional[str] = None  # a datasets directory to train on instead of train.tsv
+    augmented: Optional[str] = None  # a datasets directory to train on instead of the training split
 
 
 @dataclass
@@ -573,9 +592,14 @@ def _check_value(key: str, value, meta, lookup: bool = False) -> None:
 def _check_requirements(cfg) -> None:
     """Options that need another, checked where the stage reads them."""
     if reads(cfg, "task.name"):
-        from tinykd.tasks import get_task
+        from tinykd import tasks
 
-        get_task(cfg.task.name)
+        if tasks.described_in_config(cfg.task):
+            from tinykd import userdata
+
+            userdata.check_settings(cfg.task)
+        else:
+            tasks.get_task(cfg.task.name)
     if reads(cfg, "distill.layer_map") and cfg.distill.layer_map == "list" and cfg.distill.layers is None:
         raise TinyKDError("distill.layer_map=list needs distill.layers (one teacher layer per student layer).",
                           "set distill.layers=[t1,...,tM] (teacher layers 1..N), or distill.layer_map=uniform or last.")
@@ -611,11 +635,13 @@ def _check_combinations(cfg) -> None:
                           "gradual unfreezing changes which parameters train in the middle of a phase, and "
                           "DeepSpeed's ZeRO fixes them when the engine is built.", "use engine=torch.")
     if reads(cfg, "stage.bilstm_phases") and cfg.distill.transfer_targets == "hard":
-        from tinykd.tasks import get_task
+        from tinykd import tasks
 
-        if get_task(cfg.task.name).is_regression:
-            raise TinyKDError(f"Task {cfg.task.name} is a regression: it has no hard labels for "
-                              "distill.transfer_targets=hard.", "use distill.transfer_targets=soft.")
+        kind = cfg.task.problem_type if tasks.described_in_config(cfg.task) else tasks.get_task(cfg.task.name).problem_type
+        if kind != choices.SINGLE_LABEL:
+            what = "a regression" if kind == choices.REGRESSION else "multi-label"
+            raise TinyKDError(f"Task {cfg.task.name} is {what}: the teacher's argmax is no label for it, so "
+                              "distill.transfer_targets=hard cannot work.", "use distill.transfer_targets=soft.")
     if e.name == "deepspeed" and e.zero_stage == 3 and name == "mlm_head":
         raise TinyKDError("engine.zero_stage=3 cannot run stage=mlm_head: the head's decoder is the encoder's "
                           "frozen input embedding matrix, and ZeRO-3 would partition it away from the encoder.",

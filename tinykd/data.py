@@ -76,6 +76,7 @@ def cached_dataset(cache_dir: str | os.PathLike, key: str, build) -> datasets.Da
 
 
 def read_glue_tsv(path: Path, spec: TaskSpec, limit: Optional[int] = None) -> dict[str, list]:
+    g = spec.glue
     """Parse one GLUE TSV file into columns text_a, text_b, label.
 
     GLUE files are tab-separated with no quoting (quotes are literal text), so they are
@@ -87,7 +88,7 @@ def read_glue_tsv(path: Path, spec: TaskSpec, limit: Optional[int] = None) -> di
             "set task.data_dir=<dir holding the GLUE TSV files> (or TINYKD_DATA=<dir with glue/>).",
         )
     columns: dict[str, list] = {"text_a": [], "text_b": [], "label": []}
-    need = max(c for c in (spec.text_a, spec.text_b, spec.label) if c is not None)
+    need = max(c for c in (g.text_a, g.text_b, g.label) if c is not None)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             lines = f.read().splitlines()
@@ -95,20 +96,20 @@ def read_glue_tsv(path: Path, spec: TaskSpec, limit: Optional[int] = None) -> di
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise TinyKDError(f"{path} line {line} is not UTF-8 ({e.reason} at byte {e.start}).",
                           "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from e
-    start = 1 if spec.header else 0
+    start = 1 if g.header else 0
     for lineno, line in enumerate(lines[start:], start=start + 1):
         if limit is not None and len(columns["label"]) >= limit:
             break
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) <= need or (spec.label == -1 and len(fields) < 2):
+        if len(fields) <= need or (g.label == -1 and len(fields) < 2):
             raise TinyKDError(
                 f"{path} line {lineno}: {len(fields)} tab-separated columns, but task {spec.name} "
                 f"reads column {need + 1}.",
                 "check the file is the GLUE TSV for this task (task=<name>), unmodified.",
             )
-        raw = fields[spec.label].strip()
+        raw = fields[g.label].strip()
         if spec.is_regression:
             try:
                 value = float(raw)
@@ -121,15 +122,15 @@ def read_glue_tsv(path: Path, spec: TaskSpec, limit: Optional[int] = None) -> di
                 )
             label = value
         else:
-            if raw not in spec.label_values:
+            if raw not in g.label_values:
                 raise TinyKDError(
                     f"{path} line {lineno}: label '{raw}' is out of range for task {spec.name} "
-                    f"(expected one of {list(spec.label_values)}).",
+                    f"(expected one of {list(g.label_values)}).",
                     "fix or remove that row, or check task=<name> matches the file.",
                 )
-            label = spec.label_values.index(raw)
-        columns["text_a"].append(fields[spec.text_a].strip())
-        columns["text_b"].append(fields[spec.text_b].strip() if spec.text_b is not None else None)
+            label = g.label_values.index(raw)
+        columns["text_a"].append(fields[g.text_a].strip())
+        columns["text_b"].append(fields[g.text_b].strip() if g.text_b is not None else None)
         columns["label"].append(label)
     if not columns["label"]:
         raise TinyKDError(f"{path} holds no examples.", "point task.data_dir at a non-empty GLUE TSV directory.")
@@ -138,27 +139,38 @@ def read_glue_tsv(path: Path, spec: TaskSpec, limit: Optional[int] = None) -> di
 
 def load_glue_split(spec: TaskSpec, split: str, source: str, data_dir: str, limit: Optional[int]) -> datasets.Dataset:
     """Raw (untokenised) examples of one split, as a `datasets.Dataset`."""
+    g = spec.glue
     if source == "tsv":
-        fname = spec.train_file if split == "train" else spec.dev_file
+        fname = g.train_file if split == "train" else g.dev_file
         cols = read_glue_tsv(Path(data_dir) / fname, spec, limit)
         return datasets.Dataset.from_dict(cols)
     if source == "hub":
-        hub_split = "train" if split == "train" else spec.hub_dev_split
+        hub_split = "train" if split == "train" else g.hub_dev_split
         try:
-            ds = datasets.load_dataset("nyu-mll/glue", spec.hub_name, split=hub_split)
+            ds = datasets.load_dataset("nyu-mll/glue", g.hub_name, split=hub_split)
         except Exception as e:  # offline, or the hub is unreachable
             raise TinyKDError(
-                f"Could not load GLUE {spec.hub_name} from the Hugging Face hub ({type(e).__name__}: {e}).",
+                f"Could not load GLUE {g.hub_name} from the Hugging Face hub ({type(e).__name__}: {e}).",
                 "connect to the internet (unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), or use task.source=tsv "
                 "with local GLUE files.",
             ) from e
         if limit is not None:
             ds = ds.select(range(min(limit, len(ds))))
-        a, b = spec.hub_text_keys[0], (spec.hub_text_keys[1] if len(spec.hub_text_keys) > 1 else None)
+        a, b = g.hub_text_keys[0], (g.hub_text_keys[1] if len(g.hub_text_keys) > 1 else None)
         return datasets.Dataset.from_dict(
             {"text_a": ds[a], "text_b": ds[b] if b else [None] * len(ds), "label": ds["label"]}
         )
     raise TinyKDError(f"Unknown task.source '{source}'.", f"use task.source= one of: {', '.join(TASK_SOURCES)}.")
+
+
+def row_features(spec: TaskSpec) -> datasets.Features:
+    """The untokenised columns of a task's rows: text_a, text_b (None for single texts) and the label (a
+    class id, a float for regression, a 0/1 float per class for multi-label). Also stage=augment's output."""
+    if spec.is_multi_label:
+        label = datasets.Sequence(datasets.Value("float32"))
+    else:
+        label = datasets.Value("float32" if spec.is_regression else "int64")
+    return datasets.Features({"text_a": datasets.Value("string"), "text_b": datasets.Value("string"), "label": label})
 
 
 def tokenize_pairs(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_len: int) -> datasets.Dataset:
@@ -183,8 +195,10 @@ def load_task_split(
     limit: Optional[int],
     cache_dir: str,
     augmented: Optional[str] = None,
+    task=None,
 ) -> datasets.Dataset:
-    """Tokenised examples of a task split (columns: model inputs + `labels`), cached."""
+    """Tokenised examples of a task split (columns: model inputs + `labels`), cached. `task`: the config
+    node of a task described in task.* (your own data); None for a GLUE task (`spec.glue`)."""
     if split == "train" and augmented:
         aug = Path(augmented)
         if not aug.exists():
@@ -199,11 +213,19 @@ def load_task_split(
             src = src.select(range(min(limit, len(src))))
         return cached_dataset(cache_dir, key, lambda: tokenize_pairs(src, tokenizer, max_len))
 
+    if task is not None:  # your own data, described in task.* (tinykd/userdata.py)
+        from tinykd import userdata
+
+        key = cache_key("custom", spec, userdata.origin(task, split), tokenizer_fingerprint(tokenizer), max_len, limit,
+                        list(task.text_columns), task.label_column, task.label_columns)
+        return cached_dataset(cache_dir, key, lambda: tokenize_pairs(
+            userdata.load_split(task, spec, split, str(Path(cache_dir) / "raw"), limit), tokenizer, max_len))
+    g = spec.glue
     if source == "tsv":
-        fname = spec.train_file if split == "train" else spec.dev_file
+        fname = g.train_file if split == "train" else g.dev_file
         origin = file_fingerprint(Path(data_dir) / fname) if (Path(data_dir) / fname).is_file() else "missing"
     else:
-        origin = f"hub:{spec.hub_name}"
+        origin = f"hub:{g.hub_name}"
     if origin == "missing":  # raise the clear error before building a cache key
         read_glue_tsv(Path(data_dir) / fname, spec)
     key = cache_key("glue", spec.name, split, origin, tokenizer_fingerprint(tokenizer), max_len, limit)

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from tinykd import attention, distributed, losses, models
+from tinykd import attention, distributed, losses, models, teachers
 from tinykd.errors import TinyKDError
 from tinykd.layermap import LayerMatch
 
@@ -45,6 +45,7 @@ class Distiller(nn.Module):
         for m in self.matches:
             if m.feature == "embedding":
                 s = self.embedding_proj(student_out.hidden_states[0])
+                check_embedding_width(s.size(-1), teacher_out.hidden_states[0].size(-1))
                 loss = losses.masked_mse(s, teacher_out.hidden_states[0], mask)
             elif m.feature == "hidden":
                 s = self.hidden_proj(student_out.hidden_states[m.student_layer])
@@ -57,6 +58,19 @@ class Distiller(nn.Module):
             parts[f"{m.feature}/{m.student_layer}"] = loss.detach()
             total = total + m.weight * loss * (per_pair if m.feature == "attention" else per_token)
         return total, parts
+
+
+def check_embedding_width(projected: int, teacher: int) -> None:
+    """W_e maps the student's embeddings to the teacher's hidden width. Every BERT-like teacher in
+    transformers 5.24 returns hidden_states[0] at that width, even those with a narrower `embedding_size`
+    (ELECTRA, DeBERTa-v2 and ALBERT project their embeddings before the first layer); one that does not
+    is refused here, by name, rather than by a broadcasting error inside the loss."""
+    if projected != teacher:
+        raise TinyKDError(
+            f"The teacher's embedding output (hidden_states[0]) is {teacher} wide, but the embedding loss "
+            f"projects the student's embeddings to the teacher's hidden width, {projected}.",
+            "set distill.weights.embedding=0 (the attention and hidden-state losses still work).",
+        )
 
 
 def rank_weights(mask: Optional[torch.Tensor], shape, device) -> tuple[float, float]:
@@ -93,6 +107,21 @@ def check_compatible(student_config, teacher_config, matches: Sequence[LayerMatc
                 "set distill.attention_heads=mean (average over heads), or student.num_heads="
                 f"{ht}, or distill.weights.attention=0.",
             )
+
+
+def check_attention_capture(model, matches: Sequence[LayerMatch], role: str) -> None:
+    """Refuse attention distillation when `model` (the `role`: teacher or student) has an attention match
+    but its attention maps cannot be captured (`teachers.attention_capture_problem`: DeBERTa-v2, MPNet);
+    never a silent skip. Without an attention match nothing runs."""
+    if not any(m.feature == "attention" for m in matches):
+        return
+    problem = teachers.attention_capture_problem(model)
+    if problem:
+        raise TinyKDError(
+            f"Attention distillation (distill.weights.attention > 0) needs the {role}'s attention maps, but {problem}",
+            "set distill.weights.attention=0: the embedding and hidden-state losses and the prediction-layer "
+            "(logit) distillation still work.",
+        )
 
 
 def use_attention_target(model, target: str) -> None:

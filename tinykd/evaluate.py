@@ -31,11 +31,25 @@ def predict_logits(model, ds, tokenizer, batch_size: int, device) -> np.ndarray:
     return logits.numpy()
 
 
+def predictions(logits: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """What the model predicts from its logits: the score (regression), the argmax class (single-label),
+    or every label whose sigmoid exceeds 1/2, i.e. whose logit exceeds 0 (multi-label, a (N, C) 0/1 matrix)."""
+    if spec.is_regression:
+        return logits[:, 0]
+    if spec.is_multi_label:
+        return (logits > 0).astype(np.int64)
+    return logits.argmax(-1)
+
+
+def gold(ds, spec: TaskSpec) -> np.ndarray:
+    """The split's labels as the metrics take them (multi-label: a (N, C) 0/1 integer matrix)."""
+    labels = np.asarray(ds["labels"])
+    return labels.round().astype(np.int64) if spec.is_multi_label else labels
+
+
 def evaluate(model, ds, tokenizer, spec: TaskSpec, batch_size: int, device) -> dict[str, float]:
     logits = predict_logits(model, ds, tokenizer, batch_size, device)
-    labels = np.asarray(ds["labels"])
-    preds = logits[:, 0] if spec.is_regression else logits.argmax(-1)
-    return compute_metrics(spec.metrics, preds, labels)
+    return compute_metrics(spec.metrics, predictions(logits, spec), gold(ds, spec))
 
 
 def evaluate_and_keep_best(loop, model, ds, tokenizer, spec: TaskSpec, best: Optional[dict],

@@ -5,7 +5,9 @@ Both mistakes train without any error and give a student that is no better than 
 scripts accept them silently. Before the first distillation step the fine-tuned teacher's saved
 `id2label` is compared with the task's class names, and the teacher is scored on the first
 `distill.gate_examples` dev examples: its accuracy must beat the majority class of that sample by
-`distill.gate_margin` (regression: its Pearson correlation must exceed the margin).
+`distill.gate_margin` (regression: its Pearson correlation must exceed the margin; multi-label: its
+micro-F1 must beat the better of two constant predictors, every label or each label's majority value,
+by the margin).
 `distill.allow_weak_teacher=true` turns both refusals into warnings.
 """
 
@@ -17,7 +19,7 @@ import warnings
 import numpy as np
 
 from tinykd.errors import TinyKDError
-from tinykd.evaluate import predict_logits
+from tinykd.evaluate import gold, predict_logits, predictions
 from tinykd.metrics import compute_metrics
 from tinykd.tasks import TaskSpec
 
@@ -44,7 +46,13 @@ def teacher_score(teacher, dev_ds, tokenizer, spec: TaskSpec, examples: int, bat
     """The gate's figures on the first `examples` dev examples: the teacher's score, chance and the metric's name."""
     sample = dev_ds.select(range(min(examples, len(dev_ds))))
     logits = predict_logits(teacher, sample, tokenizer, batch_size, device)
-    labels = np.asarray(sample["labels"])
+    labels = gold(sample, spec)
+    if spec.is_multi_label:
+        # chance: the better of two constant predictors, every label on every row or each label's majority value
+        score = compute_metrics(("micro_f1",), predictions(logits, spec), labels)["micro_f1"]
+        constants = (np.ones_like(labels), np.broadcast_to(labels.mean(0) > 0.5, labels.shape).astype(np.int64))
+        chance = max(compute_metrics(("micro_f1",), c, labels)["micro_f1"] for c in constants)
+        return {"metric": "micro_f1", "score": float(score), "chance": float(chance), "examples": len(sample)}
     if spec.is_regression:
         score = compute_metrics(("pearson",), logits[:, 0], labels)["pearson"]
         return {"metric": "pearson", "score": float(score), "chance": 0.0, "examples": len(sample)}
@@ -57,11 +65,9 @@ def check_teacher(teacher, teacher_dir: str, dev_ds, tokenizer, spec: TaskSpec, 
                   allow_weak: bool, batch_size: int, device) -> dict:
     """Refuse (TinyKDError) a teacher with a label-order mismatch or a dev score not above chance + margin;
     with `allow_weak` only warn. Returns the figures (recorded in the task run's results)."""
-    from transformers import AutoConfig
-
     override = "distill.allow_weak_teacher=true distills from it anyway (with a warning)."
     problems = []
-    order = label_order_problem(AutoConfig.from_pretrained(teacher_dir), spec)
+    order = label_order_problem(teacher.config, spec)  # as loaded (and aligned by name: build.finetuned_teacher)
     if order:
         problems.append((f"The teacher at {teacher_dir} does not label task {spec.name}'s classes in its order: {order}.",
                          "fine-tune the teacher on this task with tinykd (`stage=teacher`), or fix its config's "

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from tinykd.choices import ATTENTION_HEADS, PRED_LOSSES
+from tinykd.choices import ATTENTION_HEADS, MULTI_LABEL, PRED_LOSSES, REGRESSION
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -71,25 +71,54 @@ def kl_div_t2(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     return temperature**2 * (log_t.exp() * (log_t - log_s)).sum(-1).mean()
 
 
+def binary_soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                              temperature: float) -> torch.Tensor:
+    """Multi-label prediction-layer loss: each label is its own two-outcome problem, distilled as
+    TinyBERT distils a softmax. With p = σ(z_T/T) and q = σ(z_S/T),
+    −[p·log q + (1 − p)·log(1 − q)], the mean over the batch and the labels (the mean, as
+    `BCEWithLogitsLoss` on gold labels, so that the two are on one scale). No T² factor. logits: (B, C).
+    """
+    target = torch.sigmoid(teacher_logits / temperature)
+    return F.binary_cross_entropy_with_logits(student_logits / temperature, target)
+
+
+def binary_kl_t2(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multi-label KL·T²: T² · KL(Bernoulli(σ(z_T/T)) ‖ Bernoulli(σ(z_S/T))), the mean over the
+    batch and the labels: the binary soft cross-entropy less the teacher's own binary entropy."""
+    t = teacher_logits / temperature
+    target = torch.sigmoid(t)
+    entropy = F.binary_cross_entropy_with_logits(t, target)
+    return temperature**2 * (F.binary_cross_entropy_with_logits(student_logits / temperature, target) - entropy)
+
+
 def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str, temperature: float,
-                    regression: bool) -> torch.Tensor:
-    """Prediction-layer distillation: MSE for regression tasks (STS-B, logits (B, 1)), else soft CE,
-    KL·T², or MSE between the logits (mean over B·C; no temperature)."""
-    if regression:
+                    problem_type: str) -> torch.Tensor:
+    """Prediction-layer distillation, by `distill.pred_loss` (`kind`) and the task's problem type.
+
+    regression (logits (B, 1)): MSE whatever `kind`. single-label: soft CE at T (TinyBERT),
+    KL·T², or MSE between the logits (mean over B·C; no temperature). multi-label: the same three
+    with a sigmoid per label in place of the softmax (`binary_soft_cross_entropy`, `binary_kl_t2`;
+    mse is unchanged)."""
+    if kind not in PRED_LOSSES:
+        raise ValueError(f"unknown prediction loss {kind!r}: use one of {PRED_LOSSES}")
+    if problem_type == REGRESSION:
         return F.mse_loss(student_logits.view(-1), teacher_logits.view(-1))
-    if kind == "soft_ce":
-        return soft_cross_entropy(student_logits, teacher_logits, temperature)
-    if kind == "kl":
-        return kl_div_t2(student_logits, teacher_logits, temperature)
     if kind == "mse":  # Ba & Caruana (2014), Tang et al. (2019): regress the logits themselves
         return F.mse_loss(student_logits, teacher_logits)
-    raise ValueError(f"unknown prediction loss {kind!r}: use one of {PRED_LOSSES}")
+    if problem_type == MULTI_LABEL:
+        loss = binary_soft_cross_entropy if kind == "soft_ce" else binary_kl_t2
+    else:
+        loss = soft_cross_entropy if kind == "soft_ce" else kl_div_t2
+    return loss(student_logits, teacher_logits, temperature)
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Gold-label loss: cross-entropy, or MSE for regression."""
-    if regression:
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """Gold-label loss, as Hugging Face's heads compute it for each config.problem_type: cross-entropy
+    (single-label), MSE (regression), binary cross-entropy with logits, mean over B·C (multi-label)."""
+    if problem_type == REGRESSION:
         return F.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
+    if problem_type == MULTI_LABEL:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
     return F.cross_entropy(logits, labels)
 
 

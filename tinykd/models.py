@@ -117,17 +117,23 @@ def load_masked_lm_for_fitting(source: str, what: str = "encoder") -> PreTrained
     return _from_pretrained(AutoModelForMaskedLM, source, what)
 
 
-def label_kwargs(num_labels: int, label_names) -> dict:
-    """A config's label fields: num_labels, and id2label/label2id when the classes have names."""
+def label_kwargs(num_labels: int, label_names, problem_type: Optional[str] = None) -> dict:
+    """A config's label fields: num_labels, id2label/label2id when the classes have names, and the
+    problem type (Hugging Face's heads pick their loss by it: multi-label needs it said)."""
     kw: dict = {"num_labels": num_labels}
     if label_names:
         kw |= {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    if problem_type:
+        kw["problem_type"] = problem_type
     return kw
 
 
-def load_classifier(source: str, num_labels: int, label_names, what: str = "model") -> PreTrainedModel:
-    """A sequence classifier; a fresh head is added when `source` is a bare encoder."""
-    return _from_pretrained(AutoModelForSequenceClassification, source, what, **label_kwargs(num_labels, label_names))
+def load_classifier(source: str, num_labels: int, label_names, what: str = "model",
+                    problem_type: Optional[str] = None) -> PreTrainedModel:
+    """A sequence classifier; a fresh head is added when `source` is a bare encoder. With
+    `label_names` None a fine-tuned head keeps its own id2label."""
+    return _from_pretrained(AutoModelForSequenceClassification, source, what,
+                            **label_kwargs(num_labels, label_names, problem_type))
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -142,7 +148,15 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 
 def student_config(teacher_config, *, num_layers, hidden_size, num_heads, intermediate_size, dropout,
                    num_labels: int = 2, label_names=None) -> BertConfig:
-    """A BERT student sharing the teacher's vocabulary, positions and segment types."""
+    """A BERT student sharing the teacher's vocabulary, positions, padding id and segment types.
+
+    The teacher may be any BERT-like model (RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, MPNet): only fields
+    they all have are read, and the student's embeddings are `hidden_size` wide whatever the teacher's
+    `embedding_size`. A teacher without segment embeddings (DeBERTa-v2: type_vocab_size=0; MPNet: no
+    such field) gives the student 2 segment types, since its tokenizer may still emit segment 1 for
+    a pair's second text (DeBERTa-v2's does). RoBERTa's 1 is kept: its tokenizer emits no
+    token_type_ids, and BERT then uses segment 0.
+    """
     if hidden_size % num_heads:
         raise TinyKDError(f"student.hidden_size={hidden_size} is not divisible by student.num_heads={num_heads}.",
                           "choose a hidden size that is a multiple of the head count.")
@@ -155,7 +169,7 @@ def student_config(teacher_config, *, num_layers, hidden_size, num_heads, interm
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
         max_position_embeddings=teacher_config.max_position_embeddings,
-        type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
+        type_vocab_size=getattr(teacher_config, "type_vocab_size", 0) or 2,
         pad_token_id=getattr(teacher_config, "pad_token_id", 0) or 0,
         **label_kwargs(num_labels, label_names),
     )

@@ -1,25 +1,30 @@
-"""The GLUE task registry: facts about each task's files, columns, labels and metrics."""
+"""What a task is, as the stages see it: its problem type, classes, metrics and whether it pairs
+texts (`TaskSpec`); and the GLUE registry, where each task's file layout is data (`GlueFiles`).
+
+A task is either one of the GLUE tasks below (task=sst2, ...) or your own data described in the
+config (`task.train`, `task.text_columns`, ...: tinykd/userdata.py builds its spec, reading the
+label set from the training split). Both give the same `TaskSpec`; everything after loading
+(losses, metrics, the teacher gate, export) reads only that.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
+from tinykd.choices import DEFAULT_METRICS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from tinykd.errors import TinyKDError
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    # 0-based TSV column of each field; text_b is None for single-sentence tasks
+class GlueFiles:
+    """Where a GLUE task's fields sit in its TSV files (0-based columns), and its hub names."""
+
     text_a: int
-    text_b: Optional[int]
+    text_b: Optional[int]  # None: single-sentence task
     label: int
     # raw label strings as they appear in the file, in class-id order; None: regression
     label_values: Optional[tuple[str, ...]]
-    # human-readable names for id2label, in class-id order
-    label_names: Optional[tuple[str, ...]]
-    metrics: tuple[str, ...]  # the first is the one we select checkpoints on
     header: bool = True
     train_file: str = "train.tsv"
     dev_file: str = "dev.tsv"
@@ -27,41 +32,64 @@ class TaskSpec:
     hub_text_keys: tuple[str, ...] = ("sentence",)
     hub_dev_split: str = "validation"
 
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    problem_type: str  # choices.PROBLEM_TYPES (Hugging Face's config.problem_type values)
+    # class names in class-id order (id2label); None: regression
+    label_names: Optional[tuple[str, ...]]
+    metrics: tuple[str, ...]  # the first is the one checkpoints are selected on
+    pair: bool = False  # two texts per example (text_a, text_b)
+    glue: Optional[GlueFiles] = None  # a GLUE task's file layout; None: the task's data is described in task.*
+
     @property
     def num_labels(self) -> int:
-        return 1 if self.label_values is None else len(self.label_values)
+        return 1 if self.label_names is None else len(self.label_names)
 
     @property
     def is_regression(self) -> bool:
-        return self.label_values is None
+        return self.problem_type == REGRESSION
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.problem_type == MULTI_LABEL
 
     @property
     def main_metric(self) -> str:
         return self.metrics[0]
 
 
+def _glue(name, files: GlueFiles, names, metrics) -> TaskSpec:
+    kind = REGRESSION if files.label_values is None else SINGLE_LABEL
+    return TaskSpec(name, kind, names, metrics or DEFAULT_METRICS[kind], files.text_b is not None, files)
+
+
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in [
-        TaskSpec("sst2", 0, None, 1, ("0", "1"), ("negative", "positive"), ("accuracy",),
-                 hub_name="sst2", hub_text_keys=("sentence",)),
-        TaskSpec("cola", 3, None, 1, ("0", "1"), ("unacceptable", "acceptable"), ("matthews", "accuracy"),
-                 header=False, hub_name="cola", hub_text_keys=("sentence",)),
-        TaskSpec("mrpc", 3, 4, 0, ("0", "1"), ("not_equivalent", "equivalent"), ("f1", "accuracy"),
-                 hub_name="mrpc", hub_text_keys=("sentence1", "sentence2")),
-        TaskSpec("rte", 1, 2, 3, ("entailment", "not_entailment"), ("entailment", "not_entailment"),
-                 ("accuracy",), hub_name="rte", hub_text_keys=("sentence1", "sentence2")),
-        TaskSpec("stsb", 7, 8, 9, None, None, ("pearson", "spearman"),
-                 hub_name="stsb", hub_text_keys=("sentence1", "sentence2")),
-        TaskSpec("wnli", 1, 2, 3, ("0", "1"), ("not_entailment", "entailment"), ("accuracy",),
-                 hub_name="wnli", hub_text_keys=("sentence1", "sentence2")),
-        TaskSpec("mnli", 8, 9, -1, ("contradiction", "entailment", "neutral"),
-                 ("contradiction", "entailment", "neutral"), ("accuracy",), dev_file="dev_matched.tsv",
-                 hub_name="mnli", hub_text_keys=("premise", "hypothesis"), hub_dev_split="validation_matched"),
-        TaskSpec("qnli", 1, 2, 3, ("entailment", "not_entailment"), ("entailment", "not_entailment"),
-                 ("accuracy",), hub_name="qnli", hub_text_keys=("question", "sentence")),
-        TaskSpec("qqp", 3, 4, 5, ("0", "1"), ("not_duplicate", "duplicate"), ("f1", "accuracy"),
-                 hub_name="qqp", hub_text_keys=("question1", "question2")),
+        _glue("sst2", GlueFiles(0, None, 1, ("0", "1"), hub_name="sst2", hub_text_keys=("sentence",)),
+              ("negative", "positive"), ("accuracy",)),
+        _glue("cola", GlueFiles(3, None, 1, ("0", "1"), header=False, hub_name="cola", hub_text_keys=("sentence",)),
+              ("unacceptable", "acceptable"), ("matthews", "accuracy")),
+        _glue("mrpc", GlueFiles(3, 4, 0, ("0", "1"), hub_name="mrpc", hub_text_keys=("sentence1", "sentence2")),
+              ("not_equivalent", "equivalent"), ("f1", "accuracy")),
+        _glue("rte", GlueFiles(1, 2, 3, ("entailment", "not_entailment"), hub_name="rte",
+                               hub_text_keys=("sentence1", "sentence2")),
+              ("entailment", "not_entailment"), ("accuracy",)),
+        _glue("stsb", GlueFiles(7, 8, 9, None, hub_name="stsb", hub_text_keys=("sentence1", "sentence2")),
+              None, ("pearson", "spearman")),
+        _glue("wnli", GlueFiles(1, 2, 3, ("0", "1"), hub_name="wnli", hub_text_keys=("sentence1", "sentence2")),
+              ("not_entailment", "entailment"), ("accuracy",)),
+        _glue("mnli", GlueFiles(8, 9, -1, ("contradiction", "entailment", "neutral"), dev_file="dev_matched.tsv",
+                                hub_name="mnli", hub_text_keys=("premise", "hypothesis"),
+                                hub_dev_split="validation_matched"),
+              ("contradiction", "entailment", "neutral"), ("accuracy",)),
+        _glue("qnli", GlueFiles(1, 2, 3, ("entailment", "not_entailment"), hub_name="qnli",
+                                hub_text_keys=("question", "sentence")),
+              ("entailment", "not_entailment"), ("accuracy",)),
+        _glue("qqp", GlueFiles(3, 4, 5, ("0", "1"), hub_name="qqp", hub_text_keys=("question1", "question2")),
+              ("not_duplicate", "duplicate"), ("f1", "accuracy")),
     ]
 }
 
@@ -69,7 +97,15 @@ TASKS: dict[str, TaskSpec] = {
 def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
         raise TinyKDError(
-            f"Unknown task '{name}'.",
-            f"choose one of: {', '.join(TASKS)} (task=<name>).",
+            f"Unknown task '{name}': not a GLUE task, and task.train is not set.",
+            f"choose one of: {', '.join(TASKS)} (task=<name>), or describe your own data: task=custom "
+            "task.train=<file> task.dev=<file> task.text_columns=[<column>] task.label_column=<column> "
+            "(README, \"Your own data\").",
         )
     return TASKS[name]
+
+
+def described_in_config(task) -> bool:
+    """Whether the `task` config node describes the user's own data (tinykd/userdata.py) rather than
+    naming a GLUE task: `task.train` or `task.hub` is set."""
+    return task.train is not None or task.hub is not None

@@ -46,6 +46,7 @@ from tinykd.distiller import Distiller, layer_outputs, use_attention_target
 from tinykd.dropout import use_fast_dropout
 from tinykd.engine import TorchEngine
 from tinykd.layermap import resolve_matches
+from tinykd.choices import SINGLE_LABEL
 from tinykd.losses import prediction_loss
 
 TEACHER = dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
@@ -98,7 +99,7 @@ class TinyKDStep:
             t_out = layer_outputs(self.teacher, batch, True)
         s_out = layer_outputs(self.student, batch, True)
         loss, _ = self.distiller(s_out, t_out, batch["attention_mask"])
-        loss = loss + prediction_loss(s_out.logits, t_out.logits, "soft_ce", TEMPERATURE, False)
+        loss = loss + prediction_loss(s_out.logits, t_out.logits, "soft_ce", TEMPERATURE, SINGLE_LABEL)
         self.engine.backward(loss)
         self.engine.step()
         return float(loss)
@@ -215,7 +216,7 @@ def cache_epochs(pairing: str, examples: int = 2048, batch_size: int = 32) -> di
                     else:
                         with torch.no_grad():
                             t_logits = teacher(**inputs).logits
-                    loss = prediction_loss(student(**inputs).logits, t_logits, "soft_ce", 1.0, False)
+                    loss = prediction_loss(student(**inputs).logits, t_logits, "soft_ce", 1.0, SINGLE_LABEL)
                     loss.backward()
                     opt.step()
                     opt.zero_grad()
