@@ -107,7 +107,7 @@ def _scan_delimited(path: Path, text: str, delimiter: str) -> tuple[list[str], l
     except StopIteration:
         raise TinyKDError(f"{path} is empty.", "point the task at a file with a header row and data rows.") from None
     lines = []
-    start = 1
+    start = reader.line_num + 1
     for record in reader:
         if not record:  # a blank line: the loaders skip it
             start = reader.line_num + 1
@@ -176,6 +176,8 @@ def read_rows(task, split: str, cache_dir: str) -> Rows:
         if kind in ("csv", "tsv"):
             delimiter = "\t" if kind == "tsv" else ","
             header, lines = _scan_delimited(path, text, delimiter)
+            if not lines:
+                raise TinyKDError(f"{path} holds no rows.", f"point task.{split} at a file with rows under its header.")
             # every column read as a string (the label's type is decided below, from all rows at once); no value
             # is turned into a missing one ("NA", "null" are text)
             feats = datasets.Features({c: datasets.Value("string") for c in header})
