@@ -127,7 +127,7 @@ def test_hard_targets_and_finetune_only_with_frozen_lower_layers(make_cfg, teach
     cfg = bilstm_cfg(make_cfg)
     from tinykd import build
 
-    teacher_dir = build.finetuned_teacher_dir(cfg)
+    teacher_dir = build.finetuned_teacher_dir(cfg, build.task_spec(cfg))
     teacher = models.load_classifier(teacher_dir, 2, None)
     fresh = build.bilstm_student(cfg, teacher, models.load_tokenizer(teacher_dir), build.task_spec(cfg))
     trained = AutoModelForSequenceClassification.from_pretrained(res["export"])
@@ -155,10 +155,10 @@ def test_teacher_outputs_cache_hits_and_misses(make_cfg, teacher_done, tmp_path)
     from tinykd import build
 
     cfg = bilstm_cfg(make_cfg)
-    teacher_dir = build.finetuned_teacher_dir(cfg)
+    teacher_dir = build.finetuned_teacher_dir(cfg, build.task_spec(cfg))
     tok = models.load_tokenizer(teacher_dir)
     teacher = models.freeze(models.load_classifier(teacher_dir, 2, None))
-    ds = build.task_split(cfg, tok, "dev")
+    ds = build.task_split(cfg, build.task_spec(cfg), tok, "dev")
     cache = tmp_path / "teacher-cache"
     kw = dict(batch_size=32, device="cpu", cache_dir=str(cache), progress=False)
     first = teacher_outputs.with_teacher_outputs(teacher, teacher_dir, ds, tok, **kw)

@@ -177,11 +177,26 @@ def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monk
     calls = []
     real_freeze = models.freeze
 
+    frozen = []
+
     def spy(model):
         model.register_forward_pre_hook(lambda *_: calls.append(1))
+        frozen.append(model)
         return real_freeze(model)
 
     monkeypatch.setattr(models, "freeze", spy)
+    import stages.task as task_stage
+
+    real_evaluate = task_stage.evaluate
+
+    def teacher_dev_not_counted(model, *args, **kwargs):  # the teacher's dev score, reported beside the student's
+        n = len(calls)
+        out = real_evaluate(model, *args, **kwargs)
+        if any(model is m for m in frozen):
+            del calls[n:]
+        return out
+
+    monkeypatch.setattr(task_stage, "evaluate", teacher_dev_not_counted)
     real_gate = gate.check_teacher
 
     def gate_then_forget(*args, **kwargs):  # the gate scores the teacher on dev first: not counted here
@@ -208,7 +223,7 @@ def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monk
     from tinykd import build
 
     cfg = distilled(*common)
-    teacher_dir = build.finetuned_teacher_dir(cfg)
+    teacher_dir = build.finetuned_teacher_dir(cfg, build.task_spec(cfg))
     teacher = real_freeze(models.load_classifier(teacher_dir, 2, None))
     one = {k: torch.tensor([cached[0][k]]) for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():

@@ -595,9 +595,7 @@ def _check_requirements(cfg) -> None:
         from tinykd import tasks
 
         if tasks.described_in_config(cfg.task):
-            from tinykd import userdata
-
-            userdata.check_settings(cfg.task)
+            tasks.check_settings(cfg.task)
         else:
             tasks.get_task(cfg.task.name)
     if reads(cfg, "distill.layer_map") and cfg.distill.layer_map == "list" and cfg.distill.layers is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tinykd.choices import DEFAULT_METRICS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from tinykd.choices import DEFAULT_METRICS, METRICS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from tinykd.errors import TinyKDError
 
 
@@ -109,3 +109,32 @@ def described_in_config(task) -> bool:
     """Whether the `task` config node describes the user's own data (tinykd/userdata.py) rather than
     naming a GLUE task: `task.train` or `task.hub` is set."""
     return task.train is not None or task.hub is not None
+
+
+def check_settings(task) -> None:
+    """What the config alone can say is wrong with a task described in `task.*` (the start-up check;
+    its files are read, and checked row by row, by tinykd/userdata.py)."""
+    if not task.train or not task.dev:
+        raise TinyKDError(f"task={task.name} reads your own data, but task.train and task.dev are not both set.",
+                          "set task.train=<file> task.dev=<file> (CSV, TSV, JSON, JSON Lines, Parquet or a "
+                          "save_to_disk directory; or split names with task.hub=<dataset id>) (README, \"Your own data\").")
+    n = len(task.text_columns or [])
+    if n not in (1, 2):
+        raise TinyKDError(f"task.text_columns={list(task.text_columns or [])}: a task reads one text column "
+                          "(single texts) or two (pairs).", "set task.text_columns=[<column>] or [<first>,<second>].")
+    if task.label_columns and task.problem_type != MULTI_LABEL:
+        raise TinyKDError("task.label_columns (one 0/1 column per label) describes multi-label data, but "
+                          f"task.problem_type={task.problem_type}.",
+                          "set task.problem_type=multi_label_classification, or task.label_columns=null.")
+    if not task.label_columns and not task.label_column:
+        raise TinyKDError("No labels: task.label_column and task.label_columns are both unset.",
+                          "set task.label_column=<column>.")
+    if task.problem_type == REGRESSION and task.labels:
+        raise TinyKDError("task.labels names classes, but task.problem_type=regression has none.",
+                          "drop task.labels, or choose a classification problem_type.")
+    valid = METRICS[task.problem_type]
+    bad = [m for m in (task.metrics or []) if m not in valid]
+    if bad:
+        raise TinyKDError(f"task.metrics={list(task.metrics)}: {', '.join(bad)} cannot score "
+                          f"{task.problem_type} (it takes {', '.join(valid)}).",
+                          f"set task.metrics to a list of {', '.join(valid)} (the first selects checkpoints).")
