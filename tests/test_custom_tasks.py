@@ -91,6 +91,7 @@ def test_csv_single_text_pipeline_and_plain_reload(make_cfg, files):
     assert set(task["test"]["teacher"]) == {"accuracy", "macro_f1"}
 
 
+@pytest.mark.slow  # pairs through the loaders: test_the_custom_path_gives_the_glue_path_s_examples_in_its_order
 def test_json_lines_pair_pipeline_and_plain_reload(make_cfg, files):
     res = run_stage(make_cfg(
         "stage=pipeline", "task=custom", "task.name=paraphrase", f"task.train={files['mrpc_train']}",
@@ -201,6 +202,7 @@ def roberta_teacher(files, out: Path) -> Path:
     return models.export(model.eval(), tok, out)
 
 
+@pytest.mark.slow  # its parts for five architectures: tests/test_teachers.py
 def test_a_roberta_teacher_distils_into_a_bert_student_with_its_tokenizer(make_cfg, files, tmp_path):
     teacher = roberta_teacher(files, tmp_path / "roberta")
     res = run_stage(make_cfg(
