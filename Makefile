@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-throughput bench-startup test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-custom bench-throughput bench-startup test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ bench-seeds: install  ## DistilBERT, TinyBERT-style and BiLSTM students on SST-2
 
 bench-sst2: install  ## SST-2 end to end: teacher, student (3 seeds), baselines, latency (~80-90 min on 2 CPU cores) -> reports/sst2/
 	$(PY) -m tinykd.bench.sst2
+
+bench-custom: install  ## your own data: SST-2 as CSV and MRPC as JSON Lines = the GLUE path, an SST multi-label set (~49 min on 2 CPU cores) -> reports/custom/
+	# One torch thread per run: on 2 cores shared with other jobs, two threads per process ran ~5x slower (measured).
+	$(PY) -m tinykd.bench.custom engine.num_threads=1
 
 bench-throughput: install  ## one distillation step, tinykd vs TextBrewer side by side (~5 min) -> reports/throughput.json
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
