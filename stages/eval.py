@@ -9,7 +9,7 @@ from tinykd import build, models
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
-from tinykd.run import atomic_write_text
+from tinykd.run import atomic_write_text, save_config
 
 
 def run(cfg) -> dict:
@@ -32,6 +32,7 @@ def run(cfg) -> dict:
 
     run_dir = Path(cfg.runs.eval)
     run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run_dir, cfg)  # reuse=true compares it with the next run's
     result = {"stage": "eval", "task": spec.name, "model": str(cfg.model), "dev": metrics,
               "main_metric": spec.main_metric, "examples": len(dev_ds), "run_dir": str(run_dir)}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))

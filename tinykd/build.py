@@ -156,8 +156,14 @@ def given_finetuned_teacher(cfg, spec: TaskSpec) -> Optional[str]:
     another number of outputs than the task's classes is refused: it was fine-tuned for another task."""
     if cfg.teacher.path is None:
         return None
-    source = teacher_source(cfg)
-    config = models.model_config(source)
+    own = Path(cfg.runs.teacher) / "teacher" / "config.json"
+    try:
+        source = teacher_source(cfg)
+        config = models.model_config(source)
+    except TinyKDError:
+        if own.is_file():  # e.g. a hub id while offline: stage=teacher's export of it stands
+            return None
+        raise
     if not teachers.is_finetuned_classifier(config, config.num_labels):
         return None
     if config.num_labels != spec.num_labels:
