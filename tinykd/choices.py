@@ -27,7 +27,17 @@ BILSTM_PHASES = ("representation", "logits", "finetune")
 # --- data (task.*, augment.*)
 TASK_SOURCES = ("tsv", "hub")  # a GLUE task: its TSV files in task.data_dir | the hub's nyu-mll/glue
 # task.format: how task.train/dev/test are read (auto: by extension; a directory: datasets.save_to_disk's)
-DATA_FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "parquet", "arrow")
+# conll: token and tag columns, a blank line between sentences; conllu: CoNLL-U (FORM, UPOS by default);
+# squad: SQuAD's nested JSON ({"data": [{"paragraphs": [{"context", "qas"}]}]})
+DATA_FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "parquet", "arrow", "conll", "conllu", "squad")
+# task.type: what the model predicts. Sentence (pair) classification/regression, a tag per word, an answer span
+SEQUENCE, TOKEN, QA = "sequence_classification", "token_classification", "question_answering"
+TASK_TYPES = (SEQUENCE, TOKEN, QA)
+TAG_SCHEMES = ("iob2", "none")  # token tasks: B-X/I-X/O entity tags (entity metrics) | any tag set (POS)
+OVERFLOWS = ("window", "truncate")  # token tasks, a training sentence longer than max_seq_len
+# token and QA tasks' metrics (tinykd/tokendata.py: seqeval; tinykd/squad.py: the official SQuAD script's rules)
+TOKEN_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
+QA_METRICS = ("squad_f1", "squad_em")
 # task.problem_type: Hugging Face's config.problem_type values
 SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)

@@ -137,6 +137,26 @@ class TaskConfig:
     problem_type: str = one_of(choices.SINGLE_LABEL, choices.PROBLEM_TYPES)
     # null: by problem type (choices.DEFAULT_METRICS); the first selects checkpoints
     metrics: Optional[List[str]] = None
+    # --- what the model predicts: sequence_classification | token_classification | question_answering
+    type: str = one_of(choices.SEQUENCE, choices.TASK_TYPES)
+    # token classification (tinykd/tokendata.py): a tokens column and a tags column, or CoNLL column files
+    tokens_column: str = "tokens"
+    tags_column: str = "tags"
+    conll_token_column: Optional[int] = bounded(None, ge=0)  # 0-based; null: 0 (.conll), 1 = FORM (.conllu)
+    conll_tag_column: Optional[int] = bounded(None, ge=0)  # 0-based; null: the last (.conll), 3 = UPOS (.conllu)
+    tag_scheme: str = one_of("iob2", choices.TAG_SCHEMES)  # iob2: B-X/I-X/O, scored by entity; none: any tags
+    label_all_subtokens: bool = False  # false: a word's first sub-token carries its tag, the rest are ignored
+    overflow: str = one_of("window", choices.OVERFLOWS)  # a training sentence too long: windows | truncated
+    # extractive QA (tinykd/qadata.py, tinykd/squad.py): SQuAD JSON, or columns id/question/context/answers
+    id_column: str = "id"
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    version_2_with_negative: bool = False  # SQuAD 2.0: questions without an answer in their context
+    doc_stride: int = bounded(128, ge=1)  # tokens of overlap between a long context's windows
+    max_question_len: int = bounded(64, ge=1)  # tokens; longer questions: skipped (train), truncated (dev/test)
+    max_answer_len: int = bounded(30, ge=1)  # tokens, in the n-best answer search
+    n_best: int = bounded(20, ge=1)  # start and end candidates per window
     max_seq_len: int = bounded(64, ge=1)
     train_limit: Optional[int] = bounded(None, ge=1)  # first N training rows (None: all)
     dev_limit: Optional[int] = bounded(None, ge=1)

@@ -35,7 +35,8 @@ from tinykd.choices import DEFAULT_METRICS, MULTI_LABEL, REGRESSION, SINGLE_LABE
 from tinykd.errors import TinyKDError
 from tinykd.tasks import TaskSpec, check_settings
 
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
+              ".conll": "conll", ".conllu": "conllu"}
 README_FIX = "README, \"Your own data\""
 
 
