@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from tinykd import augment, build, data, userdata
+from tinykd.errors import TinyKDError
 from tinykd.run import atomic_write_text, save_config
 from tinykd.system import tune_allocator
 
@@ -40,8 +41,22 @@ OUTPUT_FREE = ("batch_size", "max_tokens")
 
 
 def row_schema(spec) -> datasets.Features:
-    """The task's rows (data.row_features) and the index of each row's source example."""
-    return datasets.Features({**data.row_features(spec), "source_index": datasets.Value("int64")})
+    """The task's rows (data.row_features; a token task's words and tags) and each row's source example."""
+    if spec.is_token:
+        rows = {"tokens": datasets.Sequence(datasets.Value("string")), "tags": datasets.Sequence(datasets.Value("int64"))}
+    else:
+        rows = data.row_features(spec)
+    return datasets.Features({**rows, "source_index": datasets.Value("int64")})
+
+
+def outside_tag(spec) -> int:
+    """The id of a token task's outside tag O, the one tag whose words augmentation may replace."""
+    if "O" not in spec.label_names:
+        raise TinyKDError(
+            f"Task {spec.name} has no outside tag 'O' among its tags {list(spec.label_names)}: augmentation replaces "
+            "only words tagged O, so that no tagged word (an entity, or any tag of a tag set without O) changes.",
+            "drop stage.augment=true for this task.")
+    return spec.label_names.index("O")
 
 
 def identity(cfg, source_file: str) -> dict:
@@ -52,7 +67,8 @@ def identity(cfg, source_file: str) -> dict:
     uses_teacher = x.source == "embedding" or (x.source == "mlm" and (x.mlm == "teacher" or x.fallback == "embedding"))
     t = cfg.task  # your own data: what its rows are read as
     columns = [list(t.text_columns), t.label_column, t.label_columns and list(t.label_columns),
-               t.labels and list(t.labels), t.problem_type]
+               t.labels and list(t.labels), t.problem_type, t.type, t.tokens_column, t.tags_column,
+               t.conll_token_column, t.conll_tag_column]
     return {"augment": a, "task": cfg.task.name, "source": cfg.task.source, "data": source_file, "columns": columns,
             "train_limit": cfg.task.train_limit, "seed": cfg.seed, "teacher": teacher if uses_teacher else None}
 
@@ -122,9 +138,14 @@ def run(cfg) -> dict:
         return result
     save_config(run_dir, cfg)
 
-    if spec.glue is None:
-        raw = userdata.load_split(cfg.task, spec, "train", str(Path(cfg.paths.cache) / "datasets" / "raw"),
-                                  cfg.task.train_limit)
+    raw_cache = str(Path(cfg.paths.cache) / "datasets" / "raw")
+    if spec.is_token:  # words and tag ids; only words tagged O are replaced (augment.augment_tagged)
+        from tinykd import tokendata
+
+        raw = tokendata.load_split(cfg.task, spec.label_names, "train", raw_cache, cfg.task.train_limit)
+        outside = outside_tag(spec)
+    elif spec.glue is None:
+        raw = userdata.load_split(cfg.task, spec, "train", raw_cache, cfg.task.train_limit)
     else:
         raw = data.load_glue_split(spec, "train", cfg.task.source, cfg.task.data_dir, cfg.task.train_limit)
     sources = build.augment_sources(cfg)
@@ -149,13 +170,15 @@ def run(cfg) -> dict:
         lo, hi = i * a.shard_size, min(count, (i + 1) * a.shard_size)
         rows = raw[lo:hi]
         stats: dict = {}
-        cols = augment.augment_examples(
-            rows["text_a"], rows["text_b"] if spec.pair else None, rows["label"],
-            n=a.n, k=a.k, p=a.p, seed=cfg.seed, vectors=sources["vectors"], model=sources["model"],
-            tokenizer=sources["tokenizer"], batch_size=a.batch_size, max_len=a.max_seq_len, max_tokens=a.max_tokens,
-            lowercase=a.lowercase, start_index=lo, include_originals=False, stats=stats, mlm_mode=a.mlm_mode,
-        )
-        stats["examples"], stats["augmented_rows"] = hi - lo, len(cols["label"])
+        common = dict(n=a.n, k=a.k, p=a.p, seed=cfg.seed, vectors=sources["vectors"], model=sources["model"],
+                      tokenizer=sources["tokenizer"], batch_size=a.batch_size, max_len=a.max_seq_len,
+                      max_tokens=a.max_tokens, lowercase=a.lowercase, start_index=lo, stats=stats, mlm_mode=a.mlm_mode)
+        if spec.is_token:
+            cols = augment.augment_tagged(rows["tokens"], rows["tags"], outside, **common)
+        else:
+            cols = augment.augment_examples(rows["text_a"], rows["text_b"] if spec.pair else None, rows["label"],
+                                            include_originals=False, **common)
+        stats["examples"], stats["augmented_rows"] = hi - lo, len(cols["source_index"])
         _write_dataset(cols, feats, shards_dir / f"{i:05d}", stats)
         written += hi - lo
         shards_here += 1
@@ -169,8 +192,11 @@ def run(cfg) -> dict:
     seconds = time.perf_counter() - t0
 
     # --- the final dataset: originals first, then the shards in order
-    originals = {"text_a": raw["text_a"], "text_b": raw["text_b"], "label": raw["label"],
-                 "source_index": list(range(count))}
+    if spec.is_token:
+        originals = {"tokens": raw["tokens"], "tags": raw["tags"], "source_index": list(range(count))}
+    else:
+        originals = {"text_a": raw["text_a"], "text_b": raw["text_b"], "label": raw["label"],
+                     "source_index": list(range(count))}
     parts = [pa.Table.from_pydict(originals, schema=feats.arrow_schema)]
     totals: dict = {}
     for i in range(n_shards):

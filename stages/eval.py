@@ -1,11 +1,12 @@
-"""Stage `eval`: evaluate any Hugging Face sequence-classification directory on a task's dev split."""
+"""Stage `eval`: evaluate any Hugging Face model directory with the task's head (sequence or token
+classification, extractive QA) on the task's dev split."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tinykd import build, models
+from tinykd import build, models, teachers
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
@@ -19,13 +20,19 @@ def run(cfg) -> dict:
         raise TinyKDError("stage=eval needs a model directory.", "add model=<path to a model directory>.")
     source = models.resolve_source(cfg.model, None, "model", "model")
     config = models.model_config(source)
+    if not teachers.is_finetuned_classifier(config, config.num_labels, spec.type):
+        raise TinyKDError(
+            f"Model {cfg.model} has no trained {spec.type.replace('_', ' ')} head (its architectures: "
+            f"{getattr(config, 'architectures', None)}): task {spec.name} would be scored with a random head.",
+            f"evaluate a model trained for this task (an AutoModelFor{teachers.HEAD_SUFFIXES[spec.type][3:]} "
+            "directory), or choose the task it was trained for (task=<name>).")
     if config.num_labels != spec.num_labels:
         raise TinyKDError(
             f"Model {cfg.model} has {config.num_labels} output labels; task {spec.name} has {spec.num_labels}.",
             "evaluate a model trained for this task (task=<name>).",
         )
     tokenizer = models.load_tokenizer(source, "model")
-    model = models.load_classifier(source, spec.num_labels, None, "model", spec.problem_type)
+    model = models.load_classifier(source, spec.num_labels, None, "model", spec.problem_type, spec.type)
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
     device = pick_device(cfg.engine.device)
     metrics = evaluate(model.to(device), dev_ds, tokenizer, spec, cfg.train.task_prediction.eval_batch_size, device)

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from stages import task_bilstm
-from tinykd import build, gate, models, teacher_outputs
+from tinykd import build, data, gate, models, teacher_outputs
+from tinykd.choices import SEQUENCE
 from tinykd.distiller import layer_outputs
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
@@ -40,7 +41,7 @@ def build_student(cfg, spec, teacher, teacher_tok):
     """The student classifier, initialised as `student.init` says; its vocabulary must be the teacher's."""
     init = cfg.student.init
     if init in ("random", "teacher_layers"):
-        student = models.random_student(build.student_config(cfg, teacher.config, spec), cfg.seed, head="classifier")
+        student = models.random_student(build.student_config(cfg, teacher.config, spec), cfg.seed, head=spec.type)
         if init == "teacher_layers":  # the fine-tuned teacher's embeddings and layers (its classifier is not copied)
             copied = models.init_from_teacher_layers(student, teacher, cfg.student.init_layers)
             print(f"[tinykd] student initialised from the fine-tuned teacher: embeddings and layers {copied}")
@@ -57,14 +58,19 @@ def build_student(cfg, spec, teacher, teacher_tok):
                           "set student.init=general, random, teacher_layers, or an existing model directory.")
     check_vocab = models.load_tokenizer(str(path), "student")
     models.check_same_vocab(check_vocab, teacher_tok, str(path), "teacher")
-    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type)
+    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type, spec.type)
 
 
-def teacher_cache_precision(cfg, examples: int) -> str:
+def teacher_cache_precision(cfg, examples: int, spec_type: str = SEQUENCE) -> str:
     """What `distill.teacher_cache` means for this run: fp16, fp32 or none. `auto` caches (fp16)
     only when the prediction phase reads every training example at least twice: filling the cache
     is one teacher pass over the whole set, which a short phase would never make."""
     choice = cfg.distill.teacher_cache
+    if spec_type != SEQUENCE:  # a logit per token: the teacher runs beside the student instead
+        if choice not in ("auto", "none"):
+            print(f"[tinykd] distill.teacher_cache={choice}: teacher logits are cached for text tasks only; "
+                  f"a {spec_type} task runs the teacher at every step")
+        return "none"
     if choice != "auto":
         return choice
     hp = cfg.train.task_prediction
@@ -100,7 +106,7 @@ def run(cfg) -> dict:
     print(f"[tinykd] stage=task task={spec.name} teacher={teacher_dir} student.init={cfg.student.init} "
           f"train={len(train_ds)} dev={len(dev_ds)} run_dir={run_dir}")
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
-    cache = teacher_cache_precision(cfg, len(train_ds)) if "prediction" in phases else "none"
+    cache = teacher_cache_precision(cfg, len(train_ds), spec.type) if "prediction" in phases else "none"
     if cache != "none":
         # The prediction phase reads only the teacher's logits: computed once over the training set and
         # cached on disk (epochs, resumed runs and sweep trials with the same teacher and data reuse them).
@@ -139,7 +145,7 @@ def run(cfg) -> dict:
                    evaluate(teacher.to(device), dev_ds, tokenizer, spec, batch_size, device))  # the figure to retain
     test = None
     if cfg.task.test and spec.glue is None:  # the dev-selected student (as exported) and the teacher on task.test
-        exported = models.load_classifier(str(out), spec.num_labels, None, "student").to(device)
+        exported = models.load_classifier(str(out), spec.num_labels, None, "student", task_type=spec.type).to(device)
         test = {"student": build.test_score(cfg, spec, exported, tokenizer, batch_size, device),
                 "teacher": teacher_dev and build.test_score(cfg, spec, teacher.to(device), tokenizer, batch_size, device)}
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
@@ -176,23 +182,25 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
                 loss, parts = distiller(s_out, t_out, batch["attention_mask"])
         elif name == "finetune":  # no distillation: the gold labels only
             with engine.autocast():
-                s_logits = student(**models.model_inputs(student, batch)).logits
-                loss = task_loss(s_logits, batch["labels"], spec.problem_type)
+                s_logits = models.head_logits(student(**models.model_inputs(student, batch)))
+                loss = task_loss(s_logits, data.gold_labels(batch, spec.type), spec.problem_type, spec.type)
                 parts = {"task": loss.detach()}
         else:
+            # logits per text (B, C), per token (B, L, C) or an answer's start and end per token (B, L, 2)
             if "teacher_logits" in batch:  # cached (distill.teacher_cache): the teacher does not run
                 t_logits = batch["teacher_logits"]
             else:  # only logits are needed: no hidden states or attention maps are returned
                 with torch.no_grad(), engine.autocast():
-                    t_logits = teacher(**models.model_inputs(teacher, batch)).logits
+                    t_logits = models.head_logits(teacher(**models.model_inputs(teacher, batch)))
             with engine.autocast():
-                s_logits = student(**models.model_inputs(student, batch)).logits
+                s_logits = models.head_logits(student(**models.model_inputs(student, batch)))
+                # a token task compares its labelled tokens (a word's first sub-token), QA every real token
                 pred = prediction_loss(s_logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
-                                       spec.problem_type)
+                                       spec.problem_type, spec.type, data.prediction_mask(batch, spec.type))
                 parts = {"prediction": pred.detach()}
                 loss = w.prediction * pred
                 if w.hard_label:
-                    hard = task_loss(s_logits, batch["labels"], spec.problem_type)
+                    hard = task_loss(s_logits, data.gold_labels(batch, spec.type), spec.problem_type, spec.type)
                     parts["hard_label"] = hard.detach()
                     loss = loss + w.hard_label * hard
         if not loop.update(loss, parts, items=batch["input_ids"].size(0)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tinykd import build, models
+from tinykd import build, data, models
 from tinykd.evaluate import evaluate
 from tinykd.loop import StepBudget
 from tinykd.losses import task_loss
@@ -19,10 +19,10 @@ def run(cfg) -> dict:
     build.start(cfg)
     spec = build.task_spec(cfg)
 
-    # --- build: pretrained encoder + a fresh classification head, the task's data
+    # --- build: pretrained encoder + a fresh head (per text, per token or answer span), the task's data
     source = build.teacher_source(cfg)
     tokenizer = models.load_tokenizer(source)
-    model = models.load_classifier(source, spec.num_labels, spec.label_names, "teacher", spec.problem_type)
+    model = models.load_classifier(source, spec.num_labels, spec.label_names, "teacher", spec.problem_type, spec.type)
     train_ds = build.task_split(cfg, spec, tokenizer, "train")
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
 
@@ -40,8 +40,8 @@ def run(cfg) -> dict:
     model.train()
     for batch in loop:
         with engine.autocast():
-            logits = model(**models.model_inputs(model, batch)).logits
-            loss = task_loss(logits, batch["labels"], spec.problem_type)
+            logits = models.head_logits(model(**models.model_inputs(model, batch)))
+            loss = task_loss(logits, data.gold_labels(batch, spec.type), spec.problem_type, spec.type)
         if loop.update(loss, {"task": loss.detach()}, items=batch["input_ids"].size(0)):
             if loop.eval_due and not loop.finished:  # the last step's evaluation follows the loop
                 loop.log({f"dev/{k}": v for k, v in

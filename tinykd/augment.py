@@ -693,3 +693,38 @@ def augment_examples(texts_a: Sequence[str], texts_b: Optional[Sequence[Optional
                 else:
                     emit(texts_a[e], text, labels[e], index)
     return out
+
+
+def augment_tagged(sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[int]], replaceable_tag: int, *,
+                   n: int, k: int, p: float, seed: int, vectors: Optional[WordVectors] = None, model=None,
+                   tokenizer=None, batch_size: int = 128, max_len: Optional[int] = None, max_tokens: int = 4096,
+                   lowercase: bool = True, start_index: int = 0, stats: Optional[dict] = None,
+                   mlm_mode: str = "exact") -> dict[str, list]:
+    """Augment a token-classification task's sentences: columns tokens, tags, source_index, each
+    sentence's augmented copies in sentence order (the originals are not repeated).
+
+    Only words tagged `replaceable_tag` (the outside tag, O) are ever replaced, one word by one word,
+    so every tag stays where it was and stays true: an entity word is never touched. Candidates and
+    draws are as `augment_examples` makes them (TinyBERT's procedure), from the words lowercased when
+    `lowercase`; a word left alone keeps its case.
+    """
+    if len(sentences) != len(tags):
+        raise ValueError("sentences and tags must have the same length")
+    lookup = [[w.lower() for w in words] if lowercase else list(words) for words in sentences]
+    tables = candidate_tables(lookup, k, vectors=vectors, model=model, tokenizer=tokenizer, batch_size=batch_size,
+                              max_len=max_len, max_tokens=max_tokens, stats=stats, mlm_mode=mlm_mode)
+    out: dict[str, list] = {"tokens": [], "tags": [], "source_index": []}
+    for e, (words, word_tags, table) in enumerate(zip(sentences, tags, tables)):
+        allowed = {i: c for i, c in table.items() if word_tags[i] == replaceable_tag}
+        if stats is not None:
+            stats["entity_words_kept"] = stats.get("entity_words_kept", 0) + len(table) - len(allowed)
+        seen = {tuple(lookup[e])}
+        for new in augment_sentence(lookup[e], allowed, n, p, sentence_rng(seed, start_index + e)):
+            if tuple(new) in seen:
+                continue
+            seen.add(tuple(new))
+            # the original word (with its case) wherever the copy did not replace it
+            out["tokens"].append([w if new[i] == lookup[e][i] else new[i] for i, w in enumerate(words)])
+            out["tags"].append(list(word_tags))
+            out["source_index"].append(start_index + e)
+    return out

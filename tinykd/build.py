@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from tinykd import attention, data, models, teachers
+from tinykd.choices import SEQUENCE
 from tinykd.data import Batcher
 from tinykd.distiller import Distiller, check_attention_capture, check_compatible, use_attention_target
 from tinykd.engine import build_engine
@@ -52,7 +53,7 @@ def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
     """The student's HF config from `cfg.student`: null sizes take the teacher's value (layers:
     half the teacher's, rounded up); a task spec adds its labels and problem type."""
     config = _student_config(cfg, teacher_config, spec)
-    if spec is not None:
+    if spec is not None and spec.type == SEQUENCE:  # token and QA heads have no problem type
         config.problem_type = spec.problem_type
     return config
 
@@ -164,7 +165,7 @@ def given_finetuned_teacher(cfg, spec: TaskSpec) -> Optional[str]:
         if own.is_file():  # e.g. a hub id while offline: stage=teacher's export of it stands
             return None
         raise
-    if not teachers.is_finetuned_classifier(config, config.num_labels):
+    if not teachers.is_finetuned_classifier(config, config.num_labels, spec.type):
         return None
     if config.num_labels != spec.num_labels:
         names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
@@ -202,10 +203,11 @@ def finetuned_teacher(cfg, spec: TaskSpec):
     another order is reordered, one with other names or another count refused."""
     source = finetuned_teacher_dir(cfg, spec)
     config = models.model_config(source)
-    if config.num_labels != spec.num_labels:
+    if config.num_labels != spec.num_labels and not spec.is_qa:
         teachers.label_permutation(config.id2label, spec.label_names, source=source)  # raises: the counts differ
-    teacher = models.load_classifier(source, spec.num_labels, None, "teacher", spec.problem_type)
-    perm = teachers.align_labels(teacher, spec.label_names, source=source)
+    teacher = models.load_classifier(source, spec.num_labels, None, "teacher", spec.problem_type, spec.type)
+    # a QA head's two outputs are the answer's start and end, not classes
+    perm = None if spec.is_qa else teachers.align_labels(teacher, spec.label_names, source=source)
     if perm is not None:
         print(f"[tinykd] teacher {source}: its classes reordered to the task's by name "
               f"({[teacher.config.id2label[i] for i in range(spec.num_labels)]}; teacher outputs {perm})")

@@ -660,6 +660,15 @@ def _check_combinations(cfg) -> None:
             what = "a regression" if kind == choices.REGRESSION else "multi-label"
             raise TinyKDError(f"Task {cfg.task.name} is {what}: the teacher's argmax is no label for it, so "
                               "distill.transfer_targets=hard cannot work.", "use distill.transfer_targets=soft.")
+    task_type = cfg.task.type if reads(cfg, "task.name") else choices.SEQUENCE
+    if task_type != choices.SEQUENCE and cfg.student.arch == "bilstm" and reads(cfg, "stage.bilstm_phases"):
+        raise TinyKDError(f"student=bilstm predicts one label per text; task {cfg.task.name} is "
+                          f"{task_type.replace('_', ' ')}.", "use a Transformer student (student=tinybert4, small, ...).")
+    if task_type == choices.QA and (name == "augment" or (name == "pipeline" and cfg.stage.augment)):
+        raise TinyKDError(
+            f"Task {cfg.task.name} is extractive QA: augmentation replaces words, and a replaced context word would move "
+            "or change the answer span (TinyBERT augments sentence tasks only).",
+            "drop stage.augment=true (QA distils on its own questions; README, \"Token classification and QA\").")
     if e.name == "deepspeed" and e.zero_stage == 3 and name == "mlm_head":
         raise TinyKDError("engine.zero_stage=3 cannot run stage=mlm_head: the head's decoder is the encoder's "
                           "frozen input embedding matrix, and ZeRO-3 would partition it away from the encoder.",

@@ -20,15 +20,19 @@ from typing import Iterator, Optional, Sequence
 import datasets
 import numpy as np
 import torch
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from tinykd.choices import TASK_SOURCES
+from tinykd.choices import QA, TASK_SOURCES, TOKEN
 from tinykd.errors import TinyKDError
 from tinykd.tasks import TaskSpec
 
 datasets.disable_progress_bars()
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+# what a training or inference batch holds: the model's inputs, the gold labels (per text, per token, or an
+# answer's start and end), cached teacher outputs. Other columns (a token task's word ids, a QA window's
+# offsets and context) stay in the dataset for scoring.
+BATCH_COLUMNS = (*MODEL_INPUTS, "labels", "start_positions", "end_positions", "teacher_logits", "teacher_rep")
 
 
 # ----------------------------------------------------------------------------- cache
@@ -204,15 +208,33 @@ def load_task_split(
         if not aug.exists():
             raise TinyKDError(f"Augmented dataset {aug} not found.", "run stage=augment first, or unset task.augmented.")
         src = datasets.load_from_disk(str(aug))
-        missing = {"text_a", "text_b", "label"} - set(src.column_names)
+        missing = ({"tokens", "tags"} if spec.type == TOKEN else {"text_a", "text_b", "label"}) - set(src.column_names)
         if missing:
             raise TinyKDError(f"Augmented dataset {aug} lacks columns {sorted(missing)}.",
-                              "write it with stage=augment.")
-        key = cache_key("aug", aug.resolve(), src._fingerprint, tokenizer_fingerprint(tokenizer), max_len, limit)
+                              "write it with stage=augment (for this task).")
         if limit is not None:
             src = src.select(range(min(limit, len(src))))
+        if spec.type == TOKEN:
+            from tinykd import tokendata
+
+            key = cache_key("aug-token", aug.resolve(), src._fingerprint, tokenizer_fingerprint(tokenizer), max_len,
+                            limit, task.label_all_subtokens, task.overflow)
+
+            def build():
+                ds, stats = tokendata.features(src, tokenizer, max_len, label_all_subtokens=task.label_all_subtokens,
+                                               overflow=task.overflow)
+                ds.info.description = json.dumps(stats)
+                return ds
+            ds = cached_dataset(cache_dir, key, build)
+            print(f"[tinykd] {spec.name} train (augmented): {describe(ds)}")
+            return ds
+        key = cache_key("aug", aug.resolve(), src._fingerprint, tokenizer_fingerprint(tokenizer), max_len, limit)
         return cached_dataset(cache_dir, key, lambda: tokenize_pairs(src, tokenizer, max_len))
 
+    if spec.type in (TOKEN, QA):  # a tag per word / an answer span: tinykd/tokendata.py, tinykd/qadata.py
+        ds = _span_split(spec, split, tokenizer, task, max_len, limit, cache_dir)
+        print(f"[tinykd] {spec.name} {split}: {describe(ds)}")
+        return ds
     if task is not None:  # your own data, described in task.* (tinykd/userdata.py)
         from tinykd import userdata
 
@@ -234,6 +256,96 @@ def load_task_split(
         key,
         lambda: tokenize_pairs(load_glue_split(spec, split, source, data_dir, limit), tokenizer, max_len),
     )
+
+
+def _span_split(spec: TaskSpec, split: str, tokenizer: PreTrainedTokenizerBase, task, max_len: int,
+                limit: Optional[int], cache_dir: str) -> datasets.Dataset:
+    """A token-classification or QA split as features (sub-word labels; windows of a long sentence or
+    context), cached. What the building counted (windows, truncations, skips) is kept in the dataset's
+    `info.description` (JSON), for `describe`."""
+    from tinykd import userdata
+
+    raw_cache = str(Path(cache_dir) / "raw")
+    if spec.type == TOKEN:
+        from tinykd import tokendata
+
+        overflow = task.overflow if split == "train" else "window"  # dev and test score every word
+        settings = (task.tokens_column, task.tags_column, task.conll_token_column, task.conll_tag_column,
+                    task.tag_scheme, task.label_all_subtokens, overflow)
+
+        def build():
+            raw = tokendata.load_split(task, spec.label_names, split, raw_cache, limit)
+            return tokendata.features(raw, tokenizer, max_len, label_all_subtokens=task.label_all_subtokens,
+                                      overflow=overflow)
+    else:
+        from tinykd import qadata
+
+        settings = (task.id_column, task.question_column, task.context_column, task.answers_column,
+                    task.version_2_with_negative, task.doc_stride, task.max_question_len)
+
+        def build():
+            raw, read = qadata.load_split(task, split, raw_cache, limit)
+            make = qadata.train_features if split == "train" else qadata.eval_features
+            ds, made = make(raw, tokenizer, max_len=max_len, doc_stride=task.doc_stride,
+                            max_question_len=task.max_question_len)
+            return ds, read | made
+
+    def build_and_note():
+        ds, stats = build()
+        ds.info.description = json.dumps(stats)
+        return ds
+
+    key = cache_key(spec.type, spec, split, userdata.origin(task, split), tokenizer_fingerprint(tokenizer), max_len,
+                    limit, task.format, *settings)
+    return cached_dataset(cache_dir, key, build_and_note)
+
+
+def build_notes(ds: datasets.Dataset) -> dict:
+    """What building a token or QA split counted (tinykd/tokendata.py, tinykd/qadata.py), or {}."""
+    try:
+        return json.loads(ds.info.description or "{}")
+    except json.JSONDecodeError:
+        return {}
+
+
+def describe(ds: datasets.Dataset) -> str:
+    """One line on what a split's building did, nothing left out: every nonzero count it made."""
+    notes = build_notes(ds)
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in notes.items() if v) or f"{len(ds)} examples"
+
+
+def token_task(ds: datasets.Dataset) -> bool:
+    """A token-classification split (its labels are per token, padded with IGNORE, not per text)."""
+    return "word_ids" in ds.column_names
+
+
+def collator(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase):
+    """Pads a batch: per-token labels with -100 (ignored by the losses) for token classification."""
+    if token_task(ds):
+        return DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
+    return DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+
+def batch_view(ds: datasets.Dataset) -> datasets.Dataset:
+    """The columns a batch is made of (BATCH_COLUMNS), as plain Python rows."""
+    return ds.with_format(None).select_columns([c for c in ds.column_names if c in BATCH_COLUMNS])
+
+
+def gold_labels(batch: dict, task_type: str) -> torch.Tensor:
+    """A batch's gold labels as `losses.task_loss` takes them: QA's start and end positions as (B, 2)."""
+    if task_type == QA:
+        return torch.stack((batch["start_positions"], batch["end_positions"]), dim=-1)
+    return batch["labels"]
+
+
+def prediction_mask(batch: dict, task_type: str) -> Optional[torch.Tensor]:
+    """Where `losses.prediction_loss` compares teacher and student: a token task's labelled tokens,
+    a QA window's real tokens; None for a text task (one prediction per example)."""
+    if task_type == TOKEN:
+        return batch["labels"] != -100
+    if task_type == QA:
+        return batch["attention_mask"].bool()
+    return None
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -347,12 +459,12 @@ class Batcher:
 
         if len(ds) == 0:
             raise TinyKDError("The training set is empty.", "check the data files and task.train_limit.")
-        self.ds = ds.with_format(None)
+        self.ds = batch_view(ds)
         self.batch_size = batch_size
         self.seed = seed
         self.rank = distributed.rank() if rank is None else rank
         self.world_size = distributed.world_size() if world_size is None else world_size
-        self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.collate = collator(ds, tokenizer)
         self.batches_per_epoch = math.ceil(len(ds) / (batch_size * self.world_size))
 
     def global_batches(self, epoch: int) -> list[list[int]]:
@@ -375,8 +487,8 @@ class Batcher:
 
 def eval_batches(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int):
     """All examples in order, in batches (the last one shorter): nothing is skipped."""
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    ds = ds.with_format(None)
+    collate = collator(ds, tokenizer)
+    ds = batch_view(ds)
     for idx in epoch_batches(len(ds), batch_size, 0, 0, False):
         yield collate(ds.select(idx).to_list())
 
@@ -385,8 +497,8 @@ def length_sorted_batches(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBa
     """Every example once, in batches of similar length (shortest first), as (positions, batch):
     inference pads each batch only to its own longest example. Callers put the outputs back in
     dataset order with the positions."""
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    ds = ds.with_format(None)
+    collate = collator(ds, tokenizer)
+    ds = batch_view(ds)
     lengths = np.fromiter((len(x) for x in ds["input_ids"]), dtype=np.int64, count=len(ds))
     order = np.argsort(lengths, kind="stable")
     for i in range(0, len(ds), batch_size):

@@ -1,5 +1,7 @@
-"""Dev-set evaluation of a sequence classifier: every example, logits in dataset order (computed in
-batches of similar length)."""
+"""Dev-set evaluation: every example, logits in dataset order (computed in batches of similar length),
+scored by the task's metrics: per text (tinykd/metrics.py), per word with its tag (tinykd/tokendata.py,
+windows joined back into sentences), or per question (tinykd/squad.py, windows merged by an n-best
+answer search)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tinykd.tasks import TaskSpec
 
 @torch.no_grad()
 def predict_logits(model, ds, tokenizer, batch_size: int, device) -> np.ndarray:
+    """(N, C) logits of a text classifier, in dataset order."""
     was_training = model.training
     model.eval()
     out, positions = [], []
@@ -29,6 +32,43 @@ def predict_logits(model, ds, tokenizer, batch_size: int, device) -> np.ndarray:
     logits = torch.empty_like(computed)
     logits[torch.tensor(positions)] = computed  # back in dataset order
     return logits.numpy()
+
+
+@torch.no_grad()
+def predict_token_logits(model, ds, tokenizer, batch_size: int, device) -> list[np.ndarray]:
+    """Per example, in dataset order, its (L_i, K) scores without padding: a token classifier's
+    tag logits (K = tags), or a QA model's start and end logits (K = 2)."""
+    was_training = model.training
+    model.eval()
+    out: list = [None] * len(ds)
+    for idx, batch in length_sorted_batches(ds, tokenizer, batch_size):
+        inputs = {k: v.to(device) for k, v in models.model_inputs(model, batch).items()}
+        logits = models.head_logits(model(**inputs)).float().cpu().numpy()
+        lengths = batch["attention_mask"].sum(1).tolist()  # padding is on the right
+        for row, (i, n) in enumerate(zip(idx, lengths)):
+            out[i] = logits[row, :n]
+    model.train(was_training)
+    return out
+
+
+def token_predictions(model, ds, tokenizer, batch_size: int, device) -> tuple[list[list[int]], list[list[int]]]:
+    """A token task's (predicted, gold) tag ids per word of every sentence, windows joined."""
+    from tinykd import tokendata
+
+    logits = predict_token_logits(model, ds, tokenizer, batch_size, device)
+    return tokendata.word_predictions(ds, [x.argmax(-1) for x in logits]), tokendata.word_gold(ds)
+
+
+def qa_answers(model, ds, tokenizer, batch_size: int, device, spec: TaskSpec) -> dict[str, str]:
+    """A QA model's answer to every question in `ds` (evaluation features): the best span over its
+    windows, searched as `spec.answer_search` says (tinykd/squad.py)."""
+    from dataclasses import asdict
+
+    from tinykd import squad
+
+    search = asdict(spec.answer_search)
+    logits = predict_token_logits(model, ds, tokenizer, batch_size, device)
+    return squad.best_answers(ds, [x[:, 0] for x in logits], [x[:, 1] for x in logits], **search)
 
 
 def predictions(logits: np.ndarray, spec: TaskSpec) -> np.ndarray:
@@ -48,6 +88,18 @@ def gold(ds, spec: TaskSpec) -> np.ndarray:
 
 
 def evaluate(model, ds, tokenizer, spec: TaskSpec, batch_size: int, device) -> dict[str, float]:
+    """The model's scores on `ds` by every metric of the task (its main one first)."""
+    if spec.is_token:
+        from tinykd import tokendata
+
+        return tokendata.scores(*token_predictions(model, ds, tokenizer, batch_size, device), spec.label_names,
+                                spec.metrics)
+    if spec.is_qa:
+        from tinykd import squad
+
+        answers = qa_answers(model, ds, tokenizer, batch_size, device, spec)
+        scores = squad.scores(answers, squad.references(ds), version_2=spec.answer_search.version_2)
+        return {m: scores[m] for m in spec.metrics}
     logits = predict_logits(model, ds, tokenizer, batch_size, device)
     return compute_metrics(spec.metrics, predictions(logits, spec), gold(ds, spec))
 

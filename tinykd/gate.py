@@ -7,7 +7,10 @@ scripts accept them silently. Before the first distillation step the fine-tuned 
 `distill.gate_examples` dev examples: its accuracy must beat the majority class of that sample by
 `distill.gate_margin` (regression: its Pearson correlation must exceed the margin; multi-label: its
 micro-F1 must beat the better of two constant predictors, every label or each label's majority value,
-by the margin).
+by the margin; token classification: its entity F1 must exceed the margin (tagging every word O, the
+commonest tag, finds no entity), or with tag_scheme=none its word accuracy must beat the commonest
+tag's share; extractive QA: its SQuAD F1 must beat, by the margin, answering every question with the
+context's first words (`squad.first_words_baseline`)).
 `distill.allow_weak_teacher=true` turns both refusals into warnings.
 """
 
@@ -19,7 +22,7 @@ import warnings
 import numpy as np
 
 from tinykd.errors import TinyKDError
-from tinykd.evaluate import gold, predict_logits, predictions
+from tinykd.evaluate import gold, predict_logits, predictions, qa_answers, token_predictions
 from tinykd.metrics import compute_metrics
 from tinykd.tasks import TaskSpec
 
@@ -29,7 +32,7 @@ GENERIC_LABEL = re.compile(r"LABEL_\d+")
 def label_order_problem(teacher_config, spec: TaskSpec) -> str | None:
     """What is wrong with the saved `id2label`, or None. Generic names (LABEL_0, ...) say nothing
     about the order and pass (the score check still catches a swapped head)."""
-    if spec.is_regression or not spec.label_names:
+    if spec.is_regression or spec.is_qa or not spec.label_names:
         return None
     saved = {int(k): v for k, v in (getattr(teacher_config, "id2label", None) or {}).items()}
     names = [saved.get(i) for i in range(len(saved))]
@@ -42,9 +45,39 @@ def label_order_problem(teacher_config, spec: TaskSpec) -> str | None:
     return None
 
 
+def first_examples(ds, n: int, spec: TaskSpec):
+    """The first `n` rows of a split, extended to the end of the last sentence's (token task) or question's
+    (QA) windows, so that every sampled example is whole."""
+    n = min(n, len(ds))
+    group = {"token_classification": "sentence", "question_answering": "example"}.get(spec.type)
+    if group is not None and n < len(ds):
+        ids = ds[group]
+        while n < len(ds) and ids[n] == ids[n - 1]:
+            n += 1
+    return ds.select(range(n))
+
+
 def teacher_score(teacher, dev_ds, tokenizer, spec: TaskSpec, examples: int, batch_size: int, device) -> dict:
     """The gate's figures on the first `examples` dev examples: the teacher's score, chance and the metric's name."""
-    sample = dev_ds.select(range(min(examples, len(dev_ds))))
+    sample = first_examples(dev_ds, examples, spec)
+    if spec.is_token:
+        from tinykd import tokendata
+
+        predicted, gold_tags = token_predictions(teacher, sample, tokenizer, batch_size, device)
+        metric = spec.main_metric
+        score = tokendata.scores(predicted, gold_tags, spec.label_names, (metric,))[metric]
+        words = np.concatenate([np.asarray(g) for g in gold_tags])
+        chance = 0.0 if metric != "token_accuracy" else float(np.bincount(words).max() / len(words))
+        return {"metric": metric, "score": float(score), "chance": chance, "examples": len(gold_tags)}
+    if spec.is_qa:
+        from tinykd import squad
+
+        answers = qa_answers(teacher, sample, tokenizer, batch_size, device, spec)
+        references = squad.references(sample)
+        score = squad.scores(answers, references, version_2=spec.answer_search.version_2)["squad_f1"]
+        contexts = dict(zip(sample["id"], sample["context"]))
+        chance = squad.first_words_baseline(contexts, references)
+        return {"metric": "squad_f1", "score": float(score), "chance": float(chance), "examples": len(references)}
     logits = predict_logits(teacher, sample, tokenizer, batch_size, device)
     labels = gold(sample, spec)
     if spec.is_multi_label:

@@ -11,7 +11,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from tinykd.choices import ATTENTION_HEADS, MULTI_LABEL, PRED_LOSSES, REGRESSION
+from tinykd.choices import ATTENTION_HEADS, MULTI_LABEL, PRED_LOSSES, QA, REGRESSION, SEQUENCE, TOKEN
+
+IGNORE = -100  # a token's label that no loss or metric reads (special tokens; a word's later sub-tokens)
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -91,16 +93,52 @@ def binary_kl_t2(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     return temperature**2 * (F.binary_cross_entropy_with_logits(student_logits / temperature, target) - entropy)
 
 
-def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str, temperature: float,
-                    problem_type: str) -> torch.Tensor:
-    """Prediction-layer distillation, by `distill.pred_loss` (`kind`) and the task's problem type.
+def span_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor, kind: str,
+              temperature: float) -> torch.Tensor:
+    """Distillation of one answer-boundary distribution (start or end) over a window's tokens.
 
-    regression (logits (B, 1)): MSE whatever `kind`. single-label: soft CE at T (TinyBERT),
-    KL·T², or MSE between the logits (mean over B·C; no temperature). multi-label: the same three
-    with a sigmoid per label in place of the softmax (`binary_soft_cross_entropy`, `binary_kl_t2`;
-    mse is unchanged)."""
+    logits: (B, L); mask: (B, L), 1 = a real token. Padding is left out of both softmaxes (it is no
+    answer position, and how much of it a window gets depends only on the batch). soft_ce:
+    −Σ_l softmax(z_T/T)_l · log softmax(z_S/T)_l; kl: T² · KL(softmax(z_T/T) ‖ softmax(z_S/T));
+    each the mean over the B windows. mse: the mean over the real positions of (z_S − z_T)².
+    Computed in fp32.
+    """
+    keep = mask.bool()
+    s, t = student_logits.float(), teacher_logits.float()
+    if kind == "mse":
+        return F.mse_loss(s[keep], t[keep])
+    # -1e30 after the division by T: exp() of it is exactly 0 whatever T, and 0 · (-1e30) is no NaN
+    log_s = F.log_softmax((s / temperature).masked_fill(~keep, -1e30), dim=-1)
+    log_t = F.log_softmax((t / temperature).masked_fill(~keep, -1e30), dim=-1)
+    p_t = log_t.exp()
+    if kind == "soft_ce":
+        return -(p_t * log_s).sum(-1).mean()
+    return temperature**2 * (p_t * (log_t - log_s)).sum(-1).mean()
+
+
+def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str, temperature: float,
+                    problem_type: str, task_type: str = SEQUENCE, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Prediction-layer distillation, by `distill.pred_loss` (`kind`), the task's problem type and task type.
+
+    Text (pair) tasks, logits (B, C): regression (C = 1): MSE whatever `kind`. single-label: soft CE
+    at T (TinyBERT), KL·T², or MSE between the logits (mean over B·C; no temperature). multi-label:
+    the same three with a sigmoid per label in place of the softmax (`binary_soft_cross_entropy`,
+    `binary_kl_t2`; mse is unchanged).
+    Token classification, logits (B, L, C), `mask` (B, L) the labelled tokens (a word's first
+    sub-token): the single-label loss over the N labelled tokens, each a row (mean over the N).
+    Extractive QA, logits (B, L, 2) (start, end), `mask` (B, L) the real tokens: `span_loss` on the
+    start and on the end distribution, averaged (DistilBERT's SQuAD distillation; Hugging Face's QA
+    heads average their two gold losses alike)."""
     if kind not in PRED_LOSSES:
         raise ValueError(f"unknown prediction loss {kind!r}: use one of {PRED_LOSSES}")
+    if task_type == QA:
+        return (span_loss(student_logits[..., 0], teacher_logits[..., 0], mask, kind, temperature)
+                + span_loss(student_logits[..., 1], teacher_logits[..., 1], mask, kind, temperature)) / 2
+    if task_type == TOKEN:
+        keep = mask.bool()
+        if not bool(keep.any()):  # no labelled token in the batch: nothing to distil
+            return student_logits.sum() * 0
+        student_logits, teacher_logits = student_logits[keep], teacher_logits[keep]  # (N, C)
     if problem_type == REGRESSION:
         return F.mse_loss(student_logits.view(-1), teacher_logits.view(-1))
     if kind == "mse":  # Ba & Caruana (2014), Tang et al. (2019): regress the logits themselves
@@ -112,9 +150,19 @@ def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return loss(student_logits, teacher_logits, temperature)
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    """Gold-label loss, as Hugging Face's heads compute it for each config.problem_type: cross-entropy
-    (single-label), MSE (regression), binary cross-entropy with logits, mean over B·C (multi-label)."""
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str, task_type: str = SEQUENCE) -> torch.Tensor:
+    """Gold-label loss, as Hugging Face's heads compute it: cross-entropy (single-label), MSE
+    (regression), binary cross-entropy with logits, mean over B·C (multi-label); token classification:
+    cross-entropy over the tokens whose label is not IGNORE (logits (B, L, C), labels (B, L)); extractive
+    QA: the mean of the start and the end cross-entropy over the window's positions (logits (B, L, 2),
+    labels (B, 2) start and end positions; a position outside [0, L) is ignored, as HF clamps it)."""
+    if task_type == QA:
+        length = logits.size(1)
+        pos = labels.clamp(0, length)  # HF: out-of-window positions become `length`, its ignored index
+        return (F.cross_entropy(logits[..., 0], pos[:, 0], ignore_index=length)
+                + F.cross_entropy(logits[..., 1], pos[:, 1], ignore_index=length)) / 2
+    if task_type == TOKEN:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
     if problem_type == REGRESSION:
         return F.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
     if problem_type == MULTI_LABEL:

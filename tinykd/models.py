@@ -20,7 +20,9 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     BertConfig,
     DistilBertConfig,
@@ -31,6 +33,7 @@ from transformers import (
 )
 
 from tinykd import bilstm  # noqa: F401  (registers the BiLSTM student with the Auto classes)
+from tinykd.choices import QA, SEQUENCE, TOKEN
 from tinykd.data import MODEL_INPUTS
 from tinykd.errors import TinyKDError
 
@@ -128,12 +131,26 @@ def label_kwargs(num_labels: int, label_names, problem_type: Optional[str] = Non
     return kw
 
 
+# the Auto class of each task type's head (choices.TASK_TYPES)
+TASK_HEADS = {SEQUENCE: AutoModelForSequenceClassification, TOKEN: AutoModelForTokenClassification,
+              QA: AutoModelForQuestionAnswering}
+
+
 def load_classifier(source: str, num_labels: int, label_names, what: str = "model",
-                    problem_type: Optional[str] = None) -> PreTrainedModel:
-    """A sequence classifier; a fresh head is added when `source` is a bare encoder. With
-    `label_names` None a fine-tuned head keeps its own id2label."""
-    return _from_pretrained(AutoModelForSequenceClassification, source, what,
-                            **label_kwargs(num_labels, label_names, problem_type))
+                    problem_type: Optional[str] = None, task_type: str = SEQUENCE) -> PreTrainedModel:
+    """A model with the task type's head (a sequence or token classifier, or a QA span head); a fresh
+    head is added when `source` is a bare encoder. With `label_names` None a fine-tuned head keeps
+    its own id2label. The problem type is a sequence classifier's only."""
+    kw = label_kwargs(num_labels, label_names, problem_type if task_type == SEQUENCE else None)
+    return _from_pretrained(TASK_HEADS[task_type], source, what, **kw)
+
+
+def head_logits(output) -> torch.Tensor:
+    """The head's scores from a model output: `logits` ((B, C) per text, (B, L, C) per token), or a QA
+    model's start and end logits stacked as (B, L, 2)."""
+    if getattr(output, "logits", None) is not None:
+        return output.logits
+    return torch.stack((output.start_logits, output.end_logits), dim=-1)
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -192,12 +209,13 @@ def distilbert_config(teacher_config, *, num_layers, dropout, num_labels: int = 
     )
 
 
-HEADS = {"none": AutoModel, "mlm": AutoModelForMaskedLM, "classifier": AutoModelForSequenceClassification}
+HEADS = {"none": AutoModel, "mlm": AutoModelForMaskedLM, "classifier": AutoModelForSequenceClassification,
+         **TASK_HEADS}
 
 
 def random_student(config, seed: int, head: str = "none") -> PreTrainedModel:
     """A randomly initialised student (seeded) for its config (BERT, DistilBERT, BiLSTM), with no
-    head, a masked-LM head (`head="mlm"`) or a classifier (`head="classifier"`)."""
+    head, a masked-LM head (`head="mlm"`), a classifier (`head="classifier"`) or a task type's head."""
     torch.manual_seed(seed)
     return HEADS[head].from_config(config)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tinykd.choices import DEFAULT_METRICS, METRICS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from tinykd.choices import (DEFAULT_METRICS, METRICS, MULTI_LABEL, QA, QA_METRICS, REGRESSION, SEQUENCE, SINGLE_LABEL,
+                            TOKEN, TOKEN_METRICS)
 from tinykd.errors import TinyKDError
 
 
@@ -34,6 +35,16 @@ class GlueFiles:
 
 
 @dataclass(frozen=True)
+class AnswerSearch:
+    """How an extractive QA model's answer is read from its start and end logits (tinykd/squad.py)."""
+
+    n_best: int = 20  # start and end candidates per window
+    max_answer_len: int = 30  # tokens
+    version_2: bool = False  # SQuAD 2.0: "no answer" ([CLS]) competes with the best span
+    null_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     problem_type: str  # choices.PROBLEM_TYPES (Hugging Face's config.problem_type values)
@@ -42,10 +53,24 @@ class TaskSpec:
     metrics: tuple[str, ...]  # the first is the one checkpoints are selected on
     pair: bool = False  # two texts per example (text_a, text_b)
     glue: Optional[GlueFiles] = None  # a GLUE task's file layout; None: the task's data is described in task.*
+    # what is predicted (choices.TASK_TYPES): a label per text (pair), a tag per word (label_names: the tags),
+    # or an answer span (two outputs per token, start and end: label_names None)
+    type: str = SEQUENCE
+    answer_search: Optional[AnswerSearch] = None  # extractive QA only
 
     @property
     def num_labels(self) -> int:
+        if self.type == QA:
+            return 2
         return 1 if self.label_names is None else len(self.label_names)
+
+    @property
+    def is_token(self) -> bool:
+        return self.type == TOKEN
+
+    @property
+    def is_qa(self) -> bool:
+        return self.type == QA
 
     @property
     def is_regression(self) -> bool:
@@ -111,13 +136,33 @@ def described_in_config(task) -> bool:
     return task.train is not None or task.hub is not None
 
 
+def valid_metrics(task_type: str, problem_type: str, tag_scheme: str = "iob2") -> tuple[str, ...]:
+    """The metrics a task can be scored with: by problem type for a text (pair) task; entity-level
+    scores only for BIO tags."""
+    if task_type == TOKEN:
+        return TOKEN_METRICS if tag_scheme == "iob2" else ("token_accuracy",)
+    if task_type == QA:
+        return QA_METRICS
+    return METRICS[problem_type]
+
+
+def default_metrics(task_type: str, problem_type: str, tag_scheme: str = "iob2") -> tuple[str, ...]:
+    """What a task is scored with unless task.metrics says otherwise; the first selects checkpoints."""
+    if task_type == SEQUENCE:
+        return DEFAULT_METRICS[problem_type]
+    return valid_metrics(task_type, problem_type, tag_scheme)
+
+
 def check_settings(task) -> None:
     """What the config alone can say is wrong with a task described in `task.*` (the start-up check;
-    its files are read, and checked row by row, by tinykd/userdata.py)."""
+    its files are read, and checked row by row, by tinykd/userdata.py, tokendata.py and qadata.py)."""
     if not task.train or not task.dev:
         raise TinyKDError(f"task={task.name} reads your own data, but task.train and task.dev are not both set.",
                           "set task.train=<file> task.dev=<file> (CSV, TSV, JSON, JSON Lines, Parquet or a "
                           "save_to_disk directory; or split names with task.hub=<dataset id>) (README, \"Your own data\").")
+    if task.type != SEQUENCE:
+        _check_span_settings(task)
+        return
     n = len(task.text_columns or [])
     if n not in (1, 2):
         raise TinyKDError(f"task.text_columns={list(task.text_columns or [])}: a task reads one text column "
@@ -132,9 +177,39 @@ def check_settings(task) -> None:
     if task.problem_type == REGRESSION and task.labels:
         raise TinyKDError("task.labels names classes, but task.problem_type=regression has none.",
                           "drop task.labels, or choose a classification problem_type.")
-    valid = METRICS[task.problem_type]
+    _check_metrics(task, task.problem_type)
+
+
+def _check_metrics(task, what: str) -> None:
+    valid = valid_metrics(task.type, task.problem_type, task.tag_scheme)
     bad = [m for m in (task.metrics or []) if m not in valid]
     if bad:
         raise TinyKDError(f"task.metrics={list(task.metrics)}: {', '.join(bad)} cannot score "
-                          f"{task.problem_type} (it takes {', '.join(valid)}).",
+                          f"{what} (it takes {', '.join(valid)}).",
                           f"set task.metrics to a list of {', '.join(valid)} (the first selects checkpoints).")
+
+
+def _check_span_settings(task) -> None:
+    """Token classification and extractive QA: the settings that belong to text classification are refused."""
+    if task.problem_type != SINGLE_LABEL or task.label_columns:
+        raise TinyKDError(f"task.type={task.type} predicts one class per token or an answer span: "
+                          "task.problem_type and task.label_columns describe text classification.",
+                          "drop task.problem_type and task.label_columns.")
+    if task.type == QA:
+        if task.labels:
+            raise TinyKDError("task.labels names classes, but extractive QA predicts answer spans.", "drop task.labels.")
+        if task.max_question_len + 3 >= task.max_seq_len:
+            raise TinyKDError(
+                f"task.max_question_len={task.max_question_len} leaves no room for the context in "
+                f"task.max_seq_len={task.max_seq_len} tokens (question + context + 3 special tokens).",
+                "raise task.max_seq_len (e.g. 384) or lower task.max_question_len (e.g. 64).")
+        if task.doc_stride >= task.max_seq_len - task.max_question_len - 3:
+            raise TinyKDError(
+                f"task.doc_stride={task.doc_stride} (the overlap of a long context's windows) is not smaller than "
+                f"the room a window has for context ({task.max_seq_len - task.max_question_len - 3} tokens): "
+                "windows would not advance.", "lower task.doc_stride (e.g. max_seq_len / 3).")
+        what = "extractive QA"
+    else:
+        what = "token classification" + (" with task.tag_scheme=none (entities need BIO tags)"
+                                          if task.tag_scheme == "none" else "")
+    _check_metrics(task, what)

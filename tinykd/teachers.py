@@ -25,13 +25,19 @@ from tinykd.errors import TinyKDError
 _GENERIC = re.compile(r"label_\d+")  # what transformers names classes nobody named
 
 
-def is_finetuned_classifier(config, num_labels: int) -> bool:
-    """Whether the model `config` (a transformers `PretrainedConfig`) describes already has a
-    sequence-classification head with `num_labels` outputs: `config.architectures` names a
-    `...ForSequenceClassification` class and `config.num_labels == num_labels`. A bare encoder or
-    masked LM (whose head would be new and random) is not."""
+HEAD_SUFFIXES = {"sequence_classification": "ForSequenceClassification",
+                 "token_classification": "ForTokenClassification", "question_answering": "ForQuestionAnswering"}
+
+
+def is_finetuned_classifier(config, num_labels: int, task_type: str = "sequence_classification") -> bool:
+    """Whether the model `config` (a transformers `PretrainedConfig`) describes already has the task
+    type's head (sequence or token classification, QA spans) with `num_labels` outputs:
+    `config.architectures` names a `...ForSequenceClassification` (`...ForTokenClassification`,
+    `...ForQuestionAnswering`) class and `config.num_labels == num_labels`. A bare encoder or masked LM
+    (whose head would be new and random) is not."""
     archs = getattr(config, "architectures", None) or []
-    return any(a.endswith("ForSequenceClassification") for a in archs) and config.num_labels == num_labels
+    suffix = HEAD_SUFFIXES[task_type]
+    return any(a.endswith(suffix) for a in archs) and config.num_labels == num_labels
 
 
 def _norm(name) -> str:

@@ -31,9 +31,9 @@ from typing import Optional, Sequence
 import datasets
 
 from tinykd.data import row_features
-from tinykd.choices import DEFAULT_METRICS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from tinykd.choices import MULTI_LABEL, QA, REGRESSION, SEQUENCE, SINGLE_LABEL, TOKEN
 from tinykd.errors import TinyKDError
-from tinykd.tasks import TaskSpec, check_settings
+from tinykd.tasks import AnswerSearch, TaskSpec, check_settings, default_metrics
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
               ".conll": "conll", ".conllu": "conllu"}
@@ -403,11 +403,19 @@ def _texts(task, rows: Rows) -> tuple[list[str], Optional[list[str]]]:
 
 
 def build_spec(task, cache_dir: str) -> TaskSpec:
-    """The task's spec: its class names read from the training split (or `task.labels`)."""
+    """The task's spec: its class names (a token task's tags) read from the training split (or `task.labels`)."""
     check_settings(task)
     kind = task.problem_type
+    metrics = tuple(task.metrics) if task.metrics else default_metrics(task.type, kind, task.tag_scheme)
+    if task.type == TOKEN:
+        from tinykd import tokendata
+
+        return TaskSpec(task.name, kind, tokendata.tag_names(task, cache_dir), metrics, type=TOKEN)
+    if task.type == QA:
+        search = AnswerSearch(task.n_best, task.max_answer_len, task.version_2_with_negative)
+        return TaskSpec(task.name, kind, None, metrics, type=QA, answer_search=search)
+    assert task.type == SEQUENCE
     names = None if kind == REGRESSION else label_names(task, read_rows(task, "train", cache_dir))
-    metrics = tuple(task.metrics) if task.metrics else DEFAULT_METRICS[kind]
     if "f1" in metrics and (names is None or len(names) != 2):
         raise TinyKDError(f"task.metrics includes f1 (the positive class's F1), but the task has "
                           f"{len(names or ())} classes.", "use macro_f1 for more than two classes.")
@@ -425,7 +433,24 @@ def load_split(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional
 
 
 def has_labels(task, split: str, cache_dir: str) -> bool:
-    """Whether `split` carries the label column(s) (a test split may not)."""
+    """Whether `split` carries the label column(s) (a test split may not). Column files (CoNLL) and SQuAD
+    JSON always do."""
+    if task.type != SEQUENCE and not task.hub:
+        path = Path(split_source(task, split)).expanduser()
+        if path.is_file() and (task.format in ("conll", "conllu", "squad")
+                               or EXTENSIONS.get(path.suffix.lower()) in ("conll", "conllu") or _is_squad_json(path)):
+            return True
     cols = read_rows(task, split, cache_dir).ds.column_names
-    return all(c in cols for c in (task.label_columns or [task.label_column]))
+    wanted = {TOKEN: [task.tags_column], QA: [task.answers_column]}.get(task.type, task.label_columns or [task.label_column])
+    return all(c in cols for c in wanted)
+
+
+def _is_squad_json(path: Path) -> bool:
+    """A .json file in SQuAD's nested layout: its first bytes open an object (JSON Lines rows of a flat
+    file would each open one too, so the `"data"` key decides)."""
+    if path.suffix.lower() != ".json":
+        return False
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("{") and '"data"' in head and '"version"' in head or head.startswith('{"data"')
 
