@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tinykd import build, models, teachers
+from tinykd import build, data, models, teachers
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
@@ -41,9 +41,9 @@ def run(cfg) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(run_dir, cfg)  # reuse=true compares it with the next run's
     result = {"stage": "eval", "task": spec.name, "model": str(cfg.model), "dev": metrics,
-              "main_metric": spec.main_metric, "examples": len(dev_ds), "run_dir": str(run_dir)}
+              "main_metric": spec.main_metric, "examples": data.example_count(dev_ds), "run_dir": str(run_dir)}
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] {cfg.model}: dev " + ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items())
-          + f" ({len(dev_ds)} examples)")
+          + f" ({data.example_count(dev_ds)} examples)")
     print(f"[tinykd] run_dir={run_dir}")
     return result

@@ -104,7 +104,7 @@ def run(cfg) -> dict:
     run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=task task={spec.name} teacher={teacher_dir} student.init={cfg.student.init} "
-          f"train={len(train_ds)} dev={len(dev_ds)} run_dir={run_dir}")
+          f"train={data.example_count(train_ds)} dev={data.example_count(dev_ds)} run_dir={run_dir}")
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
     cache = teacher_cache_precision(cfg, len(train_ds), spec.type) if "prediction" in phases else "none"
     if cache != "none":

@@ -381,6 +381,9 @@ def register() -> None:
     """Make the schemas and resolvers known to Hydra (idempotent)."""
     if not OmegaConf.has_resolver("tinykd_root"):
         OmegaConf.register_new_resolver("tinykd_root", lambda: str(REPO_ROOT))
+    if not OmegaConf.has_resolver("tinykd_by_type"):
+        # ${tinykd_by_type:${task.type},<value for extractive QA>,<value otherwise>}: debug=smoke's lengths
+        OmegaConf.register_new_resolver("tinykd_by_type", lambda kind, qa, other: qa if kind == choices.QA else other)
     ConfigStore.instance().store(name="tinykd_schema", node=Config)
 
 

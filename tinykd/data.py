@@ -314,6 +314,14 @@ def describe(ds: datasets.Dataset) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in notes.items() if v) or f"{len(ds)} examples"
 
 
+def example_count(ds: datasets.Dataset) -> int:
+    """Examples in a split: sentences or questions for a token or QA split (whose rows are windows)."""
+    for group in ("sentence", "example"):
+        if group in ds.column_names:
+            return len(set(ds[group]))
+    return len(ds)
+
+
 def token_task(ds: datasets.Dataset) -> bool:
     """A token-classification split (its labels are per token, padded with IGNORE, not per text)."""
     return "word_ids" in ds.column_names

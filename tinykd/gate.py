@@ -46,15 +46,16 @@ def label_order_problem(teacher_config, spec: TaskSpec) -> str | None:
 
 
 def first_examples(ds, n: int, spec: TaskSpec):
-    """The first `n` rows of a split, extended to the end of the last sentence's (token task) or question's
-    (QA) windows, so that every sampled example is whole."""
-    n = min(n, len(ds))
+    """The first `n` examples of a split: rows, or for a token or QA split (whose rows are windows)
+    every window of its first `n` sentences or questions."""
     group = {"token_classification": "sentence", "question_answering": "example"}.get(spec.type)
-    if group is not None and n < len(ds):
-        ids = ds[group]
-        while n < len(ds) and ids[n] == ids[n - 1]:
-            n += 1
-    return ds.select(range(n))
+    if group is None:
+        return ds.select(range(min(n, len(ds))))
+    ids, seen, end = ds[group], 0, 0
+    while end < len(ids) and (seen < n or ids[end] == ids[end - 1]):
+        seen += end == 0 or ids[end] != ids[end - 1]
+        end += 1
+    return ds.select(range(end))
 
 
 def teacher_score(teacher, dev_ds, tokenizer, spec: TaskSpec, examples: int, batch_size: int, device) -> dict:
@@ -112,8 +113,8 @@ def check_teacher(teacher, teacher_dir: str, dev_ds, tokenizer, spec: TaskSpec, 
         problems.append((
             f"The teacher at {teacher_dir} scores {figures['metric']} {figures['score']:.4f} on the first "
             f"{figures['examples']} {spec.name} dev examples, not above chance ({figures['chance']:.4f}) + "
-            f"distill.gate_margin ({margin}) = {threshold:.4f}: it looks never fine-tuned on {spec.name}, or its "
-            "classes are in another order.",
+            f"distill.gate_margin ({margin}) = {threshold:.4f}: it looks never fine-tuned on {spec.name}"
+            + ("." if spec.is_qa else ", or its classes are in another order."),
             f"fine-tune it first (`python -m tinykd stage=teacher task={spec.name}`) and point stage.teacher_dir at "
             f"the export, or lower distill.gate_margin. {override}"))
     for message, fix in problems:

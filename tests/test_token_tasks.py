@@ -1,0 +1,136 @@
+"""Token classification end to end: `stage=pipeline task=wnut17 debug=smoke` (NER, BIO tags) and
+`task=upos` (part of speech), each export reloaded with plain `transformers` and scored again with
+seqeval; O-only augmentation; the teacher gate, stage=eval and a given fine-tuned token classifier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from seqeval.metrics import f1_score
+
+from conftest import run_stage
+from tinykd.config import REPO_ROOT
+from tinykd.errors import TinyKDError
+
+WNUT = REPO_ROOT.parent / "shared" / "data" / "ner" / "wnut17"
+
+
+def conll_sentences(path: Path, limit: int) -> list[tuple[list[str], list[str]]]:
+    """The first `limit` sentences of a two-column CoNLL file, read here without tinykd."""
+    out, words, tags = [], [], []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            if words:
+                out.append((words, tags))
+                words, tags = [], []
+            continue
+        w, t = line.split("\t")
+        words.append(w)
+        tags.append(t)
+    if words:
+        out.append((words, tags))
+    return out[:limit]
+
+
+def plain_entity_f1(export: str, sentences) -> float:
+    """Entity F1 of an export loaded with plain transformers: each word tagged by its first sub-token."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(export)
+    model = AutoModelForTokenClassification.from_pretrained(export).eval()
+    names = model.config.id2label
+    predicted, gold = [], []
+    for words, tags in sentences:
+        # a word with no sub-token at all (a lone U+FE0F) is read as [UNK], as tinykd reads it (README)
+        words = [w if tok(w, add_special_tokens=False)["input_ids"] else tok.unk_token for w in words]
+        enc = tok(words, is_split_into_words=True, return_tensors="pt")
+        with torch.no_grad():
+            best = model(**enc).logits[0].argmax(-1).tolist()
+        first = {}
+        for position, word in enumerate(enc.word_ids()):
+            if word is not None and word not in first:
+                first[word] = best[position]
+        predicted.append([names[first[i]] for i in range(len(words))])
+        gold.append(tags)
+    return f1_score(gold, predicted)
+
+
+def test_ner_pipeline_exports_a_token_classifier_that_plain_transformers_rescores(make_cfg):
+    # 128 tokens: no dev sentence needs a window, so a plain forward pass sees what tinykd saw
+    res = run_stage(make_cfg("stage=pipeline", "task=wnut17", "debug=smoke", "task.max_seq_len=128",
+                             "train.task_prediction.max_steps=12"))
+    assert res["main_metric"] == "entity_f1"
+    assert set(res["dev"]) == {"entity_f1", "entity_precision", "entity_recall", "token_accuracy"}
+    config = json.loads((Path(res["student_export"]) / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"]
+    assert len(config["id2label"]) == 13 and "B-person" in config["id2label"].values()
+    again = plain_entity_f1(res["student_export"], conll_sentences(WNUT / "dev.conll", 128))  # dev_limit 128
+    assert again == pytest.approx(res["dev"]["entity_f1"], abs=1e-9)
+    # stage=eval scores the export the same
+    ev = run_stage(make_cfg("stage=eval", "task=wnut17", "debug=smoke", "task.max_seq_len=128",
+                            f"model={res['student_export']}"))
+    assert ev["dev"] == pytest.approx(res["dev"], abs=1e-9)
+
+
+def test_upos_pipeline_scores_word_accuracy_with_windows(make_cfg):
+    res = run_stage(make_cfg("stage=pipeline", "task=upos", "debug=smoke"))
+    assert res["main_metric"] == "token_accuracy" and set(res["dev"]) == {"token_accuracy"}
+    task = json.loads((Path(res["student_export"]).parent / "results.json").read_text())
+    assert 0.0 <= task["dev"]["token_accuracy"] <= 1.0
+    config = json.loads((Path(res["student_export"]) / "config.json").read_text())
+    assert sorted(config["id2label"].values())[:3] == ["ADJ", "ADP", "ADV"] and len(config["id2label"]) == 17
+
+
+def test_augmentation_replaces_only_words_tagged_o(make_cfg):
+    res = run_stage(make_cfg("stage=augment", "task=wnut17", "debug=smoke", "task.train_limit=64",
+                             "augment.shard_size=32"))
+    rows = datasets.load_from_disk(res["data"]).to_list()
+    originals = {r["source_index"]: r for r in rows[:64]}  # the originals first, then the new rows
+    from tinykd import build
+
+    o = build.task_spec(make_cfg("stage=augment", "task=wnut17", "debug=smoke")).label_names.index("O")
+    changed = 0
+    for r in rows[64:]:
+        src = originals[r["source_index"]]
+        assert r["tags"] == src["tags"] and len(r["tokens"]) == len(src["tokens"])
+        for word, old, tag in zip(r["tokens"], src["tokens"], src["tags"]):
+            if word != old:
+                changed += 1
+                assert tag == o, f"an entity word was replaced: {old!r} -> {word!r}"
+    assert changed > 0 and res["augmented_rows"] == len(rows) - 64
+
+
+def test_qa_augmentation_is_refused_at_start_up(make_cfg):
+    from tinykd import config
+
+    with pytest.raises(TinyKDError, match="extractive QA: augmentation"):
+        config.check(make_cfg("stage=pipeline", "task=squad", "debug=smoke", "stage.augment=true",
+                              "task.max_question_len=12", "task.doc_stride=8"))
+
+
+def test_a_sequence_classifier_is_refused_as_a_token_model(make_cfg, tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    cfg = make_cfg("stage=task", "task=wnut17", "debug=smoke")
+    from tinykd import build
+
+    source = build.teacher_source(cfg)
+    model = BertForSequenceClassification(BertConfig.from_pretrained(source, num_labels=13))
+    model.save_pretrained(tmp_path / "seq")
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "seq")
+    with pytest.raises(TinyKDError, match="no trained token classification head"):
+        run_stage(make_cfg("stage=eval", "task=wnut17", "debug=smoke", f"model={tmp_path / 'seq'}"))
+
+
+def test_the_gate_samples_whole_sentences_not_windows():
+    from tinykd.gate import first_examples
+    from tinykd.tasks import TaskSpec
+
+    ds = datasets.Dataset.from_dict({"sentence": [0, 0, 1, 2, 2, 2, 3]})  # sentence 0 and 2 have several windows
+    spec = TaskSpec("x", "single_label_classification", ("O", "B-x"), ("token_accuracy",), type="token_classification")
+    assert [list(first_examples(ds, n, spec)["sentence"]) for n in (1, 2, 3, 9)] == [
+        [0, 0], [0, 0, 1], [0, 0, 1, 2, 2, 2], [0, 0, 1, 2, 2, 2, 3]]
