@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-custom bench-throughput bench-startup test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-custom bench-ner bench-pos bench-qa bench-throughput bench-startup test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,15 @@ bench-sst2: install  ## SST-2 end to end: teacher, student (3 seeds), baselines,
 bench-custom: install  ## your own data: SST-2 as CSV and MRPC as JSON Lines = the GLUE path, an SST multi-label set (~49 min on 2 CPU cores) -> reports/custom/
 	# One torch thread per run: on 2 cores shared with other jobs, two threads per process ran ~5x slower (measured).
 	$(PY) -m tinykd.bench.custom engine.num_threads=1
+
+bench-ner: install  ## NER on WNUT-17: teacher, 4x192 student (3 seeds), no-distillation baselines, speed-up -> reports/ner/
+	$(PY) -m tinykd.bench.spans --task wnut17
+
+bench-pos: install  ## UPOS tagging on UD English-EWT, as bench-ner -> reports/pos/
+	$(PY) -m tinykd.bench.spans --task upos
+
+bench-qa: install  ## extractive QA on ../shared/data/squad, as bench-ner -> reports/qa/
+	$(PY) -m tinykd.bench.spans --task squad
 
 bench-throughput: install  ## one distillation step, tinykd vs TextBrewer side by side (~5 min) -> reports/throughput.json
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'

@@ -31,8 +31,14 @@ def test_every_option_composes_and_resolves(make_cfg, group, option):
     assert re.fullmatch(rf"{cfg.task.name}-(.+-)?{cfg.teacher.name}-{cfg.student.name}(-.+)?", name), name
 
 
-def test_task_configs_match_registry():
-    assert set(options("task")) == set(TASKS) | {"custom"}  # custom: your own data, described in task.*
+def test_task_configs_match_registry(make_cfg):
+    """Every GLUE task has its file; every other task file describes its data in task.* (custom leaves
+    the files to the command line)."""
+    from tinykd.tasks import described_in_config
+
+    described = {o for o in options("task") if described_in_config(make_cfg(f"task={o}").task)}
+    assert set(options("task")) == set(TASKS) | described | {"custom"}
+    assert described == {"wnut17", "upos", "squad"} and not described & set(TASKS)
 
 
 def test_defaults(make_cfg):
@@ -191,3 +197,16 @@ def test_no_conf_file_restates_a_default(make_cfg, name):
     restated = [f"{key}: {value!r}" for key, value in _leaves(data)
                 if all(_at(c(_without(data, key)), key) == _at(f, key) for c, f in zip(contexts, full))]
     assert not restated, f"conf/{name} restates what the config already is without it: {restated}"
+
+
+def test_reuse_compares_only_what_the_stage_reads(make_cfg, tmp_path):
+    """A general-distilled student is task-agnostic: a run made with one task is reused for another, and
+    a change in a key the general stage reads is still found."""
+    from tinykd.run import config_differences, save_config
+
+    save_config(tmp_path, make_cfg("stage=general", "task=sst2"))
+    assert config_differences(tmp_path / "config.yaml", make_cfg("stage=general", "task=wnut17")) == []
+    assert config_differences(tmp_path / "config.yaml", make_cfg("stage=general", "task=wnut17",
+                                                                 "corpus.max_lines=7")) == ["corpus.max_lines"]
+    save_config(tmp_path, make_cfg("stage=task", "task=sst2"))
+    assert "task.name" in config_differences(tmp_path / "config.yaml", make_cfg("stage=task", "task=wnut17"))

@@ -90,7 +90,8 @@ def test_unknown_stage_lists_the_stages(cli):
 
 @pytest.mark.parametrize(
     ("group", "choices"),
-    [("task", set(TASKS) | {"custom"}), ("student", {p.stem for p in (REPO / "conf" / "student").glob("*.yaml")})],
+    [("task", set(TASKS) | {"custom", "wnut17", "upos", "squad"}),
+     ("student", {p.stem for p in (REPO / "conf" / "student").glob("*.yaml")})],
 )
 def test_unknown_group_option_lists_the_choices(cli, group, choices):
     r = cli("stage=teacher", f"{group}=nope")

@@ -136,3 +136,21 @@ def test_optuna_search_space_runs(smoke_prereqs, runs_dir):
     swept = json.loads((sweep_dir / "sweep.json").read_text())["swept"]
     assert {"distill.temperature", "distill.attention_target", "distill.layer_map", "train.task_prediction.lr",
             "distill.weights.attention", "distill.weights.hidden", "distill.weights.prediction"} <= set(swept)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, metric", [("wnut17", "entity_f1"), ("squad", "squad_f1")])
+def test_token_and_qa_sweeps_rank_trials_by_the_task_s_metric(make_cfg, runs_dir, task, metric):
+    run_stage(make_cfg("stage=teacher", f"task={task}", "debug=smoke"))
+    run_stage(make_cfg("stage=general", "debug=smoke"))
+    sweep_dir = runs_dir / f"sweep-{task}"
+    cmd = [sys.executable, "-m", "tinykd", "-m", "stage=task", f"task={task}", "debug=smoke", "progress=false",
+           "reuse=true", f"hydra.sweep.dir={sweep_dir}", "distill.temperature=1,4"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
+    for r in rows:
+        res = json.loads((sweep_dir / r["dir"] / "results.json").read_text())
+        assert float(r[metric]) == pytest.approx(res["dev"][metric]) and res["main_metric"] == metric
+    assert float(rows[0][metric]) >= float(rows[1][metric])

@@ -468,6 +468,15 @@ def reads(cfg, key: str) -> bool:
     return _within(key, (*COMMON_KEYS, *_reads(STAGES[cfg.stage.name], cfg)))
 
 
+def result_depends_on(cfg, key: str) -> bool:
+    """Whether the configured stage's result can change with `key` (reuse=true compares only these): a key
+    it reads, except the run directories of other stages (runs.*: where things are written, not what is
+    computed) unless its spec reads one as an input. So one general-distilled student serves every task."""
+    if key.split(".")[0] == "runs":
+        return _within(key, _reads(STAGES[cfg.stage.name], cfg))
+    return reads(cfg, key)
+
+
 def _readers(key: str) -> list[str]:
     """Where `key` is read, for the error message: stage=x, or stage=x with some.key=value."""
     out = []

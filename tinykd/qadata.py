@@ -92,7 +92,7 @@ def _answers(where: str, value: Any) -> list[tuple[str, int]]:
     return [(text, _answer_start(where, start)) for text, start in pairs]
 
 
-def _squad_document(path: Path, required: bool) -> Optional[dict]:
+def squad_document(path: Path, required: bool) -> Optional[dict]:
     """The parsed file when it is SQuAD's nested JSON; None (format auto or json) when it is some other JSON."""
     text = _utf8(path)
     try:
@@ -159,7 +159,7 @@ def _read_questions(task, split: str, cache_dir: str) -> list[Question]:
                               f"set task.{split} to your {split} file.")
         json_file = task.format == "json" or (task.format == "auto" and path.suffix.lower() == ".json")
         if path.is_file() and (task.format == "squad" or json_file):
-            document = _squad_document(path, required=task.format == "squad")
+            document = squad_document(path, required=task.format == "squad")
             if document is not None:
                 return _nested_questions(path, document)
     return _flat_questions(task, read_rows(task, split, cache_dir))

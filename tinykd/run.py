@@ -210,22 +210,23 @@ def _schema_defaults() -> dict:
 
 def config_differences(stored_yaml: Path, cfg) -> list[str]:
     """Keys whose resolved values differ between a run's stored config.yaml and `cfg`,
-    leaving out keys that cannot change the stage's result, and keys the stored run predates
+    leaving out keys that cannot change the stage's result (volatile ones, those the stage does not
+    read: `config.result_depends_on`), and keys the stored run predates
     (added to the schema since) whose value now is their default: the run behaved as the
     default does."""
     if not stored_yaml.is_file():
         return ["config.yaml missing"]
     a = _flatten(OmegaConf.to_container(OmegaConf.load(stored_yaml), resolve=True))
     b = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    from tinykd.config import stage_phases
+    from tinykd.config import result_depends_on, stage_phases
 
     phases = stage_phases(cfg.stage.name)
 
     def matters(k: str) -> bool:
         top = k.split(".")[0]
-        if top in VOLATILE_KEYS:
+        if top in VOLATILE_KEYS or (top == "train" and k.split(".")[1] not in phases):
             return False
-        return not (top == "train" and k.split(".")[1] not in phases)
+        return result_depends_on(cfg, k)
 
     defaults = _schema_defaults()
 

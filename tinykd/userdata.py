@@ -433,24 +433,18 @@ def load_split(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional
 
 
 def has_labels(task, split: str, cache_dir: str) -> bool:
-    """Whether `split` carries the label column(s) (a test split may not). Column files (CoNLL) and SQuAD
+    """Whether `split` carries the label column(s) (a test split may not). CoNLL column files and SQuAD
     JSON always do."""
     if task.type != SEQUENCE and not task.hub:
         path = Path(split_source(task, split)).expanduser()
-        if path.is_file() and (task.format in ("conll", "conllu", "squad")
-                               or EXTENSIONS.get(path.suffix.lower()) in ("conll", "conllu") or _is_squad_json(path)):
+        kind = data_format(path, task.format)
+        if kind in ("conll", "conllu", "squad"):
             return True
+        if task.type == QA and kind == "json":
+            from tinykd import qadata
+
+            if qadata.squad_document(path, required=False) is not None:
+                return True
     cols = read_rows(task, split, cache_dir).ds.column_names
     wanted = {TOKEN: [task.tags_column], QA: [task.answers_column]}.get(task.type, task.label_columns or [task.label_column])
     return all(c in cols for c in wanted)
-
-
-def _is_squad_json(path: Path) -> bool:
-    """A .json file in SQuAD's nested layout: its first bytes open an object (JSON Lines rows of a flat
-    file would each open one too, so the `"data"` key decides)."""
-    if path.suffix.lower() != ".json":
-        return False
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        head = f.read(4096).lstrip()
-    return head.startswith("{") and '"data"' in head and '"version"' in head or head.startswith('{"data"')
-

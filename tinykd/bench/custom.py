@@ -35,9 +35,6 @@ import csv
 import io
 import json
 import os
-import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,10 +43,10 @@ import numpy as np
 import torch
 
 from tinykd.bench.augment import cpu_name
+from tinykd.bench.runner import Runner
 from tinykd.config import REPO_ROOT
 
 DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
-PROGRESS = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # a tqdm refresh (text mode turns its \r into lines)
 TOLERANCE = 1e-6  # a reloaded export's dev figure against its run's
 LABELS = ("positive", "negative", "has_very_positive_phrase", "has_very_negative_phrase", "mixed")
 LABEL_METRICS = ("micro_f1", "macro_f1", "exact_match")  # tinykd's defaults for multi-label tasks
@@ -221,25 +218,6 @@ def sst_multilabel(trees_dir: Path, out: Path) -> dict:
 # ----------------------------------------------------------------------------- the runs
 
 
-def tinykd(*overrides: str, log: Path, commands: list[str]) -> float:
-    """One tinykd command (reuse=true); its output goes to the terminal and to `log`. Returns seconds."""
-    cmd = [sys.executable, "-m", "tinykd", "reuse=true", *overrides]
-    shown = "python " + " ".join(cmd[1:])
-    commands.append(shown)
-    print(f"[bench-custom] $ {shown}", flush=True)
-    t0 = time.perf_counter()
-    with open(log, "a") as out:
-        out.write(f"$ {shown}\n")
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            if not PROGRESS.search(line):  # the log keeps what was run and said, not every bar refresh
-                out.write(line)
-    if proc.wait():
-        raise SystemExit(f"[bench-custom] failed ({proc.returncode}): {shown}; its output is in {log}")
-    return time.perf_counter() - t0
-
-
 def task_overrides(files: dict, budgets: dict) -> dict[str, list[str]]:
     """Each task run's task.* overrides: GLUE and custom paths of a dataset differ only in how the data
     is named (and, MRPC, in stating GLUE's metrics, which the custom path would otherwise choose by
@@ -402,10 +380,9 @@ def main(argv=None) -> dict:
         torch.set_num_threads(int(threads[-1]))
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "commands.log"
-    log.write_text("")
+    tinykd = Runner("bench-custom", log)
     start = time.perf_counter()
     budgets = BUDGETS[mode]
-    commands: list[str] = []
     seconds: dict[str, float] = {}
 
     # --- 1: the files
@@ -417,16 +394,16 @@ def main(argv=None) -> dict:
 
     # --- 2: the runs; one general distillation shared by every task run
     common = [f"paths.runs={rel(root)}", "teacher=minilm_l6", "logger=none", f"seed={args.seed}", *args.overrides]
-    seconds["general"] = tinykd("stage=general", *common, *STUDENT, *budgets["general"], log=log, commands=commands)
+    seconds["general"] = tinykd("stage=general", *common, *STUDENT, *budgets["general"])
     tasks = task_overrides(files, budgets)
     task_cfg: dict[str, list[str]] = {}
     for name, task in tasks.items():
         teacher_b, task_b = phase_overrides(budgets[family(name)])
-        seconds[f"{name}/teacher"] = tinykd("stage=teacher", *common, *task, *teacher_b, log=log, commands=commands)
+        seconds[f"{name}/teacher"] = tinykd("stage=teacher", *common, *task, *teacher_b)
         if name == "sst_multilabel":  # the gate scores all of dev: its first rows are the positive sentences
             task_b = [*task_b, f"distill.gate_examples={files['multilabel']['counts']['dev']['examples']}"]
         task_cfg[name] = ["stage=task", *common, *task, *STUDENT, *task_b]
-        seconds[f"{name}/task"] = tinykd(*task_cfg[name], log=log, commands=commands)
+        seconds[f"{name}/task"] = tinykd(*task_cfg[name])
     results = {name: {"teacher": json.loads((root / "teacher" / f"{compose_name(name)}-minilm_l6" / "results.json")
                                             .read_text()),
                       "task": json.loads((root / "task" / f"{compose_name(name)}-minilm_l6-{STUDENT_NAME}" / "results.json")
@@ -446,8 +423,7 @@ def main(argv=None) -> dict:
         export = results["sst_multilabel"][who]["export"]
         d = root / "eval" / f"sst_multilabel_columns-{'teacher' if who == 'teacher' else 'student'}"
         seconds[f"sst_multilabel_columns/{d.name.split('-')[1]}"] = tinykd(
-            "stage=eval", *common, *columns_task, f"model={rel(Path(export))}", f"runs.eval={rel(d)}",
-            log=log, commands=commands)
+            "stage=eval", *common, *columns_task, f"model={rel(Path(export))}", f"runs.eval={rel(d)}")
         columns_eval["teacher" if who == "teacher" else "student"] = json.loads((d / "results.json").read_text())
 
     # --- 3: the checks
@@ -539,7 +515,7 @@ def main(argv=None) -> dict:
         "student": STUDENT,
         "overrides": args.overrides,
         "seed": args.seed,
-        "commands": commands,
+        "commands": tinykd.commands,
         "seconds": time.perf_counter() - start,
         "step_seconds": seconds,
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

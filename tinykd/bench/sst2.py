@@ -21,10 +21,7 @@ import argparse
 import csv
 import json
 import os
-import re
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,28 +30,12 @@ from omegaconf import OmegaConf
 
 from tinykd import latency
 from tinykd.bench.augment import cpu_name
+from tinykd.bench.runner import Runner
 from tinykd.config import REPO_ROOT
 
 EXPERIMENT = "sst2_bench"
 DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
-PROGRESS = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # a tqdm refresh (text mode turns its \r into lines)
 TARGETS = {"retention": 0.99, "points_over_baseline": 1.5, "speedup_b32": 4.0}
-
-
-def tinykd(*overrides: str, log: Path) -> float:
-    """One tinykd command (reuse=true); its output goes to the terminal and to `log`. Returns seconds."""
-    cmd = [sys.executable, "-m", "tinykd", f"experiment={EXPERIMENT}", "task=sst2", "reuse=true", *overrides]
-    print(f"[bench-sst2] $ {' '.join(cmd[1:])}", flush=True)
-    t0 = time.perf_counter()
-    with open(log, "a") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            if not PROGRESS.search(line):  # the log keeps what was run and said, not every bar refresh
-                out.write(line)
-    if proc.wait():
-        raise SystemExit(f"[bench-sst2] failed ({proc.returncode}): {' '.join(cmd[1:])}; its output is in {log}")
-    return time.perf_counter() - t0
 
 
 def read_dev(path: Path) -> tuple[list[str], list[int]]:
@@ -93,18 +74,17 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     root, out_dir = Path(args.runs).resolve(), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / "commands.log"
-    log.write_text("")
+    tinykd = Runner("bench-sst2", out_dir / "commands.log", (f"experiment={EXPERIMENT}", "task=sst2"))
     start = time.perf_counter()
     paths = [f"runs.teacher={root}/teacher", f"runs.general={root}/general", f"runs.augment={root}/augment"]
     common = [*paths, *args.overrides]
     seconds: dict[str, float] = {}
 
     # --- 1-3: teacher, general distillation, augmentation (each once)
-    seconds["teacher"] = tinykd("stage=teacher", *common, log=log)
-    seconds["general"] = tinykd("stage=general", *common, log=log)
+    seconds["teacher"] = tinykd("stage=teacher", *common)
+    seconds["general"] = tinykd("stage=general", *common)
     limit = "null" if args.augment_limit is None else args.augment_limit
-    seconds["augment"] = tinykd("stage=augment", f"task.train_limit={limit}", *common, log=log)
+    seconds["augment"] = tinykd("stage=augment", f"task.train_limit={limit}", *common)
     augmented = root / "augment" / "data"
 
     # --- 4: task distillation (3 seeds) and the no-distillation baselines (same shape, 3 seeds each)
@@ -112,14 +92,14 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         d = root / "task" / f"distilled-seed{seed}"
         seconds[f"student_seed{seed}"] = tinykd("stage=task", f"seed={seed}", f"task.augmented={augmented}",
-                                                f"runs.task={d}", *common, log=log)
+                                                f"runs.task={d}", *common)
         runs["student"][seed] = d
     for init in ("general", "random"):
         for seed in args.seeds:
             d = root / "task" / f"finetune-{init}-seed{seed}"
             seconds[f"baseline_{init}_seed{seed}"] = tinykd(
                 "stage=task", "stage.phases=[finetune]", f"student.init={init}", f"seed={seed}", f"runs.task={d}",
-                *common, log=log)
+                *common)
             runs[f"baseline_{init}"][seed] = d
 
     # --- 5: every export re-scored on SST-2 dev with plain transformers
