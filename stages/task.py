@@ -26,7 +26,6 @@ from torch import nn
 
 from stages import task_bilstm
 from tinykd import build, data, gate, models, teacher_outputs
-from tinykd.choices import SEQUENCE
 from tinykd.distiller import layer_outputs
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
@@ -61,16 +60,11 @@ def build_student(cfg, spec, teacher, teacher_tok):
     return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type, spec.type)
 
 
-def teacher_cache_precision(cfg, examples: int, spec_type: str = SEQUENCE) -> str:
+def teacher_cache_precision(cfg, examples: int) -> str:
     """What `distill.teacher_cache` means for this run: fp16, fp32 or none. `auto` caches (fp16)
     only when the prediction phase reads every training example at least twice: filling the cache
     is one teacher pass over the whole set, which a short phase would never make."""
     choice = cfg.distill.teacher_cache
-    if spec_type != SEQUENCE:  # a logit per token: the teacher runs beside the student instead
-        if choice not in ("auto", "none"):
-            print(f"[tinykd] distill.teacher_cache={choice}: teacher logits are cached for text tasks only; "
-                  f"a {spec_type} task runs the teacher at every step")
-        return "none"
     if choice != "auto":
         return choice
     hp = cfg.train.task_prediction
@@ -106,7 +100,7 @@ def run(cfg) -> dict:
     print(f"[tinykd] stage=task task={spec.name} teacher={teacher_dir} student.init={cfg.student.init} "
           f"train={data.example_count(train_ds)} dev={data.example_count(dev_ds)} run_dir={run_dir}")
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
-    cache = teacher_cache_precision(cfg, len(train_ds), spec.type) if "prediction" in phases else "none"
+    cache = teacher_cache_precision(cfg, len(train_ds)) if "prediction" in phases else "none"
     if cache != "none":
         # The prediction phase reads only the teacher's logits: computed once over the training set and
         # cached on disk (epochs, resumed runs and sweep trials with the same teacher and data reuse them).

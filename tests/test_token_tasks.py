@@ -134,3 +134,29 @@ def test_the_gate_samples_whole_sentences_not_windows():
     spec = TaskSpec("x", "single_label_classification", ("O", "B-x"), ("token_accuracy",), type="token_classification")
     assert [list(first_examples(ds, n, spec)["sentence"]) for n in (1, 2, 3, 9)] == [
         [0, 0], [0, 0, 1], [0, 0, 1, 2, 2, 2], [0, 0, 1, 2, 2, 2, 3]]
+
+
+@pytest.mark.parametrize("task", ["wnut17", "squad"])
+def test_cached_teacher_logits_per_token_equal_a_live_teacher_forward(make_cfg, tmp_path, task):
+    """distill.teacher_cache for token and QA tasks: an example's L x K logits stored flat, padded back to
+    the batch by the collator, equal the teacher's own output on the batch at every real token."""
+    from tinykd import build, data, models, teacher_outputs
+
+    cfg = make_cfg("stage=task", f"task={task}", "debug=smoke")
+    spec = build.task_spec(cfg)
+    source = build.teacher_source(cfg)
+    tok = models.load_tokenizer(source)
+    torch.manual_seed(0)
+    teacher = models.freeze(models.load_classifier(source, spec.num_labels, spec.label_names, "teacher",
+                                                   task_type=spec.type))
+    train = build.task_split(cfg, spec, tok, "train", limit=40)
+    cached = teacher_outputs.with_teacher_outputs(teacher, source, train, tok, batch_size=7, device="cpu",
+                                                  cache_dir=str(tmp_path), progress=False, precision="fp32",
+                                                  representations=False)
+    batch = next(data.Batcher(cached, tok, 16, seed=0).iterate(0))
+    with torch.no_grad():
+        live = models.head_logits(teacher(**models.model_inputs(teacher, batch)))
+    real = batch["attention_mask"].bool()
+    assert batch["teacher_logits"].shape == live.shape
+    assert torch.allclose(batch["teacher_logits"][real], live[real], atol=1e-5)
+    assert float(batch["teacher_logits"][~real].abs().sum()) == 0.0

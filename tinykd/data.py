@@ -328,10 +328,35 @@ def token_task(ds: datasets.Dataset) -> bool:
 
 
 def collator(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase):
-    """Pads a batch: per-token labels with -100 (ignored by the losses) for token classification."""
+    """Pads a batch: per-token labels with -100 (ignored by the losses) for token classification; a token
+    or QA task's cached teacher logits (`TokenLogitsPadding`)."""
     if token_task(ds):
-        return DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
-    return DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        base = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
+    else:
+        base = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    per_token = token_task(ds) or "start_positions" in ds.column_names
+    return TokenLogitsPadding(base) if per_token and "teacher_logits" in ds.column_names else base
+
+
+class TokenLogitsPadding:
+    """A collator for rows whose cached teacher logits are per token (tinykd/teacher_outputs.py stores an
+    example's L x K logits flat): the rest collated by `base`, the logits as (B, L, K), zero at padding
+    (which no loss reads: the prediction mask leaves it out). Padding is on the right, as BERT-like
+    tokenizers pad."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, rows: list[dict]) -> dict:
+        flat = [r.pop("teacher_logits") for r in rows]
+        batch = self.base(rows)
+        lengths = [len(r["input_ids"]) for r in rows]
+        k = len(flat[0]) // lengths[0]
+        out = torch.zeros(len(rows), batch["input_ids"].size(1), k)
+        for i, (values, n) in enumerate(zip(flat, lengths)):
+            out[i, :n] = torch.tensor(values, dtype=torch.float32).view(n, k)
+        batch["teacher_logits"] = out
+        return batch
 
 
 def batch_view(ds: datasets.Dataset) -> datasets.Dataset:

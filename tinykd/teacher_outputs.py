@@ -9,7 +9,8 @@ tokenised data (its fingerprint covers the source, the tokenizer and the maximum
 tokenizer and the precision, so a change in any of them computes the outputs again.
 
 Cost on disk: C numbers per example for the logits (2 bytes each in fp16: 4 bytes an SST-2
-example), D more for the representation (768 bytes an example at D=384 in fp16). Intermediate
+example; a token or QA task's L x K, its tokens' tag or start/end logits, stored flat and padded
+back by `data.collator`), D more for the representation (768 bytes an example at D=384 in fp16). Intermediate
 features (every layer's hidden states and attention maps, L x D and H x L x L numbers per layer)
 would take megabytes per example and are not cached.
 """
@@ -46,14 +47,19 @@ def _compute(teacher, ds: datasets.Dataset, tokenizer, batch_size: int, device, 
     for idx, batch in tqdm(batches, total=-(-len(ds) // batch_size), desc="teacher outputs", disable=not progress):
         inputs = {k: v.to(device) for k, v in models.model_inputs(teacher, batch).items()}
         out = teacher(**inputs, output_hidden_states=representations)
-        logits.append(out.logits.float().cpu())
+        scores = models.head_logits(out).float().cpu()
+        if scores.dim() == 3:  # per token (B, L, K): each example's real tokens (padding is on the right), flat
+            lengths = batch["attention_mask"].sum(1).tolist()
+            logits.extend(scores[i, :n].reshape(-1) for i, n in enumerate(lengths))
+        else:
+            logits.extend(scores)
         if representations:
             reps.append(out.hidden_states[-1][:, 0].float().cpu())
         positions.extend(idx)
-    back = torch.empty(len(positions), dtype=torch.long)
-    back[torch.tensor(positions)] = torch.arange(len(positions))  # dataset row -> computed row
+    order = sorted(range(len(positions)), key=positions.__getitem__)  # back in dataset order
     kind = datasets.Sequence(datasets.Value(DTYPES[precision]))
-    ds = ds.add_column("teacher_logits", torch.cat(logits)[back].numpy().tolist(), feature=kind)
+    ds = ds.add_column("teacher_logits", [logits[i].numpy().tolist() for i in order], feature=kind)
+    back = torch.tensor(order)
     if representations:
         ds = ds.add_column("teacher_rep", torch.cat(reps)[back].numpy().tolist(), feature=kind)
     return ds
