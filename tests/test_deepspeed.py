@@ -202,3 +202,24 @@ def test_every_training_stage_runs_through_deepspeed_as_through_torch(make_cfg, 
     assert cut["interrupted"] and cut["step"] == 4
     resumed = run_stage(make_cfg(*stage, "debug=smoke", *ds, f"runs.{key}=${{paths.runs}}/{key}/cut", "resume=true"))
     assert_same_weights(weights(resumed), weights(b), atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["wnut17", "squad"])
+def test_token_and_qa_tasks_run_through_deepspeed_as_through_torch(make_cfg, task):
+    """A token classifier and a QA model, fine-tuned and distilled through ZeRO-2: engine=torch's weights;
+    interrupted in the prediction phase and resumed, the uninterrupted run's."""
+    ds = ("engine=deepspeed", "engine.zero_stage=2")
+    t_torch = run_stage(make_cfg("stage=teacher", f"task={task}", "debug=smoke", "runs.teacher=${paths.runs}/teacher/t"))
+    t_ds = run_stage(make_cfg("stage=teacher", f"task={task}", "debug=smoke", *ds,
+                              "runs.teacher=${paths.runs}/teacher/d"))
+    assert_same_weights(weights(t_ds), weights(t_torch))
+    distil = ("stage=task", f"task={task}", "debug=smoke", "student.init=random", f"stage.teacher_dir={t_torch['export']}")
+    a = run_stage(make_cfg(*distil, "runs.task=${paths.runs}/task/t"))
+    b = run_stage(make_cfg(*distil, *ds, "runs.task=${paths.runs}/task/d"))
+    assert a["best_step"] == b["best_step"] and a["dev"] == pytest.approx(b["dev"])
+    assert_same_weights(weights(b), weights(a))
+    cut = run_stage(make_cfg(*distil, *ds, "runs.task=${paths.runs}/task/cut", "interrupt_after=8"))
+    assert cut["interrupted"]
+    resumed = run_stage(make_cfg(*distil, *ds, "runs.task=${paths.runs}/task/cut", "resume=true"))
+    assert_same_weights(weights(resumed), weights(b), atol=0)
