@@ -160,3 +160,17 @@ def test_cached_teacher_logits_per_token_equal_a_live_teacher_forward(make_cfg, 
     assert batch["teacher_logits"].shape == live.shape
     assert torch.allclose(batch["teacher_logits"][real], live[real], atol=1e-5)
     assert float(batch["teacher_logits"][~real].abs().sum()) == 0.0
+
+
+def test_an_interrupted_token_task_resumes_to_the_uninterrupted_weights(make_cfg):
+    from safetensors.torch import load_file
+
+    teacher = run_stage(make_cfg("stage=teacher", "task=wnut17", "debug=smoke"))
+    distil = ("stage=task", "task=wnut17", "debug=smoke", "student.init=random", f"stage.teacher_dir={teacher['export']}")
+    whole = run_stage(make_cfg(*distil, "runs.task=${paths.runs}/task/whole"))
+    cut = run_stage(make_cfg(*distil, "runs.task=${paths.runs}/task/cut", "interrupt_after=8"))  # in the prediction phase
+    assert cut["interrupted"]
+    resumed = run_stage(make_cfg(*distil, "runs.task=${paths.runs}/task/cut", "resume=true"))
+    a, b = (load_file(Path(r["export"]) / "model.safetensors") for r in (whole, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["dev"] == whole["dev"]
