@@ -172,9 +172,20 @@ def main(argv=None) -> dict:
                     help="the no-distillation baselines' initial weights (default: the task's, BENCHES)")
     ap.add_argument("--runs", default=str(Path(os.environ.get("TINYKD_RUNS", REPO_ROOT / "runs")) / "bench_spans"))
     ap.add_argument("--out", default=None, help="default: reports/<ner|pos|qa>")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite REPORT.md (and the plot) from <out>/results.json, running nothing")
     ap.add_argument("overrides", nargs="*", help="extra tinykd overrides for every step (e.g. debug=smoke)")
     args = ap.parse_args(argv)
     bench = BENCHES[args.task]
+    if args.report_only:
+        out_dir = Path(args.out or REPO_ROOT / "reports" / bench.out)
+        result = json.loads((out_dir / "results.json").read_text())
+        if "student_curve" not in result:  # results written before the curve was recorded
+            result["student_curve"] = dev_curve(REPO_ROOT / Path(result["student_dir"]).parent, bench.metric)
+            (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        plot(result, out_dir / "score_latency.png")
+        (out_dir / "REPORT.md").write_text(report(result))
+        return result
     args.baselines = args.baselines or list(bench.baselines)
     root = Path(args.runs).resolve()
     out_dir = Path(args.out or REPO_ROOT / "reports" / bench.out)
@@ -271,6 +282,7 @@ def main(argv=None) -> dict:
     for v in result["targets"].values():
         v["met"] = bool(v["value"] >= v["target"])
     result["plain_transformers_reproduces"] = all(s["agrees"] for s in scored.values())
+    result["student_curve"] = dev_curve(runs["student"][best_seed], bench.metric)
     plot(result, out_dir / "score_latency.png")
     (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "REPORT.md").write_text(report(result))
@@ -278,6 +290,47 @@ def main(argv=None) -> dict:
           f"{result['retention']:.3f}); best baseline ({best_baseline}) {baselines[best_baseline][0]:.4f}; speed-up "
           f"b1 {speed['speedup_b1']:.2f}x b32 {speed['speedup_b32']:.2f}x; {result['seconds'] / 60:.1f} min")
     return result
+
+
+def dev_curve(run_dir: Path, metric: str) -> list[tuple[str, int, float]]:
+    """(phase, step, dev score) at every evaluation of a task run, from its metrics.jsonl."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(x["phase"], x["step"], x[f"dev/{metric}"]) for x in rows if f"dev/{metric}" in x]
+
+
+def missed(r: dict) -> list[str]:
+    """For each missed score target: by how much, and what this run's parts bought, measured in this run."""
+    tg = r["targets"]
+    if tg["retention"]["met"] and tg["points_over_baseline"]["met"]:
+        return []
+    pct = 100
+    teacher, student = pct * r["teacher"], pct * r["student_mean"]
+    lines = ["## Missed targets: by how much, and what the parts bought", ""]
+    if not tg["retention"]["met"]:
+        need = tg["retention"]["target"] * teacher
+        lines.append(f"- Retention {tg['retention']['target']} of the teacher's {teacher:.2f} needs a student at "
+                     f"{need:.2f}; this one scores {student:.2f}, {need - student:.2f} points short.")
+    if not tg["points_over_baseline"]["met"]:
+        base = pct * r["baselines"][r["best_baseline"]]["mean"]
+        lines.append(f"- {tg['points_over_baseline']['target']} points over the {r['best_baseline']}-init baseline "
+                     f"({base:.2f}) needs {base + tg['points_over_baseline']['target']:.2f}; this student is "
+                     f"{base + tg['points_over_baseline']['target'] - student:.2f} points short.")
+    b = r["baselines"]
+    if "general" in b:
+        parts = [f"task distillation instead of fine-tuning on the labels (general-init baseline -> student) "
+                 f"{student - pct * b['general']['mean']:+.2f} points"]
+        if "random" in b:
+            parts.insert(0, f"general distillation (random-init baseline -> general-init baseline) "
+                            f"{pct * (b['general']['mean'] - b['random']['mean']):+.2f} points")
+        lines.append("- What each part bought, measured in this run: " + "; ".join(parts) + ".")
+    curve = r.get("student_curve")
+    if curve:
+        shown = ", ".join(f"{phase} {step}: {100 * v:.2f}" for phase, step, v in curve)
+        rising = curve[-1][2] >= max(v for *_, v in curve)
+        lines.append(f"- The best student's dev {r['metric']} at each evaluation (%): {shown}"
+                     + ("; still rising at its last evaluation." if rising else "."))
+    lines.append("")
+    return lines
 
 
 def cfg_labels(model_dir: Path) -> dict:
@@ -376,6 +429,7 @@ def report(r: dict) -> str:
         f"{verdict('points_over_baseline', '.2f')} |",
         f"| speed-up at batch 32 | ≥ {tg['speedup_b32']['target']}x | {tg['speedup_b32']['value']:.2f}x (batch 1: "
         f"{r['speedup_b1']:.2f}x) | {verdict('speedup_b32', '.2f')} |", "",
+        *missed(r),
         "## Budget of this run", "",
         f"- teacher: {b['teacher_steps']} steps x 32, windows of {b['max_seq_len']} tokens;",
         f"- general distillation (shared): {b['general_steps']} steps x {b['general_batch']} blocks of 128 tokens "
