@@ -10,6 +10,7 @@ from conftest import run_stage
 from omegaconf import OmegaConf
 from transformers import AutoConfig
 
+from tinykd import build
 from tinykd.config import REPO_ROOT
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -40,7 +41,7 @@ def test_experiment_runs_on_smoke(make_cfg, experiment):
     m = res["main_metric"]
     assert 0.0 <= res["student_dev"][m] <= 1.0
     student = AutoConfig.from_pretrained(res["student_export"])
-    assert student.num_labels == 2
+    assert student.num_labels == build.task_spec(cfg).num_labels
     if cfg.student.arch == "bert":
         assert (student.num_hidden_layers, student.hidden_size) == (cfg.student.num_layers, cfg.student.hidden_size)
     assert (res["augmented"] is not None) == augment
