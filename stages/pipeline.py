@@ -40,7 +40,10 @@ def step_config(cfg, name: str):
 def run(cfg) -> dict:
     results = {}
     # teacher.path already a fine-tuned classifier for the task: task distillation uses it as it is
-    given = None if cfg.stage.teacher_dir else build.given_finetuned_teacher(cfg, build.task_spec(cfg))
+    spec = build.task_spec(cfg)
+    if cfg.stage.augment and spec.is_token:  # before any step runs: a tag set without O cannot be augmented
+        augment.outside_tag(spec)
+    given = None if cfg.stage.teacher_dir else build.given_finetuned_teacher(cfg, spec)
     for name, module in STEPS:
         if (name == "augment" and not cfg.stage.augment) or (name == "general" and cfg.student.arch == "bilstm"):
             continue

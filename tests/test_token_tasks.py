@@ -174,3 +174,9 @@ def test_an_interrupted_token_task_resumes_to_the_uninterrupted_weights(make_cfg
     a, b = (load_file(Path(r["export"]) / "model.safetensors") for r in (whole, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["dev"] == whole["dev"]
+
+
+def test_a_tag_set_without_o_is_refused_augmentation_before_any_step_runs(make_cfg, runs_dir):
+    with pytest.raises(TinyKDError, match="no outside tag 'O'"):
+        run_stage(make_cfg("stage=pipeline", "task=upos", "debug=smoke", "stage.augment=true"))
+    assert not (runs_dir / "smoke" / "teacher").exists()  # the pipeline stopped before stage=teacher

@@ -58,7 +58,8 @@ BENCHES = {
     "wnut17": Bench("wnut17", "ner", "NER on WNUT-17", "entity_f1", "entity F1",
                     ("entity_precision", "entity_recall", "token_accuracy"), True, 64,
                     "WNUT-17 train (3,394 sentences) -> dev (1,009 sentences, 836 entities)"),
-    "upos": Bench("upos", "pos", "UPOS tagging on UD English-EWT", "token_accuracy", "word accuracy", (), True, 64,
+    # no augmentation for part of speech: it replaces only words tagged O, and UPOS has no O tag
+    "upos": Bench("upos", "pos", "UPOS tagging on UD English-EWT", "token_accuracy", "word accuracy", (), False, 64,
                   "UD English-EWT train (12,544 sentences) -> dev (2,001 sentences, 25,147 words)", ("general",)),
     "squad": Bench("squad", "qa", "Extractive QA (SQuAD v1.1 format)", "squad_f1", "F1", ("squad_em",), False, 256,
                    "../shared/data/squad train.json (36 articles, 8,123 questions) -> dev.json (6 articles, "
