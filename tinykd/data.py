@@ -23,6 +23,7 @@ import torch
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tinykd.choices import QA, TASK_SOURCES, TOKEN
+from tinykd.losses import IGNORE
 from tinykd.errors import TinyKDError
 from tinykd.tasks import TaskSpec
 
@@ -375,7 +376,7 @@ def prediction_mask(batch: dict, task_type: str) -> Optional[torch.Tensor]:
     """Where `losses.prediction_loss` compares teacher and student: a token task's labelled tokens,
     a QA window's real tokens; None for a text task (one prediction per example)."""
     if task_type == TOKEN:
-        return batch["labels"] != -100
+        return batch["labels"] != IGNORE
     if task_type == QA:
         return batch["attention_mask"].bool()
     return None

@@ -35,9 +35,9 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 
 from tinykd import userdata
 from tinykd.choices import OVERFLOWS, TOKEN_METRICS
+from tinykd.losses import IGNORE
 from tinykd.errors import TinyKDError
 
-IGNORE = -100  # the label losses and metrics skip (torch's cross_entropy ignore_index)
 NO_WORD = -1  # word_ids of a special token ([CLS], [SEP])
 COLUMN_FORMATS = ("conll", "conllu")
 CONLLU_FORM, CONLLU_UPOS = 1, 3
