@@ -39,6 +39,33 @@ def assert_same_weights(a: dict, b: dict, atol: float = 2e-5):
                                    msg=lambda m, k=k: f"{k}: {m}")
 
 
+def assert_same_model_up_to_adam_noise(a: dict, b: dict, lr: float, steps: int, atol: float = 1e-4):
+    """Two exports of a token or QA model: every weight within `steps` Adam steps of the other's, and the
+    log-probabilities they give (per token over tags; over positions for an answer's start and end) within atol.
+
+    Adam divides a gradient by its own running magnitude, so where the true gradient is ~0 an update is
+    rounding noise scaled up to ~lr, and gloo's ZeRO-2 reduction rounds otherwise than one process. A QA
+    head's bias and the last LayerNorm's bias are such parameters: each shifts every position's start
+    (end) logit by the same amount, which a softmax over positions ignores, so their gradients are zero
+    in exact arithmetic. Weights alone then differ by up to ~lr a step; what the model computes does not."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForTokenClassification
+
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        far = float((wa[k] - wb[k]).abs().max())
+        assert far <= lr * steps, f"{k}: differs by {far:.3g}, more than {steps} steps of {lr}"
+    qa = "qa_outputs.weight" in wa
+    auto = AutoModelForQuestionAnswering if qa else AutoModelForTokenClassification
+    ma, mb = (auto.from_pretrained(r["export"]).eval() for r in (a, b))
+    ids = torch.randint(1000, (8, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        oa, ob = ma(input_ids=ids), mb(input_ids=ids)
+    for name in ("start_logits", "end_logits") if qa else ("logits",):
+        torch.testing.assert_close(oa[name].log_softmax(-1), ob[name].log_softmax(-1), atol=atol, rtol=0,
+                                   msg=lambda m, n=name: f"{n} log-probabilities: {m}")
+
+
 def test_deepspeed_config_comes_from_the_hydra_config(tmp_path):
     cfg = deepspeed_config(batch_size=8, grad_accum=4, max_grad_norm=0.5, precision="bf16", zero_stage=3,
                            world_size=2)
@@ -207,18 +234,18 @@ def test_every_training_stage_runs_through_deepspeed_as_through_torch(make_cfg, 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["wnut17", "squad"])
 def test_token_and_qa_tasks_run_through_deepspeed_as_through_torch(make_cfg, task):
-    """A token classifier and a QA model, fine-tuned and distilled through ZeRO-2: engine=torch's weights;
+    """A token classifier and a QA model, fine-tuned and distilled through ZeRO-2: engine=torch's model (up to Adam noise);
     interrupted in the prediction phase and resumed, the uninterrupted run's."""
     ds = ("engine=deepspeed", "engine.zero_stage=2")
     t_torch = run_stage(make_cfg("stage=teacher", f"task={task}", "debug=smoke", "runs.teacher=${paths.runs}/teacher/t"))
     t_ds = run_stage(make_cfg("stage=teacher", f"task={task}", "debug=smoke", *ds,
                               "runs.teacher=${paths.runs}/teacher/d"))
-    assert_same_weights(weights(t_ds), weights(t_torch))
+    assert_same_model_up_to_adam_noise(t_ds, t_torch, lr=1e-3, steps=6)  # debug=smoke's lr and steps
     distil = ("stage=task", f"task={task}", "debug=smoke", "student.init=random", f"stage.teacher_dir={t_torch['export']}")
     a = run_stage(make_cfg(*distil, "runs.task=${paths.runs}/task/t"))
     b = run_stage(make_cfg(*distil, *ds, "runs.task=${paths.runs}/task/d"))
     assert a["best_step"] == b["best_step"] and a["dev"] == pytest.approx(b["dev"])
-    assert_same_weights(weights(b), weights(a))
+    assert_same_model_up_to_adam_noise(b, a, lr=1e-3, steps=12)  # intermediate, then prediction
     cut = run_stage(make_cfg(*distil, *ds, "runs.task=${paths.runs}/task/cut", "interrupt_after=8"))
     assert cut["interrupted"]
     resumed = run_stage(make_cfg(*distil, *ds, "runs.task=${paths.runs}/task/cut", "resume=true"))

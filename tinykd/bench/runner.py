@@ -24,6 +24,7 @@ class Runner:
     def __init__(self, tag: str, log: Path, prefix: Sequence[str] = ()):
         self.tag, self.log, self.prefix = tag, log, list(prefix)
         self.commands: list[str] = []
+        self.reused: list[str] = []  # the commands that found their run already finished (an earlier invocation's)
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
 
@@ -39,6 +40,8 @@ class Runner:
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for line in proc.stdout:
                 sys.stdout.write(line)
+                if line.startswith("[tinykd] reuse:") and "already finished" in line:
+                    self.reused.append(shown)
                 if not PROGRESS.search(line):
                     out.write(line)
         if proc.wait():

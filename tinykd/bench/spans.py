@@ -274,6 +274,7 @@ def main(argv=None) -> dict:
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "commands": tinykd.commands, "command": f"make bench-{bench.out}",
+        "reused_steps": [k for k, c in zip(seconds, tinykd.commands) if c in tinykd.reused],
     }
     result["targets"] = {
         "retention": {"target": TARGETS["retention"], "value": result["retention"]},
@@ -444,8 +445,11 @@ def report(r: dict) -> str:
         f"{b['batch_size']}{' on the augmented rows' if b['augmented_rows'] else ''}, the best dev checkpoint;",
         f"- baselines: {b['finetune_steps']} steps x {b['batch_size']} on the gold labels (about the student's "
         "steps), the best dev checkpoint.", "",
-        "Seconds per step:", "", "| step | seconds |", "|---|---|",
-        *[f"| {k} | {v:.0f} |" for k, v in r["step_seconds"].items()], "",
+        "Seconds per step (a reused step found its run finished by an earlier invocation of this benchmark: "
+        "its seconds are the reuse check's, not the run's):", "", "| step | seconds |", "|---|---|",
+        *[f"| {k} | {v:.0f}{' (reused)' if k in r.get('reused_steps', ()) else ''} |"
+          for k, v in r["step_seconds"].items()], "",
+        *[f"Note: {n}" for n in r.get("notes", ())], *([""] if r.get("notes") else []),
         "## Commands", "", "```", *r["commands"], "```", "",
     ]
     return "\n".join(lines)
