@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,7 @@ def main(argv=None) -> dict:
                     help="rewrite REPORT.md (and the plot) from <out>/results.json, running nothing")
     ap.add_argument("overrides", nargs="*", help="extra tinykd overrides for every step (e.g. debug=smoke)")
     args = ap.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)  # the report names the command that made it
     bench = BENCHES[args.task]
     if args.report_only:
         out_dir = Path(args.out or REPO_ROOT / "reports" / bench.out)
@@ -273,7 +275,8 @@ def main(argv=None) -> dict:
         "budget": budget(cfg, root / t),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__},
-        "commands": tinykd.commands, "command": f"make bench-{bench.out}",
+        "commands": tinykd.commands, "command": f"make bench-{bench.out}" if given == ["--task", args.task]
+        else "python -m tinykd.bench.spans " + " ".join(given),
         "reused_steps": [k for k, c in zip(seconds, tinykd.commands) if c in tinykd.reused],
     }
     result["targets"] = {
