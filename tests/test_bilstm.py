@@ -96,6 +96,7 @@ def bilstm_cfg(make_cfg, *overrides):
     return make_cfg("stage=task", "task=sst2", "student=bilstm", "debug=smoke", *overrides)
 
 
+@pytest.mark.slow  # over 8 s; the default tier stays under ~5 min (make test-slow runs it)
 def test_bilstm_recipe_exports_a_loadable_student_and_times_it(make_cfg, teacher_done):
     res = run_stage(bilstm_cfg(make_cfg, "task.train_limit=100", "stage.transfer=rest"))
     run_dir = Path(res["run_dir"])

@@ -141,6 +141,7 @@ def fine_tuned_teacher(make_cfg, files, out: Path, names: tuple[str, ...]) -> Pa
     return models.export(model.eval(), tok, out)
 
 
+@pytest.mark.slow  # over 8 s; the default tier stays under ~5 min (make test-slow runs it)
 def test_a_fine_tuned_teacher_with_its_classes_in_another_order_is_used_as_it_is(make_cfg, files, tmp_path):
     teacher = fine_tuned_teacher(make_cfg, files, tmp_path / "my-teacher", ("positive", "negative"))
     assert json.loads((teacher / "config.json").read_text())["id2label"] == {"0": "positive", "1": "negative"}

@@ -118,6 +118,7 @@ def test_unknown_stage_or_task_name_past_hydra(make_cfg, override):
     assert f"{key}=<name>" in e.value.fix
 
 
+@pytest.mark.slow  # over 8 s; the default tier stays under ~5 min (make test-slow runs it)
 def test_tinykd_error_exits_2_with_one_message_and_no_traceback(cli):
     r = cli("stage=eval", "debug=smoke")  # no model=
     assert r.returncode == 2

@@ -95,6 +95,7 @@ def test_task_stage_refuses_an_unfinetuned_teacher(smoke_teacher, tmp_path):
     assert not Path(cfg.runs.task).exists(), "the gate refuses before the run directory is written"
 
 
+@pytest.mark.slow  # over 8 s; the default tier stays under ~5 min (make test-slow runs it)
 def test_task_stage_reorders_a_teacher_labelled_in_another_order(smoke_teacher, tmp_path):
     """A teacher whose head lists the classes in another order (and says so in id2label) is reordered by
     name and passes the gate; one whose id2label lies about its head is then below chance and refused."""

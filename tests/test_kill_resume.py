@@ -123,6 +123,7 @@ def kill_and_resume(env, capsys, variant: str, phase: str | None, seed: int) -> 
         assert results.get(key) == whole_results.get(key), key
 
 
+@pytest.mark.slow  # over 8 s; the default tier stays under ~5 min (make test-slow runs it)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_kill_at_a_random_step_then_resume_equals_uninterrupted(env, capsys, variant):
     kill_and_resume(env, capsys, variant, None, seed=0)

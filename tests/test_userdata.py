@@ -195,6 +195,7 @@ def test_config_problems_are_refused_at_start_up(make_cfg, tmp_path):
         check(make_cfg("stage=task", "task=custom"))
 
 
+@pytest.mark.slow  # over 8 s; the default tier stays under ~5 min (make test-slow runs it)
 def test_a_bad_file_exits_with_status_2_from_the_command_line(cli, tmp_path):
     f = write(tmp_path / "d.csv", "text,label\nok,1\nnot, quoted,0\n")
     proc = cli("stage=teacher", "task=custom", f"task.train={f}", f"task.dev={f}", "debug=smoke")
@@ -209,6 +210,7 @@ def test_a_hub_dataset_offline_is_a_clear_error(make_cfg, tmp_path):
     assert "split 'train' of hub dataset someone/reviews" in err.value.problem and "HF_HUB_OFFLINE" in err.value.fix
 
 
+@pytest.mark.slow  # over 8 s; the default tier stays under ~5 min (make test-slow runs it)
 def test_a_task_file_outside_the_repository_with_config_dir(runs_dir, tmp_path):
     """A user's own conf/task/<name>.yaml, kept in their directory, found with Hydra's --config-dir."""
     data = write(tmp_path / "d.csv", "review,stars\n" + "".join(f"text number {i},{i % 3}\n" for i in range(40)))

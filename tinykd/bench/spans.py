@@ -389,18 +389,21 @@ def report(r: dict) -> str:
     def seeds(xs):
         return ", ".join(pct(x) for x in xs)
 
+    def spread(mean, sd, n):  # one seed has no spread to show
+        return f"{pct(mean)} ± {pct(sd)}" if n > 1 else f"{pct(mean)} (one seed)"
+
     t1, t32 = lat["teacher"]["b1"]["median_ms"], lat["teacher"]["b32"]["median_ms"]
     s1, s32 = lat["student"]["b1"]["median_ms"], lat["student"]["b32"]["median_ms"]
     rows = [f"| teacher | MiniLM-L6 (6x384) fine-tuned {b['teacher_steps']} steps x 32 | {pct(r['teacher'])} | "
             f"{r['params']['teacher'] / 1e6:.2f}M | {t1:.2f} | {t32:.1f} |",
             f"| student | BERT {sh['num_layers']}x{sh['hidden_size']} (heads {sh['num_heads']}, FFN "
             f"{sh['intermediate_size']}): general + task distillation; seeds {', '.join(map(str, r['seeds']))}: "
-            f"{seeds(r['student_seeds'])} | {pct(r['student_mean'])} ± {pct(r['student_sd'])} | "
+            f"{seeds(r['student_seeds'])} | {spread(r['student_mean'], r['student_sd'], len(r['seeds']))} | "
             f"{r['params']['student'] / 1e6:.2f}M | {s1:.2f} | {s32:.1f} |"]
     for name, v in r["baselines"].items():
         what = "general-distilled" if name == "general" else "random"
         rows.append(f"| baseline ({name} init) | same shape, {what} weights, fine-tuned on the labels "
-                    f"{b['finetune_steps']} steps: {seeds(v['seeds'])} | {pct(v['mean'])} ± {pct(v['sd'])} | "
+                    f"{b['finetune_steps']} steps: {seeds(v['seeds'])} | {spread(v['mean'], v['sd'], len(v['seeds']))} | "
                     f"{r['params']['student'] / 1e6:.2f}M | {s1:.2f} | {s32:.1f} |")
     others = [f"| {m} | {pct(v['teacher'])} | {pct(v['student_mean'])} | "
               + " | ".join(pct(v[f"baseline_{x}_mean"]) for x in r["baselines"]) + " |" for m, v in r["others"].items()]
