@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-custom bench-ner bench-pos bench-qa bench-throughput bench-startup test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-custom bench-ner bench-pos bench-qa bench-ship bench-throughput bench-startup test test-slow clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench-pos: install  ## UPOS tagging on UD English-EWT, as bench-ner -> reports/p
 
 bench-qa: install  ## extractive QA on ../shared/data/squad, as bench-ner -> reports/qa/
 	$(PY) -m tinykd.bench.spans --task squad
+
+bench-ship: install  ## ship bench-sst2's student: ONNX, int8, dev scores and latency beside the teacher (~40 min; ~10 min after bench-sst2) -> reports/ship/
+	$(PY) -m tinykd.bench.ship
 
 bench-throughput: install  ## one distillation step, tinykd vs TextBrewer side by side (~5 min) -> reports/throughput.json
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'

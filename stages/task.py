@@ -137,20 +137,48 @@ def run(cfg) -> dict:
     device, batch_size = pick_device(cfg.engine.device), cfg.train.task_prediction.eval_batch_size
     teacher_dev = (None if phases == ["finetune"] else  # the baseline never runs the teacher
                    evaluate(teacher.to(device), dev_ds, tokenizer, spec, batch_size, device))  # the figure to retain
+    exported = models.load_classifier(str(out), spec.num_labels, None, "student", task_type=spec.type).to(device)
     test = None
     if cfg.task.test and spec.glue is None:  # the dev-selected student (as exported) and the teacher on task.test
-        exported = models.load_classifier(str(out), spec.num_labels, None, "student", task_type=spec.type).to(device)
         test = {"student": build.test_score(cfg, spec, exported, tokenizer, batch_size, device),
                 "teacher": teacher_dev and build.test_score(cfg, spec, teacher.to(device), tokenizer, batch_size, device)}
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
               "teacher_dev": teacher_dev, "test": test, "main_metric": spec.main_metric, "best_step": best["step"], "phases": phases,
               "teacher": teacher_dir, "teacher_gate": teacher_gate}
+    # --- the model card (README.md) beside the export: its facts, and its speed beside the teacher's
+    build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher.to(device),
+                       teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
+                       dev_examples=data.example_count(dev_ds), recipe=recipe(cfg, phases))
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     m = spec.main_metric
     print(f"[tinykd] student dev {m} = {best['dev'][m]:.4f} (best step {best['step']})"
           + (f"; teacher {teacher_dev[m]:.4f}" if teacher_dev else ""))
     print(f"[tinykd] exported student: {out}")
     return result
+
+
+def recipe(cfg, phases: list[str]) -> str:
+    """The model card's one-line account of how the student was trained."""
+    def steps(block: str) -> str:
+        hp = cfg.train[block]
+        return f"{hp.max_steps} steps" if hp.max_steps else f"{hp.epochs:g} epochs"
+
+    init = {"general": "the general-distilled student", "random": "random weights",
+            "teacher_layers": "the teacher's layers"}.get(cfg.student.init, cfg.student.init)
+    data_ = f"augmented data ({cfg.task.augmented})" if cfg.task.augmented else "the task's training split"
+    if phases == ["finetune"]:
+        return (f"no distillation (a baseline): from {init}, fine-tuned on the gold labels of {data_}, "
+                f"{steps('task_finetune')} x {cfg.train.task_finetune.batch_size}.")
+    d = cfg.distill
+    parts = []
+    if "intermediate" in phases:
+        parts.append(f"intermediate-layer distillation (embeddings, attention {d.attention_target}, hidden states; "
+                     f"layer map {d.layer_map}), {steps('task_intermediate')} x {cfg.train.task_intermediate.batch_size}")
+    if "prediction" in phases:
+        hard = f" + {d.weights.hard_label} x gold-label loss" if d.weights.hard_label else ""
+        parts.append(f"prediction-layer distillation ({d.pred_loss} at T={d.temperature:g}{hard}), "
+                     f"{steps('task_prediction')} x {cfg.train.task_prediction.batch_size}")
+    return f"TinyBERT task distillation from {init} on {data_}: " + "; then ".join(parts) + "."
 
 
 def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, student, distiller, tokenizer,

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from tinykd import attention, data, models, teachers
-from tinykd.choices import SEQUENCE
+from tinykd.choices import QA, SEQUENCE
 from tinykd.data import Batcher
 from tinykd.distiller import Distiller, check_attention_capture, check_compatible, use_attention_target
 from tinykd.engine import build_engine
@@ -348,3 +348,57 @@ def augment_sources(cfg) -> dict:
         out["vectors"] = augment.embedding_word_vectors(encoder.get_input_embeddings().weight, tok.get_vocab(),
                                                         tok.all_special_tokens)
     return out
+
+
+def student_card(cfg, spec: TaskSpec, *, run_dir: Path, export_dir: Path, student, teacher, teacher_dir: str,
+                 dev: dict, teacher_dev: Optional[dict], dev_examples: int, recipe: str) -> Path:
+    """Write the exported student's model card (tinykd/modelcard.py) with the run's facts: the task, the
+    teacher, the recipe and command, the dev scores, and the size and latency of student and teacher, timed
+    here side by side (batch 1 and 32 x 64 tokens, `stage.latency_repeats` forwards each)."""
+    from tinykd import latency, modelcard
+    from tinykd.run import command_line
+    from tinykd.system import cpu_name
+
+    timing = {name: {f"b{b}": latency.measure(m, b, 64, repeats=cfg.stage.latency_repeats)["median_ms"]
+                     for b in (1, 32)} for name, m in (("student", student), ("teacher", teacher))}
+    s, m = cfg.student, spec.main_metric
+    shape = (f"{student.config.num_hidden_layers}-layer, {student.config.hidden_size}-wide {s.arch} "
+             if s.arch != "bilstm" else f"{student.config.num_layers}-layer BiLSTM ")
+    glue = spec.glue is not None
+    labels = f", labels {', '.join(spec.label_names)}" if spec.label_names and len(spec.label_names) <= 12 else ""
+    facts = {
+        "name": f"tinykd-{spec.name}-{s.name}",
+        "task": {"name": spec.name, "type": spec.type, "hub": modelcard.GLUE_HUB if glue else cfg.task.hub,
+                 "hub_config": spec.name if glue else cfg.task.hub_config, "dev_examples": dev_examples,
+                 "description": f"task {spec.name} ({spec.type.replace('_', ' ')}{labels})"},
+        "metrics": list(spec.metrics), "dev": dict(dev),
+        "retention": dev[m] / teacher_dev[m] if teacher_dev and teacher_dev.get(m) else None,
+        "teacher": {"dir": str(teacher_dir), "base": modelcard.hub_id(cfg.teacher.path),
+                    "dev": dict(teacher_dev) if teacher_dev else None, "params": latency.parameters(teacher)},
+        "student": {"arch": s.arch, "description": f"{shape}student ({s.name})", "params": latency.parameters(student)},
+        "latency": {**timing, "speedup_b1": timing["teacher"]["b1"] / timing["student"]["b1"],
+                    "speedup_b32": timing["teacher"]["b32"] / timing["student"]["b32"], "seq_len": 64,
+                    "repeats": cfg.stage.latency_repeats, "threads": latency.threads(), "machine": cpu_name()},
+        "recipe": recipe, "auto_class": modelcard.AUTO_CLASSES[spec.type],
+        "command": command_line() or (f"# composed in Python: stage=task task={spec.name} teacher={cfg.teacher.name} "
+                                      f"student={s.name} seed={cfg.seed} (the full config: tinykd_config.yaml)"),
+    }
+    return modelcard.write(export_dir, facts, run_dir / "config.yaml")
+
+
+def trained_model(model: str, task_type: str, task_name: str, num_labels: Optional[int] = None):
+    """The model directory `model=` names (config.check has made sure one is), checked to hold a trained head of the task's type (and, when
+    given, `num_labels` outputs): (its source, its config). Used by stage=eval, export and predict."""
+    source = models.resolve_source(model, None, "model", "model")
+    config = models.model_config(source)
+    outputs = 2 if task_type == QA else config.num_labels
+    if not teachers.is_finetuned_classifier(config, outputs, task_type):
+        raise TinyKDError(
+            f"Model {model} has no trained {task_type.replace('_', ' ')} head (its architectures: "
+            f"{getattr(config, 'architectures', None)}): task {task_name} would be scored with a random head.",
+            f"use a model trained for this task (an AutoModelFor{teachers.HEAD_SUFFIXES[task_type][3:]} "
+            "directory), or choose the task it was trained for (task=<name>).")
+    if num_labels is not None and outputs != num_labels:
+        raise TinyKDError(f"Model {model} has {outputs} output labels; task {task_name} has {num_labels}.",
+                          "use a model trained for this task (task=<name>).")
+    return source, config

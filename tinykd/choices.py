@@ -64,3 +64,6 @@ DEVICES = ("auto", "cpu", "cuda")
 ZERO_STAGES = (0, 1, 2, 3)
 LOGGERS = ("wandb", "none")
 LOGGER_MODES = ("offline", "online", "disabled")
+
+# stage=predict: which form of the exported model predicts (stage=export writes the ONNX ones)
+BACKENDS = ("pytorch", "onnx", "int8")

@@ -105,7 +105,8 @@ class StageConfig:
     # finetune phase: release one more layer group (classifier, representation, LSTM, embeddings) every
     # N steps, from the top (0: everything trains from the start)
     unfreeze_every: int = bounded(0, ge=0)
-    # the exported student's latency beside the teacher's: the median of this many timed forwards
+    # task stage: the exported student's latency beside the teacher's (its model card): the median of this
+    # many timed forwards
     latency_repeats: int = bounded(30, ge=1)
     # mlm_head stage: corpus blocks held out for the masked-token accuracy; masking rate
     heldout: int = bounded(200, ge=1)
@@ -343,6 +344,43 @@ class EngineConfig:
 
 
 @dataclass
+class ExportConfig:
+    """stage=export (tinykd/onnxexport.py): ONNX export, its check against PyTorch, int8, latency."""
+
+    opset: int = bounded(18, ge=18)  # torch.onnx's exporter writes opset 18 or later
+    # the largest |ONNX Runtime - PyTorch| logit allowed on real dev inputs (fp32); more stops the export
+    atol: float = bounded(1e-4, gt=0)
+    check_examples: int = bounded(256, ge=1)  # dev examples whose logits are compared
+    # fuse layer norms, GELUs and attention with ONNX Runtime's transformer optimizer (BERT, DistilBERT)
+    optimize: bool = True
+    quantize: bool = True  # also write model.int8.onnx (dynamic int8: weights int8, activations at run time)
+    per_channel: bool = False  # int8: one scale per output channel of each weight (else one per matrix)
+    reduce_range: bool = False  # int8: 7-bit weights (for CPUs without VNNI that saturate in 8 bits)
+    # int8: regexes over module names (e.g. 'classifier', 'layer\.3\.', 'attention'); their ops stay fp32
+    exclude: List[str] = field(default_factory=list)
+    # also score int8 with each layer group (embeddings, layer i, head) left in fp32, one at a time
+    sensitivity: bool = False
+    # the teacher timed and scored beside the student: a model directory, or null (the fine-tuned teacher
+    # its run distilled from, when recorded) or "none"
+    teacher: Optional[str] = None
+    batch_sizes: List[int] = field(default_factory=lambda: [1, 32])  # latency: batch sizes timed
+    seq_len: int = bounded(64, ge=1)  # latency: the fixed sequence length
+    repeats: int = bounded(30, ge=1)  # latency: timed runs per figure (median), after warmup
+    warmup: int = bounded(5, ge=0)
+    # latency on real inputs: this many dev examples in length-sorted batches (their own lengths)
+    real_examples: int = bounded(256, ge=1)
+    threads: Optional[int] = bounded(None, ge=1)  # ONNX Runtime and torch threads; null: torch's count
+
+
+@dataclass
+class PredictConfig:
+    """stage=predict (tinykd/predict.py): batch prediction over a file."""
+
+    backend: str = one_of("pytorch", choices.BACKENDS)  # pytorch | onnx (onnx/model.onnx) | int8 (onnx/model.int8.onnx)
+    batch_size: int = bounded(64, ge=1)
+
+
+@dataclass
 class LoggerConfig:
     name: str = one_of("wandb", choices.LOGGERS)  # wandb | none (metrics.jsonl is always written)
     project: str = "tinykd"
@@ -362,11 +400,15 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     runs: RunsConfig = field(default_factory=RunsConfig)
     seed: int = bounded(42, ge=0)
     resume: bool = False
-    model: Optional[str] = None  # eval stage: the model directory to evaluate
+    model: Optional[str] = None  # eval, export, predict: a model directory (an exported student or teacher)
+    input: Optional[str] = None  # predict: a text (one example per line), CSV/TSV or JSON Lines file
+    output: Optional[str] = None  # predict: the JSON Lines file written (one line per input, in order)
     progress: bool = True  # tqdm bars on long work
     # Stop after this many optimizer steps in this process, as if interrupted (time-boxed or
     # preemptible jobs); `resume=true` continues from the checkpoint written at that point.
@@ -412,7 +454,6 @@ _TINYBERT_LOSSES = ("distill.layer_map", "distill.layers", "distill.attention_ta
 _DISTILBERT_LOSSES = ("distill.temperature", "distill.alpha_ce", "distill.alpha_mlm", "distill.alpha_cos",
                       "distill.mlm_prob", "distill.restrict_ce_to_mask", "distill.mlm_teacher")
 _BILSTM_RECIPE = ("stage.bilstm_phases", "stage.transfer", "stage.transfer_limit", "stage.unfreeze_every",
-                  "stage.latency_repeats",
                   "train.bilstm_representation", "train.bilstm_logits", "train.bilstm_finetune",
                   "augment.vectors", "augment.max_words")
 
@@ -427,10 +468,12 @@ STAGE_SPECS = (
                                  "train.mlm_head")),
     StageSpec("augment", reads=("task", "teacher", "augment")),
     StageSpec("task", reads=("task", "teacher", "student", "distill", "stage.teacher_dir", "stage.general_dir",
-                             "stage.phases", "train.task_intermediate", "train.task_prediction",
+                             "stage.phases", "stage.latency_repeats", "train.task_intermediate", "train.task_prediction",
                              "train.task_finetune"),
               when=(("student.arch", "bilstm", _BILSTM_RECIPE),)),
     StageSpec("eval", reads=("task", "model", "train.task_prediction.eval_batch_size")),
+    StageSpec("export", reads=("task", "model", "export", "train.task_prediction.eval_batch_size")),
+    StageSpec("predict", reads=("task", "model", "input", "output", "predict")),
     StageSpec("pipeline", reads=("stage.augment",), runs=("teacher", "general", "augment", "task")),
     StageSpec("summarize", reads=("dir",)),
 )
@@ -621,14 +664,27 @@ def _check_value(key: str, value, meta, lookup: bool = False) -> None:
         raise TinyKDError(f"{key}={value} is out of range: it must be {want}.", f"set {key} {want}.")
 
 
+# what a stage cannot start without, and how to give it
+_NEEDS = {"eval": ("model",), "export": ("model",), "predict": ("model", "input", "output")}
+_HOW = {"model": "model=<path to a model directory>", "input": "input=<a .txt, .csv, .tsv, .jsonl or .json file>",
+        "output": "output=<the .jsonl file to write>"}
+
+
 def _check_requirements(cfg) -> None:
     """Options that need another, checked where the stage reads them."""
+    name = cfg.stage.name
+    unset = [k for k in _NEEDS.get(name, ()) if not cfg[k]]
+    if unset == ["model"]:
+        raise TinyKDError(f"stage={name} needs a model directory.", f"add {_HOW['model']}.")
+    if unset:
+        raise TinyKDError(f"stage={name} needs {', '.join(unset)} (not set).",
+                          f"add {' '.join(_HOW[k] for k in unset)}.")
     if reads(cfg, "task.name"):
         from tinykd import tasks
 
         if tasks.described_in_config(cfg.task):
             tasks.check_settings(cfg.task)
-        else:
+        elif not (name == "predict" and cfg.task.name not in tasks.TASKS):  # predict reads only task.*'s columns
             tasks.get_task(cfg.task.name)
     if reads(cfg, "distill.layer_map") and cfg.distill.layer_map == "list" and cfg.distill.layers is None:
         raise TinyKDError("distill.layer_map=list needs distill.layers (one teacher layer per student layer).",

@@ -228,7 +228,7 @@ def _forward_args(cls) -> frozenset:
 def model_inputs(model, batch: dict) -> dict:
     """The entries of `batch` that `model` takes: input_ids, attention_mask, and token_type_ids
     only for models that have segments (a DistilBERT student has none)."""
-    names = _forward_args(type(model))
+    names = getattr(model, "onnx_inputs", None) or _forward_args(type(model))  # an ONNX session: its graph's inputs
     return {k: v for k, v in batch.items() if k in MODEL_INPUTS and k in names}
 
 

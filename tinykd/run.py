@@ -55,6 +55,18 @@ def save_config(run_dir: Path, cfg) -> None:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
+def command_line() -> Optional[str]:
+    """The command that made this run, `python -m tinykd` and its overrides as given; None when the config
+    was composed in Python (no Hydra command line)."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return " ".join(["python -m tinykd", *(shlex.quote(o) for o in HydraConfig.get().overrides.task)])
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write through a temp file and a rename (rank 0 only in a job of several ranks)."""
     if not distributed.is_main():

@@ -32,3 +32,17 @@ def tune_allocator() -> bool:
         return False
     _done = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _done
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), for the figures that name their machine."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

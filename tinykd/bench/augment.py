@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import torch
 
 from tinykd import augment, augment_reference
 from tinykd.config import REPO_ROOT
-from tinykd.system import tune_allocator
+from tinykd.system import cpu_name, tune_allocator
 
 DEFAULT_DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
 
@@ -117,16 +116,6 @@ def mlm_modes(model, tokenizer, words: list, k: int) -> dict:
         if mode != "exact":
             out[mode].update(overlap(tables["exact"], tables[mode]))
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> dict:

@@ -76,31 +76,9 @@ def main(argv=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     tinykd = Runner("bench-sst2", out_dir / "commands.log", (f"experiment={EXPERIMENT}", "task=sst2"))
     start = time.perf_counter()
-    paths = [f"runs.teacher={root}/teacher", f"runs.general={root}/general", f"runs.augment={root}/augment"]
-    common = [*paths, *args.overrides]
-    seconds: dict[str, float] = {}
+    common = [*shared_runs(root), *args.overrides]
 
-    # --- 1-3: teacher, general distillation, augmentation (each once)
-    seconds["teacher"] = tinykd("stage=teacher", *common)
-    seconds["general"] = tinykd("stage=general", *common)
-    limit = "null" if args.augment_limit is None else args.augment_limit
-    seconds["augment"] = tinykd("stage=augment", f"task.train_limit={limit}", *common)
-    augmented = root / "augment" / "data"
-
-    # --- 4: task distillation (3 seeds) and the no-distillation baselines (same shape, 3 seeds each)
-    runs = {"student": {}, "baseline_general": {}, "baseline_random": {}}
-    for seed in args.seeds:
-        d = root / "task" / f"distilled-seed{seed}"
-        seconds[f"student_seed{seed}"] = tinykd("stage=task", f"seed={seed}", f"task.augmented={augmented}",
-                                                f"runs.task={d}", *common)
-        runs["student"][seed] = d
-    for init in ("general", "random"):
-        for seed in args.seeds:
-            d = root / "task" / f"finetune-{init}-seed{seed}"
-            seconds[f"baseline_{init}_seed{seed}"] = tinykd(
-                "stage=task", "stage.phases=[finetune]", f"student.init={init}", f"seed={seed}", f"runs.task={d}",
-                *common)
-            runs[f"baseline_{init}"][seed] = d
+    seconds, runs = distil(tinykd, root, args.seeds, common, args.augment_limit)
 
     # --- 5: every export re-scored on SST-2 dev with plain transformers
     sentences, labels = read_dev(DATA / "glue" / "SST-2" / "dev.tsv")
@@ -189,6 +167,42 @@ def main(argv=None) -> dict:
           f"speedup b1 {speed['speedup_b1']:.2f}x b32 {speed['speedup_b32']:.2f}x; {result['seconds'] / 60:.1f} min")
     print(f"[bench-sst2] wrote {out_dir / 'results.json'}, {out_dir / 'REPORT.md'}, {out_dir / 'accuracy_latency.png'}")
     return result
+
+
+def shared_runs(root: Path) -> list[str]:
+    """The run directories every seed shares, under the benchmark's `root`."""
+    return [f"runs.teacher={root}/teacher", f"runs.general={root}/general", f"runs.augment={root}/augment"]
+
+
+def distil(tinykd: Runner, root: Path, seeds, common: list[str], augment_limit=None,
+           baselines: bool = True) -> tuple[dict[str, float], dict[str, dict]]:
+    """Steps 1-4 of the benchmark under `root`: the teacher, general distillation and augmentation (each
+    once), task distillation for each seed, and (with `baselines`) the no-distillation baselines of the
+    same shape. Returns the seconds of each step and the run directories ({group: {seed: dir}})."""
+    seconds: dict[str, float] = {}
+    # --- 1-3: teacher, general distillation, augmentation (each once)
+    seconds["teacher"] = tinykd("stage=teacher", *common)
+    seconds["general"] = tinykd("stage=general", *common)
+    limit = "null" if augment_limit is None else augment_limit
+    seconds["augment"] = tinykd("stage=augment", f"task.train_limit={limit}", *common)
+    augmented = root / "augment" / "data"
+
+    # --- 4: task distillation (3 seeds) and the no-distillation baselines (same shape, 3 seeds each)
+    runs: dict[str, dict] = {"student": {}}
+    for seed in seeds:
+        d = root / "task" / f"distilled-seed{seed}"
+        seconds[f"student_seed{seed}"] = tinykd("stage=task", f"seed={seed}", f"task.augmented={augmented}",
+                                                f"runs.task={d}", *common)
+        runs["student"][seed] = d
+    for init in ("general", "random") if baselines else ():
+        runs[f"baseline_{init}"] = {}
+        for seed in seeds:
+            d = root / "task" / f"finetune-{init}-seed{seed}"
+            seconds[f"baseline_{init}_seed{seed}"] = tinykd(
+                "stage=task", "stage.phases=[finetune]", f"student.init={init}", f"seed={seed}", f"runs.task={d}",
+                *common)
+            runs[f"baseline_{init}"][seed] = d
+    return seconds, runs
 
 
 def plot(r: dict, path: Path) -> None:
