@@ -67,7 +67,7 @@ bench-pos: install  ## UPOS tagging on UD English-EWT, as bench-ner -> reports/p
 bench-qa: install  ## extractive QA on ../shared/data/squad, as bench-ner -> reports/qa/
 	$(PY) -m tinykd.bench.spans --task squad
 
-bench-ship: install  ## ship bench-sst2's student: ONNX, int8, dev scores and latency beside the teacher (~40 min; ~10 min after bench-sst2) -> reports/ship/
+bench-ship: install  ## ship bench-sst2's student: ONNX, int8, dev scores and latency beside the teacher (~50 min; ~3 min after bench-sst2) -> reports/ship/
 	$(PY) -m tinykd.bench.ship
 
 bench-throughput: install  ## one distillation step, tinykd vs TextBrewer side by side (~5 min) -> reports/throughput.json

@@ -59,7 +59,7 @@ def to_onnx(model, model_dir: Path, out: Path, spec, tokenizer, check_ds, x, bat
     t0 = time.perf_counter()
     fp32, candidate = out / onnxexport.FP32, out / onnxexport.CANDIDATE  # installed only once checked
     first = data.collator(check_ds, tokenizer)(data.batch_view(check_ds).select(range(min(8, len(check_ds)))).to_list())
-    onnxexport.export(model, first, candidate, spec.type, x.opset)
+    onnxexport.export(model, first, candidate, spec.type, x.opset, x.attention)
     modules = onnxexport.node_modules(candidate)  # before fusing, which drops the exporter's metadata
     fused = onnxexport.optimize(candidate, model.config) if x.optimize else {}
     diff = onnxexport.max_abs_difference(model, onnxexport.OnnxModel(candidate, model.config, threads), check_ds,
@@ -152,16 +152,17 @@ def run(cfg) -> dict:
     sens = (sensitivity(Path(shipped["student"]["fp32"]), shipped["student"]["modules"], dev_ds, tokenizer, spec, x,
                         batch_size, threads) if x.sensitivity and x.quantize else None)
 
-    # --- latency: every model x runtime x batch size, at the fixed length and at the dev set's own lengths
-    timing = {}
-    for name, (d, model) in loaded.items():
-        timing[name] = {}
-        for b, m in runtimes_of(model, shipped[name], threads).items():
-            row = {}
-            for bs in x.batch_sizes:
-                row[f"b{bs}"] = latency.measure(m, bs, x.seq_len, repeats=x.repeats, warmup=x.warmup)
-                row[f"real_b{bs}"] = latency.measure_dataset(m, real_ds, tokenizer, bs)
-            timing[name][b] = row
+    # --- latency: every model x runtime x batch size, at the fixed length and at the dev set's own lengths;
+    # the six take turns, so that their ratios are fair on a machine whose speed drifts
+    every = {(name, b): m for name, (_, model) in loaded.items() for b, m in runtimes_of(model, shipped[name], threads).items()}
+    named = {f"{name}/{b}": m for (name, b), m in every.items()}
+    timing: dict = {name: {} for name in loaded}
+    for bs in x.batch_sizes:
+        fixed = latency.measure_side_by_side(named, bs, x.seq_len, repeats=x.repeats, warmup=x.warmup)
+        real = latency.measure_dataset_side_by_side(named, real_ds, tokenizer, bs)
+        for (name, b) in every:
+            timing[name].setdefault(b, {})[f"b{bs}"] = fixed[f"{name}/{b}"]
+            timing[name][b][f"real_b{bs}"] = real[f"{name}/{b}"]
     table = latency_table(timing, x.batch_sizes)
     print(table)
 

@@ -142,13 +142,17 @@ def run(cfg) -> dict:
     if cfg.task.test and spec.glue is None:  # the dev-selected student (as exported) and the teacher on task.test
         test = {"student": build.test_score(cfg, spec, exported, tokenizer, batch_size, device),
                 "teacher": teacher_dev and build.test_score(cfg, spec, teacher.to(device), tokenizer, batch_size, device)}
+    # timed as a user loads them: the exported student and the teacher's own directory (the baseline never
+    # runs the teacher: its card has no speed-up)
+    timing = build.side_by_side_latency(cfg, exported, None if phases == ["finetune"] else models.load_classifier(
+        teacher_dir, spec.num_labels, None, "teacher", spec.problem_type, spec.type).to(device))
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
               "teacher_dev": teacher_dev, "test": test, "main_metric": spec.main_metric, "best_step": best["step"], "phases": phases,
-              "teacher": teacher_dir, "teacher_gate": teacher_gate}
+              "teacher": teacher_dir, "teacher_gate": teacher_gate, "latency_seq64": timing}
     # --- the model card (README.md) beside the export: its facts, and its speed beside the teacher's
-    build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher.to(device),
+    build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
                        teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
-                       dev_examples=data.example_count(dev_ds), recipe=recipe(cfg, phases))
+                       dev_examples=data.example_count(dev_ds), recipe=recipe(cfg, phases), timing=timing)
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     m = spec.main_metric
     print(f"[tinykd] student dev {m} = {best['dev'][m]:.4f} (best step {best['step']})"

@@ -112,8 +112,7 @@ def run(cfg) -> dict:
     out = run_dir / "student"
     exported = models.load_classifier(str(out), spec.num_labels, spec.label_names, "student",
                                       spec.problem_type).to(device)
-    timing = {name: {f"b{b}": latency.measure(m, b, 64, repeats=cfg.stage.latency_repeats) for b in (1, 32)}
-              for name, m in (("student", exported), ("teacher", teacher))}
+    timing = build.side_by_side_latency(cfg, exported, teacher)
     teacher_dev = evaluate(teacher.to(device), dev, tokenizer, spec, cfg.train.bilstm_finetune.eval_batch_size, device)
     result = {"stage": "task", "student": "bilstm", "task": spec.name, "run_dir": str(run_dir), "export": str(out),
               "dev": best["dev"], "teacher_dev": teacher_dev, "main_metric": spec.main_metric, "best_step": best["step"],
@@ -122,6 +121,9 @@ def run(cfg) -> dict:
               "transfer_targets": cfg.distill.transfer_targets,
               "student_params": latency.parameters(exported), "teacher_params": latency.parameters(teacher),
               "latency_seq64": timing}
+    build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
+                       teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
+                       dev_examples=data.example_count(dev), recipe=recipe(cfg, phases), timing=timing)
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] BiLSTM student dev {spec.main_metric} = {best['dev'][spec.main_metric]:.4f} "
           f"(best: {best['phase']} step {best['step']}); {result['student_params'] / 1e6:.2f}M parameters vs the "
@@ -129,6 +131,20 @@ def run(cfg) -> dict:
           f"{timing['student']['b32']['median_ms']:.1f} ms vs {timing['teacher']['b32']['median_ms']:.1f} ms")
     print(f"[tinykd] exported student: {out}")
     return result
+
+
+def recipe(cfg, phases: list[str]) -> str:
+    """The model card's one-line account of how the BiLSTM student was trained."""
+    def steps(block: str) -> str:
+        hp = cfg.train[block]
+        return f"{hp.max_steps} steps" if hp.max_steps else f"{hp.epochs:g} epochs"
+
+    what = {"representation": "its sentence representation matched to the teacher's (MSE through a projection)",
+            "logits": f"the teacher's {cfg.distill.transfer_targets} targets on the transfer data "
+                      f"({cfg.stage.transfer})",
+            "finetune": "fine-tuned on the gold labels"}
+    return ("BiLSTM student (embeddings: " + cfg.student.embeddings + "): "
+            + "; then ".join(f"{what[p]}, {steps('bilstm_' + p)}" for p in phases) + ".")
 
 
 def trainable_groups(student, step: int, every: int) -> int:

@@ -210,8 +210,9 @@ def test_zero3_refuses_mlm_head(make_cfg):
 
 @pytest.mark.parametrize("stage", ["teacher", "general", "task", "augment", "eval"])
 def test_every_other_stage_takes_deepspeed(make_cfg, stage):
-    config.check(make_cfg(f"stage={stage}", "engine=deepspeed"))
-    config.check(make_cfg(f"stage={stage}", "engine=deepspeed", "distill=distilbert", "student=distilbert"))
+    model = ("model=m",) if stage == "eval" else ()  # stage=eval cannot start without a model
+    config.check(make_cfg(f"stage={stage}", "engine=deepspeed", *model))
+    config.check(make_cfg(f"stage={stage}", "engine=deepspeed", "distill=distilbert", "student=distilbert", *model))
 
 
 # ----------------------------------------------------------------------------- keys the stage never reads
@@ -222,7 +223,7 @@ def test_every_other_stage_takes_deepspeed(make_cfg, stage):
     (("stage=teacher", "distill.temperature=2"), "distill.temperature"),
     (("stage=general", "model=x"), "model"),
     (("stage=teacher", "student.num_layers=2"), "student.num_layers"),
-    (("stage=eval", "teacher.path=x"), "teacher.path"),
+    (("stage=eval", "teacher.path=x", "model=m"), "teacher.path"),  # (stage=eval cannot start without a model)
     (("stage=general", "distill.pred_loss=kl"), "distill.pred_loss"),
     (("stage=general", "distill.alpha_ce=2"), "distill.alpha_ce"),  # distill=tinybert
     (("stage=general", "distill=distilbert", "distill.layer_map=last"), "distill.layer_map"),

@@ -281,6 +281,7 @@ def test_label_names_come_from_the_model_config():
 # ----------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.slow
 def test_an_empty_file_is_refused_through_the_cli(cli, sst2_model, tmp_path):
     src = tmp_path / "empty.txt"
     src.write_text("\n \n", encoding="utf-8")

@@ -350,17 +350,26 @@ def augment_sources(cfg) -> dict:
     return out
 
 
+def side_by_side_latency(cfg, student, teacher=None) -> dict:
+    """The student's and (when given) the teacher's CPU latency, timed side by side (taking turns): batch 1
+    and 32 x 64 tokens, the median of `stage.latency_repeats` forwards each (tinykd/latency.py)."""
+    from tinykd import latency
+
+    timed = {"student": student, **({"teacher": teacher} if teacher is not None else {})}
+    by_batch = {b: latency.measure_side_by_side(timed, b, 64, repeats=cfg.stage.latency_repeats) for b in (1, 32)}
+    return {name: {f"b{b}": by_batch[b][name] for b in by_batch} for name in timed}
+
+
 def student_card(cfg, spec: TaskSpec, *, run_dir: Path, export_dir: Path, student, teacher, teacher_dir: str,
-                 dev: dict, teacher_dev: Optional[dict], dev_examples: int, recipe: str) -> Path:
+                 dev: dict, teacher_dev: Optional[dict], dev_examples: int, recipe: str, timing: dict) -> Path:
     """Write the exported student's model card (tinykd/modelcard.py) with the run's facts: the task, the
-    teacher, the recipe and command, the dev scores, and the size and latency of student and teacher, timed
-    here side by side (batch 1 and 32 x 64 tokens, `stage.latency_repeats` forwards each)."""
+    teacher, the recipe and command, the dev scores, and the size and latency (`side_by_side_latency`) of
+    student and teacher."""
     from tinykd import latency, modelcard
     from tinykd.run import command_line
     from tinykd.system import cpu_name
 
-    timing = {name: {f"b{b}": latency.measure(m, b, 64, repeats=cfg.stage.latency_repeats)["median_ms"]
-                     for b in (1, 32)} for name, m in (("student", student), ("teacher", teacher))}
+    timing = {name: {b: t["median_ms"] for b, t in by_batch.items()} for name, by_batch in timing.items()}
     s, m = cfg.student, spec.main_metric
     shape = (f"{student.config.num_hidden_layers}-layer, {student.config.hidden_size}-wide {s.arch} "
              if s.arch != "bilstm" else f"{student.config.num_layers}-layer BiLSTM ")
@@ -376,9 +385,10 @@ def student_card(cfg, spec: TaskSpec, *, run_dir: Path, export_dir: Path, studen
         "teacher": {"dir": str(teacher_dir), "base": modelcard.hub_id(cfg.teacher.path),
                     "dev": dict(teacher_dev) if teacher_dev else None, "params": latency.parameters(teacher)},
         "student": {"arch": s.arch, "description": f"{shape}student ({s.name})", "params": latency.parameters(student)},
-        "latency": {**timing, "speedup_b1": timing["teacher"]["b1"] / timing["student"]["b1"],
-                    "speedup_b32": timing["teacher"]["b32"] / timing["student"]["b32"], "seq_len": 64,
-                    "repeats": cfg.stage.latency_repeats, "threads": latency.threads(), "machine": cpu_name()},
+        "latency": {**timing, **({f"speedup_{b}": timing["teacher"][b] / timing["student"][b] for b in ("b1", "b32")}
+                                 if "teacher" in timing else {}),
+                    "seq_len": 64, "repeats": cfg.stage.latency_repeats, "threads": latency.threads(),
+                    "machine": cpu_name()},
         "recipe": recipe, "auto_class": modelcard.AUTO_CLASSES[spec.type],
         "command": command_line() or (f"# composed in Python: stage=task task={spec.name} teacher={cfg.teacher.name} "
                                       f"student={s.name} seed={cfg.seed} (the full config: tinykd_config.yaml)"),

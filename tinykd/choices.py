@@ -67,3 +67,4 @@ LOGGER_MODES = ("offline", "online", "disabled")
 
 # stage=predict: which form of the exported model predicts (stage=export writes the ONNX ones)
 BACKENDS = ("pytorch", "onnx", "int8")
+EXPORT_ATTENTION = ("eager", "sdpa")  # stage=export: attention as matrix products | as the exporter lowers SDPA

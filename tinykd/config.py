@@ -353,6 +353,9 @@ class ExportConfig:
     check_examples: int = bounded(256, ge=1)  # dev examples whose logits are compared
     # fuse layer norms, GELUs and attention with ONNX Runtime's transformer optimizer (BERT, DistilBERT)
     optimize: bool = True
+    # how attention is written into the graph: eager (matrix products and a softmax) | sdpa (the exporter's
+    # lowering of scaled_dot_product_attention: slower under ONNX Runtime in every run of reports/ship/notes.md)
+    attention: str = one_of("eager", choices.EXPORT_ATTENTION)
     quantize: bool = True  # also write model.int8.onnx (dynamic int8: weights int8, activations at run time)
     per_channel: bool = False  # int8: one scale per output channel of each weight (else one per matrix)
     reduce_range: bool = False  # int8: 7-bit weights (for CPUs without VNNI that saturate in 8 bits)

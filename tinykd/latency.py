@@ -5,6 +5,7 @@ inputs in length-sorted batches (each padded to its own longest example)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Callable
@@ -14,18 +15,26 @@ import torch
 from tinykd import models
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None] = lambda: None) -> float:
-    """The median wall time of `repeats` calls of `fn`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                   sync: Callable[[], None] = lambda: None, rounds: int = 3) -> dict[str, float]:
+    """The median wall time of `repeats` calls of each function of `fns` (rounded up to a multiple of
+    `rounds`). The functions take turns in `rounds` blocks: each block is `warmup` untimed calls, then
+    repeats/rounds timed ones. Taking turns makes a machine whose speed drifts (other work, clocks) slow
+    every function alike, so their ratios stay fair; the warm-up of each block lets the thread pools of the
+    one before go idle (ONNX Runtime's and OpenMP's threads spin for a while after their work)."""
+    per = math.ceil(repeats / rounds)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            for _ in range(warmup):
+                fn()
+            for _ in range(per):
+                sync()
+                t = time.perf_counter()
+                fn()
+                sync()
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _device(model) -> torch.device:
@@ -33,8 +42,9 @@ def _device(model) -> torch.device:
     return next(params()).device if callable(params) else torch.device("cpu")
 
 
-def _sync(device: torch.device) -> Callable[[], None]:
-    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+def _sync(models_: dict) -> Callable[[], None]:
+    cuda = any(_device(m).type == "cuda" for m in models_.values())
+    return torch.cuda.synchronize if cuda else (lambda: None)
 
 
 def threads() -> int:
@@ -42,47 +52,55 @@ def threads() -> int:
 
 
 @torch.inference_mode()
-def measure(model, batch_size: int, seq_len: int, repeats: int = 30, warmup: int = 5, seed: int = 0) -> dict:
-    """Median seconds of `repeats` forwards of a (batch_size, seq_len) batch of random token ids, after
-    `warmup` forwards; returns milliseconds per batch and examples per second."""
-    was_training = model.training
-    model.eval()
-    device = _device(model)
+def measure_side_by_side(models_: dict, batch_size: int, seq_len: int, repeats: int = 30, warmup: int = 5,
+                         seed: int = 0) -> dict[str, dict]:
+    """Each model's median seconds over `repeats` forwards of the same (batch_size, seq_len) batch of random
+    token ids (no padding), after `warmup` forwards, the models taking turns; per model: milliseconds per
+    batch and examples per second."""
     g = torch.Generator().manual_seed(seed)
-    vocab = model.config.vocab_size
+    vocab = min(m.config.vocab_size for m in models_.values())
     ids = torch.randint(min(1000, vocab - 1), vocab, (batch_size, seq_len), generator=g)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    inputs = {k: v.to(device) for k, v in models.model_inputs(model, batch).items()}
-    median = median_seconds(lambda: model(**inputs), repeats, warmup, _sync(device))
+    calls = {}
+    for name, model in models_.items():
+        model.eval()
+        inputs = {k: v.to(_device(model)) for k, v in models.model_inputs(model, batch).items()}
+        calls[name] = (lambda m, x: lambda: m(**x))(model, inputs)
+    medians = median_seconds(calls, repeats, warmup, _sync(models_))
+    return {name: {"batch_size": batch_size, "seq_len": seq_len, "median_ms": round(1000 * t, 3),
+                   "examples_per_s": round(batch_size / t, 1), "repeats": repeats, "threads": threads()}
+            for name, t in medians.items()}
+
+
+def measure(model, batch_size: int, seq_len: int, repeats: int = 30, warmup: int = 5, seed: int = 0) -> dict:
+    """One model's `measure_side_by_side`."""
+    was_training = model.training
+    out = measure_side_by_side({"model": model}, batch_size, seq_len, repeats, warmup, seed)["model"]
     model.train(was_training)
-    return {"batch_size": batch_size, "seq_len": seq_len, "median_ms": round(1000 * median, 3),
-            "examples_per_s": round(batch_size / median, 1), "repeats": repeats, "threads": threads()}
+    return out
 
 
 @torch.inference_mode()
-def measure_dataset(model, ds, tokenizer, batch_size: int, repeats: int = 3, warmup: int = 1) -> dict:
-    """Median seconds of `repeats` passes over every example of `ds` (tokenised) in length-sorted batches
-    of `batch_size`, each padded to its own longest example (as evaluation and stage=predict batch),
-    after `warmup` passes; returns milliseconds per example, examples per second and the mean length."""
+def measure_dataset_side_by_side(models_: dict, ds, tokenizer, batch_size: int, repeats: int = 3,
+                                 warmup: int = 1) -> dict[str, dict]:
+    """Each model's median seconds over `repeats` passes over every example of `ds` (tokenised) in
+    length-sorted batches of `batch_size`, each padded to its own longest example (as evaluation and
+    stage=predict batch), after `warmup` passes, the models taking turns pass by pass; per model:
+    milliseconds per example, examples per second and the mean length."""
     from tinykd.data import length_sorted_batches
 
-    was_training = model.training
-    model.eval()
-    device = _device(model)
-    batches = [{k: v.to(device) for k, v in models.model_inputs(model, b).items()}
-               for _, b in length_sorted_batches(ds, tokenizer, batch_size)]
-    n = sum(b["input_ids"].size(0) for b in batches)
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-
-    def one_pass():
-        for b in batches:
-            model(**b)
-
-    median = median_seconds(one_pass, repeats, warmup, _sync(device))
-    model.train(was_training)
-    return {"batch_size": batch_size, "examples": n, "mean_len": round(tokens / n, 1),
-            "ms_per_example": round(1000 * median / n, 3), "examples_per_s": round(n / median, 1),
-            "repeats": repeats, "threads": threads()}
+    collated = [b for _, b in length_sorted_batches(ds, tokenizer, batch_size)]
+    n = sum(b["input_ids"].size(0) for b in collated)
+    tokens = sum(int(b["attention_mask"].sum()) for b in collated)
+    calls = {}
+    for name, model in models_.items():
+        model.eval()
+        batches = [{k: v.to(_device(model)) for k, v in models.model_inputs(model, b).items()} for b in collated]
+        calls[name] = (lambda m, bs: lambda: [m(**b) for b in bs])(model, batches)
+    medians = median_seconds(calls, repeats, warmup, _sync(models_))
+    return {name: {"batch_size": batch_size, "examples": n, "mean_len": round(tokens / n, 1),
+                   "ms_per_example": round(1000 * t / n, 3), "examples_per_s": round(n / t, 1),
+                   "repeats": repeats, "threads": threads()} for name, t in medians.items()}
 
 
 def parameters(model) -> int:

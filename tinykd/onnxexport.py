@@ -84,12 +84,18 @@ def _example(batch: dict, names: Sequence[str]) -> dict:
     return out
 
 
-def export(model, batch: dict, path: Path, task_type: str, opset: int) -> Path:
+def export(model, batch: dict, path: Path, task_type: str, opset: int, attention: str = "eager") -> Path:
     """Write `model` (eval mode, CPU) as ONNX at `path` (atomically: nothing is left half-written), traced
     on `batch` (a real, collated batch), with dynamic batch and sequence axes and the weights inside the
-    file. A model the exporter cannot trace is refused, saying why."""
+    file; a Transformer's attention written as `attention` says (eager: matrix products and a softmax;
+    sdpa: the exporter's lowering of scaled_dot_product_attention). A model the exporter cannot trace is
+    refused, saying why."""
     model = model.eval().cpu()
     names = input_names(model)
+    impl = getattr(model.config, "_attn_implementation", None)
+    switch = getattr(model, "_supports_sdpa", False) and impl != attention
+    if switch:
+        model.set_attn_implementation(attention)
     batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("sequence")
     tmp = _atomic_target(path)
     log = io.StringIO()  # the exporter's step-by-step lines: shown only when it fails
@@ -115,6 +121,9 @@ def export(model, batch: dict, path: Path, task_type: str, opset: int) -> Path:
                           "ship it as the PyTorch directory it is (stage=predict predict.backend=pytorch), or "
                           "distil a Transformer student (student=tinybert4, small, distilbert), which exports."
                           ) from None
+    finally:
+        if switch:
+            model.set_attn_implementation(impl)
     os.replace(tmp, path)
     return path
 
@@ -127,7 +136,8 @@ def optimize(path: Path, config) -> dict[str, int]:
         return {}
     from onnxruntime.transformers.optimizer import optimize_model
 
-    with _quiet("onnxruntime"), contextlib.redirect_stdout(io.StringIO()):  # a line per fusion
+    # a line per fusion, from loggers named by their modules (fusion_*, onnx_model*): the root's level rules them
+    with _quiet(""), contextlib.redirect_stdout(io.StringIO()):
         fused = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
                                hidden_size=config.hidden_size)
         tmp = _atomic_target(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--notes", default=None, help="a file of remarks to add to REPORT.md (what was tried)")
     ap.add_argument("overrides", nargs="*", help="extra tinykd overrides for every step (e.g. debug=smoke)")
     args = ap.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)  # the report names the command that made it
     root, out_dir = Path(args.runs).resolve(), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tinykd = Runner("bench-ship", out_dir / "commands.log", (f"experiment={EXPERIMENT}", "task=sst2"))
@@ -58,8 +60,7 @@ def main(argv=None) -> dict:
         "student_dir": os.path.relpath(student, REPO_ROOT), "teacher_dir": os.path.relpath(report["teacher"], REPO_ROOT),
         "seed": args.seed, "seconds": time.perf_counter() - start, "step_seconds": seconds,
         "reused_steps": tinykd.reused,
-        "command": "make bench-ship" if argv is None and not args.overrides and args.seed == 42 else
-        "python -m tinykd.bench.ship " + " ".join(argv if argv is not None else []),
+        "command": " ".join(["python -m tinykd.bench.ship", *given]) if given else "make bench-ship",
         "targets": {
             "speedup_b32": {"target": TARGETS["speedup_b32"], "value": speedup,
                             "met": speedup >= TARGETS["speedup_b32"]},
@@ -78,7 +79,7 @@ def main(argv=None) -> dict:
 
 
 def plot(r: dict, path: Path) -> None:
-    """Batch-32 latency of each model x runtime (bars, log scale), labelled with its dev score."""
+    """Batch-32 latency of each model x runtime (bars), labelled with its dev score."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,10 +92,9 @@ def plot(r: dict, path: Path) -> None:
     ax.barh([x[0] for x in rows][::-1], [x[1] for x in rows][::-1], color=colors[::-1])
     for i, (_, ms, score) in enumerate(rows[::-1]):
         ax.text(ms, i, f" {ms:.1f} ms · {100 * score:.2f}%", va="center", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"CPU latency, batch 32 x 64 tokens (ms, log scale; {r['threads']} threads)")
+    ax.set_xlabel(f"CPU latency, batch 32 x 64 tokens (ms; {r['threads']} threads)")
     ax.set_title(f"SST-2 dev {r['metric']} and speed by runtime ({r['machine']['cpu']})", fontsize=9)
-    ax.set_xlim(right=max(x[1] for x in rows) * 6)
+    ax.set_xlim(0, max(x[1] for x in rows) * 1.4)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -126,9 +126,9 @@ def report_md(r: dict) -> str:
     s = r["settings"]
     lines += [
         "", f"Dev: all {d} SST-2 dev sentences, scored by each runtime through the same evaluation code. Latency: "
-        f"the median of {s['repeats']} runs after {s['warmup']} warm-up at a fixed {s['seq_len']} tokens (random ids, "
-        f"no padding), and one pass over the first {s['real_examples']} dev sentences in length-sorted batches "
-        f"(median of 3 passes; mean length {lat['student']['pytorch']['real_b32']['mean_len']} tokens). The ONNX "
+        f"the median of {s['repeats']} runs at a fixed {s['seq_len']} tokens (random ids, no padding), and of 3 passes "
+        f"over the first {s['real_examples']} dev sentences in length-sorted batches (mean length {lat['student']['pytorch']['real_b32']['mean_len']} tokens); the six model/runtime pairs take turns in 3 "
+        f"blocks, each block after {s['warmup']} warm-up runs (`tinykd.latency.median_seconds`). The ONNX "
         f"graphs were checked against PyTorch on {r['onnx']['student']['checked_examples']} dev sentences: largest "
         f"logit difference {r['onnx']['student']['max_abs_difference']:.1e} (student), "
         f"{r['onnx']['teacher']['max_abs_difference']:.1e} (teacher).", "",
