@@ -1,6 +1,7 @@
 """stage=export and the model card: a debug=smoke student exported to ONNX, its graph run by ONNX Runtime
 directly (not through tinykd) against PyTorch, its int8 model scored, its latency table and its card
-checked against the run's own figures."""
+checked against the run's own figures (slow tier: one smoke pipeline and an export with its teacher); a
+DistilBERT graph against PyTorch, the BiLSTM's refusal and the console script (default tier)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def ort_logits(path: Path, model_dir: str, texts, names) -> np.ndarray:
     return session.run(None, {n: enc[n].astype(np.int64) for n in names})[0]
 
 
+@pytest.mark.slow  # a smoke pipeline, then stage=export with its teacher: the default tier keeps the cheaper ones
 def test_the_onnx_student_matches_pytorch_at_any_batch_and_length(exported):
     task, report = exported
     model_dir = task["export"]
@@ -68,6 +70,7 @@ def test_the_onnx_student_matches_pytorch_at_any_batch_and_length(exported):
     assert not (onnx_dir / onnxexport.CANDIDATE).exists()
 
 
+@pytest.mark.slow  # a smoke pipeline, then stage=export with its teacher: the default tier keeps the cheaper ones
 def test_the_int8_model_exists_and_its_dev_score_is_its_own(exported):
     """The report's int8 accuracy equals the int8 graph's accuracy counted here with ONNX Runtime alone."""
     task, report = exported
@@ -89,6 +92,7 @@ def test_the_int8_model_exists_and_its_dev_score_is_its_own(exported):
         100 * (report["dev"]["student"]["pytorch"]["accuracy"] - report["dev"]["student"]["int8"]["accuracy"]))
 
 
+@pytest.mark.slow  # a smoke pipeline, then stage=export with its teacher: the default tier keeps the cheaper ones
 def test_the_latency_table_covers_teacher_and_student_in_every_runtime(exported):
     task, report = exported
     assert report["teacher"] == task["teacher"]  # the card's teacher, found without being named
@@ -107,6 +111,7 @@ def test_the_latency_table_covers_teacher_and_student_in_every_runtime(exported)
     assert on_disk["dev"] == report["dev"]
 
 
+@pytest.mark.slow  # a smoke pipeline, then stage=export with its teacher: the default tier keeps the cheaper ones
 def test_the_model_card_parses_and_its_metrics_are_the_runs(exported):
     task, report = exported
     model_dir = Path(task["export"])
@@ -128,6 +133,7 @@ def test_the_model_card_parses_and_its_metrics_are_the_runs(exported):
     assert (model_dir / modelcard.CONFIG).read_text() == (Path(task["run_dir"]) / "config.yaml").read_text()
 
 
+@pytest.mark.slow  # a smoke pipeline, then stage=export with its teacher: the default tier keeps the cheaper ones
 def test_a_failed_check_installs_nothing_and_keeps_the_earlier_export(exported, cache_dir, monkeypatch, tmp_path):
     """export.atol below what fp32 arithmetic reaches: the export stops loudly; the checked model.onnx
     of the earlier export is left as it was."""

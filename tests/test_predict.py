@@ -292,6 +292,7 @@ def test_an_empty_file_is_refused_through_the_cli(cli, sst2_model, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_missing_column_is_refused_through_the_cli_naming_it_and_the_columns_found(cli, sst2_model, tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("review,stars\ngreat,5\n", encoding="utf-8")

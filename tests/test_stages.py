@@ -74,6 +74,18 @@ def test_task_stage_two_phases_and_best_export(distilled):
     # The exported best student scores the same with plain transformers as in-framework.
     ev = run_stage(distilled("stage=eval", "task=sst2", "debug=smoke", f"model={res['export']}"))
     assert ev["dev"]["accuracy"] == pytest.approx(res["dev"]["accuracy"], abs=1e-9)
+    # ... and carries its model card: YAML that huggingface_hub parses, declaring the run's own scores
+    from huggingface_hub import ModelCard
+
+    from tinykd import modelcard
+
+    card = ModelCard.load(Path(res["export"]) / modelcard.CARD)
+    assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
+    assert modelcard.eval_scores(res["export"]) == res["dev"]
+    facts = card.data.to_dict()["tinykd"]
+    assert facts["teacher"]["dev"] == res["teacher_dev"] and facts["teacher"]["dir"] == res["teacher"]
+    assert facts["latency"]["student"]["b32"] == res["latency_seq64"]["student"]["b32"]["median_ms"]
+    assert (Path(res["export"]) / modelcard.CONFIG).read_text() == (run_dir / "config.yaml").read_text()
 
 
 def test_exported_student_reloads_with_identical_logits(distilled):
