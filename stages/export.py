@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import onnxruntime
 import torch
 from omegaconf import OmegaConf
 
 from tinykd import build, data, latency, modelcard, models, onnxexport
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
-from tinykd.run import atomic_write_text, command_line
+from tinykd.run import atomic_write_text, command_line, save_config
 from tinykd.system import cpu_name
 
 BACKENDS = {"pytorch": "PyTorch fp32", "onnx": "ONNX Runtime fp32", "int8": "ONNX Runtime int8"}
@@ -93,12 +94,14 @@ def to_onnx(model, model_dir: Path, out: Path, spec, tokenizer, check_ds, x, bat
 def sensitivity(fp32: Path, modules: dict, dev_ds, tokenizer, spec, x, batch_size: int, threads: int) -> list[dict]:
     """int8's dev score with one layer group at a time left in fp32 (the rest int8), and with per-channel
     weights: where the int8 loss comes from."""
-    groups = sorted({onnxexport.layer_group(m) for m in modules.values() if m},
-                    key=lambda g: (g != "embeddings", g == "head", int(g.split(".")[1]) if "." in g else 0))
-    trials = [(f"{g} in fp32", {"exclude_nodes": [n for n, m in modules.items() if m and onnxexport.layer_group(m) == g]})
-              for g in groups] + [("per-channel weights", {"per_channel": True}),
-                                  ("per-channel, head in fp32", {"per_channel": True, "exclude_nodes": [
-                                      n for n, m in modules.items() if m and onnxexport.layer_group(m) == "head"]})]
+    nodes: dict[str, list[str]] = {}  # layer group -> its nodes
+    for n, m in modules.items():
+        if m:
+            nodes.setdefault(onnxexport.layer_group(m), []).append(n)
+    groups = sorted(nodes, key=lambda g: (g != "embeddings", g == "head", int(g.split(".")[1]) if "." in g else 0))
+    trials = [(f"{g} in fp32", {"exclude_nodes": nodes[g]}) for g in groups]
+    trials += [("per-channel weights", {"per_channel": True}),
+               ("per-channel, head in fp32", {"per_channel": True, "exclude_nodes": nodes.get("head", [])})]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, kw in trials:
@@ -141,12 +144,12 @@ def run(cfg) -> dict:
           f"threads={threads} out={out}")
 
     # --- export, check and quantize each model; score every runtime on dev
-    shipped, dev = {}, {}
+    shipped, runtimes, dev = {}, {}, {}
     for name, (d, model) in loaded.items():
         where = out if name == "student" else onnx_dir(d, cfg)
         shipped[name] = to_onnx(model, d, where, spec, tokenizer, check_ds, x, batch_size, threads)
-        runtimes = runtimes_of(model, shipped[name], threads)
-        dev[name] = {b: evaluate(m, dev_ds, tokenizer, spec, batch_size, "cpu") for b, m in runtimes.items()}
+        runtimes[name] = runtimes_of(model, shipped[name], threads)
+        dev[name] = {b: evaluate(m, dev_ds, tokenizer, spec, batch_size, "cpu") for b, m in runtimes[name].items()}
         for b, scores in dev[name].items():
             print(f"[tinykd] {name} {BACKENDS[b]:18s} dev " + ", ".join(f"{k} = {v:.4f}" for k, v in scores.items()))
     sens = (sensitivity(Path(shipped["student"]["fp32"]), shipped["student"]["modules"], dev_ds, tokenizer, spec, x,
@@ -154,7 +157,7 @@ def run(cfg) -> dict:
 
     # --- latency: every model x runtime x batch size, at the fixed length and at the dev set's own lengths;
     # the six take turns, so that their ratios are fair on a machine whose speed drifts
-    every = {(name, b): m for name, (_, model) in loaded.items() for b, m in runtimes_of(model, shipped[name], threads).items()}
+    every = {(name, b): m for name, by_runtime in runtimes.items() for b, m in by_runtime.items()}
     named = {f"{name}/{b}": m for (name, b), m in every.items()}
     timing: dict = {name: {} for name in loaded}
     for bs in x.batch_sizes:
@@ -179,11 +182,11 @@ def run(cfg) -> dict:
         "latency": timing, "speedups": speedups(timing, x.batch_sizes), "sensitivity": sens,
         "settings": OmegaConf.to_container(x, resolve=True), "threads": threads,
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-                    "onnxruntime": __import__("onnxruntime").__version__},
+                    "onnxruntime": onnxruntime.__version__},
         "command": command_line(),
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    save_config(out, cfg)
     card = update_card(model_dir, report, x)
     for k, v in report["speedups"].items():
         print(f"[tinykd] speed-up {k}: {v:.2f}x")

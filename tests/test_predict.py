@@ -281,27 +281,29 @@ def test_label_names_come_from_the_model_config():
 # ----------------------------------------------------------------------------- bad input
 
 
+def refused_by_cli(cli, model: Path, src: Path, out: Path) -> str:
+    """`python -m tinykd stage=predict` on `src`: refused with exit status 2, a fix, and nothing written;
+    returns its stderr."""
+    r = cli("stage=predict", "task=sst2", *SMOKE, f"model={model}", f"input={src}", f"output={out}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "fix: " in r.stderr and not out.exists()
+    return r.stderr
+
+
 @pytest.mark.slow
 def test_an_empty_file_is_refused_through_the_cli(cli, sst2_model, tmp_path):
     src = tmp_path / "empty.txt"
     src.write_text("\n \n", encoding="utf-8")
-    r = cli("stage=predict", "task=sst2", *SMOKE, f"model={sst2_model}", f"input={src}", f"output={tmp_path / 'o.jsonl'}")
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert f"error: input={src} is empty: no examples to predict." in r.stderr
-    assert "fix: " in r.stderr
-    assert not (tmp_path / "o.jsonl").exists()
+    stderr = refused_by_cli(cli, sst2_model, src, tmp_path / "o.jsonl")
+    assert f"error: input={src} is empty: no examples to predict." in stderr
 
 
 @pytest.mark.slow
 def test_a_missing_column_is_refused_through_the_cli_naming_it_and_the_columns_found(cli, sst2_model, tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("review,stars\ngreat,5\n", encoding="utf-8")
-    r = cli("stage=predict", "task=sst2", *SMOKE, f"model={sst2_model}", f"input={src}", f"output={tmp_path / 'o.jsonl'}")
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert f"{src}: no column 'sentence'" in r.stderr
-    assert "Its columns are: review, stars." in r.stderr
-    assert "fix: " in r.stderr
-    assert not (tmp_path / "o.jsonl").exists()
+    stderr = refused_by_cli(cli, sst2_model, src, tmp_path / "o.jsonl")
+    assert f"{src}: no column 'sentence'" in stderr and "Its columns are: review, stars." in stderr
 
 
 def test_your_own_data_names_its_columns_in_task_text_columns(make_cfg, sst2_model, tmp_path):
