@@ -1,9 +1,11 @@
 """Stage `general`: general distillation on unlabeled text.
 
-A pretrained teacher → a student (random, or `student.general_init=teacher_layers`: the
-teacher's embeddings and one layer in two copied in), with intermediate-layer losses only
-(embeddings, attention, hidden states; TinyBERT §3.2). Build → loop → export
-`<run_dir>/student`, a plain `BertModel` directory.
+A pretrained teacher → a student (random; `student.general_init=teacher_layers`: the teacher's
+embeddings and one layer in two copied in; `student.init=pruned`: the teacher pruned to the student's
+shape, tinykd/prune.py), with intermediate-layer losses only
+(embeddings, attention, hidden states; TinyBERT §3.2), and/or MiniLMv2's self-attention relation
+loss (`distill=minilm`, distill.weights.relation). Build → loop → export `<run_dir>/student`, a plain
+`BertModel` directory.
 
 `distill=distilbert` runs DistilBERT's triple loss instead: `stages/general_distilbert.py`.
 """
@@ -31,9 +33,9 @@ def run(cfg) -> dict:
     source = build.teacher_source(cfg)
     tokenizer = models.load_tokenizer(source)
     teacher = models.freeze(models.load_encoder(source))
-    student = build.general_student(cfg, teacher, head="none")
-    distiller = build.distiller(cfg, student, teacher)
     corpus = build.corpus(cfg, tokenizer)
+    student = build.general_student(cfg, teacher, head="none", corpus=corpus, tokenizer=tokenizer)
+    distiller = build.distiller(cfg, student, teacher)
 
     run_dir = prepare_run_dir(cfg.runs.general, cfg.resume)
     save_config(run_dir, cfg)

@@ -1,7 +1,9 @@
 """Stage `task`: task-specific distillation (TinyBERT §3.2, two phases).
 
-A fine-tuned teacher → the student (from the general stage, random, or a directory):
-  phase `intermediate`: embedding, attention and hidden-state losses on the task's data;
+A fine-tuned teacher → the student (from the general stage, random, the teacher's layers, the teacher
+pruned to the student's shape (`student.init=pruned`, tinykd/prune.py), or a directory):
+  phase `intermediate`: embedding, attention and hidden-state losses on the task's data
+                        (and/or MiniLMv2's self-attention relation loss, distill.weights.relation);
   phase `prediction`: soft cross-entropy against the teacher's logits at temperature T
                       (or KL·T², or MSE for regression), evaluated on dev as it goes.
 Before either, the teacher sanity gate (tinykd/gate.py) refuses a teacher that is not above
@@ -36,14 +38,16 @@ from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepa
                         save_config)
 
 
-def build_student(cfg, spec, teacher, teacher_tok):
+def build_student(cfg, spec, teacher, teacher_tok, train_ds):
     """The student classifier, initialised as `student.init` says; its vocabulary must be the teacher's."""
     init = cfg.student.init
-    if init in ("random", "teacher_layers"):
+    if init in ("random", "teacher_layers", "pruned"):
         student = models.random_student(build.student_config(cfg, teacher.config, spec), cfg.seed, head=spec.type)
         if init == "teacher_layers":  # the fine-tuned teacher's embeddings and layers (its classifier is not copied)
             copied = models.init_from_teacher_layers(student, teacher, cfg.student.init_layers)
             print(f"[tinykd] student initialised from the fine-tuned teacher: embeddings and layers {copied}")
+        elif init == "pruned":  # the fine-tuned teacher, head included, pruned on a sample of the training data
+            build.pruned_student(cfg, teacher, student, train_ds, teacher_tok, cfg.train.task_prediction.eval_batch_size)
         return student
     path = Path(cfg.stage.general_dir if init == "general" else init)
     if not (path / "config.json").is_file():
@@ -82,11 +86,11 @@ def run(cfg) -> dict:
     # --- build: the fine-tuned teacher (frozen), the student, matches and projections, data
     teacher_dir, teacher = build.finetuned_teacher(cfg, spec)  # classes matched to the task's by name
     tokenizer = models.load_tokenizer(teacher_dir)  # the student keeps the teacher's tokenizer
-    student = build_student(cfg, spec, teacher, tokenizer)
-    phases = list(cfg.stage.phases)  # checked at start-up (config.check)
-    distiller = build.distiller(cfg, student, teacher, capture="intermediate" in phases)
     train_ds = build.task_split(cfg, spec, tokenizer, "train")
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
+    student = build_student(cfg, spec, teacher, tokenizer, train_ds)
+    phases = list(cfg.stage.phases)  # checked at start-up (config.check)
+    distiller = build.distiller(cfg, student, teacher, capture="intermediate" in phases)
     teacher_gate = None
     if phases != ["finetune"]:
         teacher.to(pick_device(cfg.engine.device))
@@ -168,7 +172,8 @@ def recipe(cfg, phases: list[str]) -> str:
         return f"{hp.max_steps} steps" if hp.max_steps else f"{hp.epochs:g} epochs"
 
     init = {"general": "the general-distilled student", "random": "random weights",
-            "teacher_layers": "the teacher's layers"}.get(cfg.student.init, cfg.student.init)
+            "teacher_layers": "the teacher's layers",
+            "pruned": "the fine-tuned teacher pruned to the student's shape"}.get(cfg.student.init, cfg.student.init)
     data_ = f"augmented data ({cfg.task.augmented})" if cfg.task.augmented else "the task's training split"
     if phases == ["finetune"]:
         return (f"no distillation (a baseline): from {init}, fine-tuned on the gold labels of {data_}, "
@@ -176,8 +181,15 @@ def recipe(cfg, phases: list[str]) -> str:
     d = cfg.distill
     parts = []
     if "intermediate" in phases:
-        parts.append(f"intermediate-layer distillation (embeddings, attention {d.attention_target}, hidden states; "
-                     f"layer map {d.layer_map}), {steps('task_intermediate')} x {cfg.train.task_intermediate.batch_size}")
+        w = d.weights
+        named = [name for name, on in (("embeddings", w.embedding), (f"attention {d.attention_target}", w.attention),
+                                       ("hidden states", w.hidden)) if on]
+        what = [f"{', '.join(named)}; layer map {d.layer_map}"] if named else []
+        if w.relation:
+            layer = "last" if d.relation_layer is None else str(d.relation_layer)
+            what.append(f"MiniLMv2 attention relations {'/'.join(dict.fromkeys(d.relations))}, teacher layer {layer}")
+        parts.append(f"intermediate-layer distillation ({'; '.join(what)}), "
+                     f"{steps('task_intermediate')} x {cfg.train.task_intermediate.batch_size}")
     if "prediction" in phases:
         hard = f" + {d.weights.hard_label} x gold-label loss" if d.weights.hard_label else ""
         parts.append(f"prediction-layer distillation ({d.pred_loss} at T={d.temperature:g}{hard}), "

@@ -11,6 +11,7 @@ callback).
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,9 +19,10 @@ from typing import Optional, Sequence
 import torch
 
 from tinykd import attention, data, models, teachers
-from tinykd.choices import QA, SEQUENCE
+from tinykd.choices import QA, RELATIONS, SEQUENCE
 from tinykd.data import Batcher
-from tinykd.distiller import Distiller, check_attention_capture, check_compatible, use_attention_target
+from tinykd.distiller import (Distiller, RelationMatch, check_attention_capture, check_compatible, qkv_projections,
+                              use_attention_target)
 from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
 from tinykd.layermap import FEATURES, LayerMatch, format_table, resolve_matches
@@ -84,16 +86,42 @@ def _student_config(cfg, teacher_config, spec: Optional[TaskSpec]):
         dropout=s.dropout, **labels)
 
 
-def general_student(cfg, teacher, head: str):
-    """The general stage's student: random (seeded) or, with `student.general_init=teacher_layers`
-    (or `student.init=teacher_layers`), the teacher's embeddings and layers `student.init_layers`
-    copied in (DistilBERT). `head`: none | mlm."""
+def general_student(cfg, teacher, head: str, corpus=None, tokenizer=None):
+    """The general stage's student: random (seeded); with `student.general_init=teacher_layers` (or
+    `student.init=teacher_layers`), the teacher's embeddings and layers `student.init_layers` copied in
+    (DistilBERT); with `pruned` (either key), the teacher pruned to the student's shape, ranked on
+    `corpus` blocks. `head`: none | mlm."""
     s = cfg.student
     student = models.random_student(student_config(cfg, teacher.config), cfg.seed, head=head)
-    if "teacher_layers" in (s.general_init, s.init):
+    inits = (s.general_init, s.init)
+    if "pruned" in inits:
+        pruned_student(cfg, teacher, student, corpus, tokenizer, cfg.train.general.eval_batch_size)
+    elif "teacher_layers" in inits:
         copied = models.init_from_teacher_layers(student, teacher, s.init_layers)
         print(f"[tinykd] student initialised from the teacher: embeddings and layers {copied}")
     return student
+
+
+def pruned_student(cfg, teacher, student, ds, tokenizer, batch_size: int):
+    """`student.init=pruned`: copy into `student` the teacher's units of highest activation importance on
+    `student.prune_examples` examples of `ds` (the first of the seeded shuffle), `student.init_layers` (if
+    set) fixing the layers kept (tinykd/prune.py). Returns the plan."""
+    from tinykd import prune
+    from tinykd.engine import pick_device
+
+    prune.check_shape(student.config, teacher.config)
+    if cfg.student.init_layers is not None:  # validated against both depths, as for teacher_layers
+        models.check_init_layers(cfg.student.init_layers, teacher.config.num_hidden_layers,
+                                 student.config.num_hidden_layers)
+    n = min(cfg.student.prune_examples, len(ds))
+    batcher = Batcher(ds, tokenizer, batch_size, cfg.seed, rank=0, world_size=1)
+    batches = itertools.islice(batcher.iterate(), math.ceil(n / batch_size))
+    # the last batch is cut to n examples: exactly student.prune_examples are measured
+    sample = ({k: v[: n - i * batch_size] for k, v in b.items()} for i, b in enumerate(batches))
+    device = pick_device(cfg.engine.device)
+    plan = prune.prune(teacher, student, sample, layers=cfg.student.init_layers, device=device)
+    print(f"[tinykd] student pruned from the teacher on {n} examples: {plan.summary()}")
+    return plan
 
 
 def bilstm_student(cfg, teacher, tokenizer, spec):
@@ -266,14 +294,18 @@ def matches(cfg, n_teacher: int, n_student: int, features: Sequence[str] = FEATU
     weights = {f: getattr(w, f) for f in features}
     layers = list(cfg.distill.layers) if cfg.distill.layers is not None else None
     found = resolve_matches(cfg.distill.layer_map, n_teacher, n_student, weights, layers)
+    if not found:  # e.g. distill=minilm: the attention relations alone
+        print(f"[tinykd] no layer matches: distill.weights.{{{','.join(features)}}} are 0")
+        return found
     print(f"[tinykd] layer map ({cfg.distill.layer_map}; teacher {n_teacher} layers, student {n_student}):")
     print(format_table(found))
     return found
 
 
 def distiller(cfg, student, teacher, *, capture: bool = True):
-    """Matches, projections and attention capture for a student/teacher pair, validated (with
-    `capture`, by one short forward of each model that the attention maps are really captured)."""
+    """Matches, projections, attention capture and the attention-relation match (`relation_match`) for a
+    student/teacher pair, validated (with `capture`, by one short forward of each model that the attention
+    maps are really captured)."""
     found = matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
     check_compatible(student.config, teacher.config, found, cfg.distill.attention_heads, cfg.distill.attention_target)
     for model, role in ((teacher, "teacher"), (student, "student")) if capture else ():
@@ -283,8 +315,43 @@ def distiller(cfg, student, teacher, *, capture: bool = True):
     # only the mapped layers return attention maps; the others run the fused kernel
     attention.capture_layers(teacher, [m.teacher_layer for m in found if m.feature == "attention"])
     attention.capture_layers(student, [m.student_layer for m in found if m.feature == "attention"])
+    relation, projections = relation_match(cfg, student, teacher)
     return Distiller(found, student.config.hidden_size, teacher.config.hidden_size, cfg.distill.attention_heads,
-                     cfg.distill.mask_padding)
+                     cfg.distill.mask_padding, relation, projections)
+
+
+def relation_match(cfg, student, teacher):
+    """MiniLMv2's attention-relation transfer when `distill.weights.relation` > 0: (the match, (the teacher's,
+    the student's) query, key and value projections), validated against both models; else (None, None).
+    The teacher layer is `distill.relation_layer` (null: its last), the student's its last; R relation heads
+    (`distill.relation_heads`, null: the teacher's attention heads) must divide both models' widths."""
+    d = cfg.distill
+    if not d.weights.relation:
+        return None, None
+    n_teacher = teacher.config.num_hidden_layers
+    layer = d.relation_layer if d.relation_layer is not None else n_teacher
+    if not 1 <= layer <= n_teacher:
+        raise TinyKDError(f"distill.relation_layer={layer}, but the teacher has layers 1..{n_teacher}.",
+                          f"set distill.relation_layer to a value in 1..{n_teacher}, or null (its last layer).")
+    relations = tuple(dict.fromkeys(d.relations))
+    if not relations:
+        raise TinyKDError("distill.relations is empty, but distill.weights.relation > 0.",
+                          f"set distill.relations to a list of {', '.join(RELATIONS)}, or distill.weights.relation=0.")
+    t_qkv = qkv_projections(teacher, layer, "teacher")
+    s_qkv = qkv_projections(student, student.config.num_hidden_layers, "student")
+    heads = d.relation_heads if d.relation_heads is not None else teacher.config.num_attention_heads
+    widths = {"teacher": t_qkv[0].out_features, "student": s_qkv[0].out_features}
+    if any(w % heads for w in widths.values()):
+        common = math.gcd(*widths.values())
+        fits = [r for r in range(1, common + 1) if common % r == 0]
+        where = "" if d.relation_heads is not None else " (distill.relation_heads=null: the teacher's attention heads)"
+        raise TinyKDError(
+            f"{heads} relation heads{where} must divide both widths, but the teacher's queries are {widths['teacher']} "
+            f"wide and the student's {widths['student']}.",
+            f"set distill.relation_heads to one of {', '.join(map(str, fits))} (each divides both).")
+    match = RelationMatch(layer, student.config.num_hidden_layers, heads, relations, d.weights.relation)
+    print(f"[tinykd] {match.describe()}")
+    return match, (t_qkv, s_qkv)
 
 
 def total_steps(hp, batches_per_epoch: int) -> int:

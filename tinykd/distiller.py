@@ -2,10 +2,13 @@
 
 Projections (TinyBERT's W_e for embeddings, W_h for hidden states) live here, beside the
 student and never inside it, so the exported student is a plain Hugging Face model.
+MiniLMv2's self-attention relations (`RelationMatch`) need no parameter of their own: they read
+the query, key and value projections of one teacher layer and of the student's last layer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -16,17 +19,77 @@ from tinykd.errors import TinyKDError
 from tinykd.layermap import LayerMatch
 
 
+@dataclass(frozen=True)
+class RelationMatch:
+    """MiniLMv2's self-attention relation transfer (Wang et al., 2021), as a typed record: the
+    `relations` (qq, kk, vv) of teacher layer `teacher_layer` (1..N) distilled into those of
+    `student_layer` (the student's last), each split into `heads` relation heads."""
+
+    teacher_layer: int
+    student_layer: int
+    heads: int
+    relations: tuple[str, ...]
+    weight: float
+
+    def describe(self) -> str:
+        return (f"attention relations {', '.join(self.relations)} (KL, {self.heads} relation heads): teacher layer "
+                f"{self.teacher_layer} -> student layer {self.student_layer}, weight {self.weight:g}")
+
+
+# model types whose layer l computes its queries, keys and values from hidden_states[l-1] itself (post-LayerNorm
+# encoders: the layer's input is the previous layer's output, normalised); a pre-LayerNorm encoder
+# (roberta-prelayernorm, megatron-bert, xlm-roberta-xl) normalises it first, so its projections would read
+# the wrong input
+QKV_MODULES = {
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"),
+                    ("encoder", "attention.self", ("query", "key", "value"))),
+    "distilbert": ("transformer", "attention", ("q_lin", "k_lin", "v_lin")),
+}
+
+
+def qkv_projections(model: nn.Module, layer: int, role: str = "model") -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The query, key and value projections (Linear layers) of Transformer layer `layer` (1-based) of
+    `model`, a model with or without a head. Applied to `hidden_states[layer - 1]` (the layer's input,
+    from a forward with output_hidden_states=True) they give exactly the vectors the layer attends with,
+    without a hook. `role` names the model in the error for an architecture without them."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in QKV_MODULES:
+        raise TinyKDError(
+            f"Attention-relation distillation (distill.weights.relation > 0) reads the {role}'s query, key and value "
+            f"projections, but tinykd knows where they are only for {', '.join(QKV_MODULES)} (post-LayerNorm "
+            f"encoders); the {role} is {type(model).__name__} (model_type {model_type}).",
+            "set distill.weights.relation=0 (the TinyBERT losses and prediction-layer distillation still work), "
+            "or use a BERT, RoBERTa, XLM-R, ELECTRA or DistilBERT model.",
+        )
+    stack, path, names = QKV_MODULES[model_type]
+    attention_module = getattr(model.base_model, stack).layer[layer - 1]
+    for part in path.split("."):
+        attention_module = getattr(attention_module, part)
+    return tuple(getattr(attention_module, n) for n in names)
+
+
 class Distiller(nn.Module):
     def __init__(self, matches: Sequence[LayerMatch], student_width: int, teacher_width: int,
-                 attention_heads: str = "match", mask_padding: bool = True):
+                 attention_heads: str = "match", mask_padding: bool = True, relation: Optional[RelationMatch] = None,
+                 relation_projections: Optional[tuple[Sequence[nn.Module], Sequence[nn.Module]]] = None):
+        """`relation_projections`: (the teacher's, the student's) query, key and value projections of the
+        layers `relation` names (`qkv_projections`), needed with a `relation`."""
         super().__init__()
         self.matches = list(matches)
         self.attention_heads = attention_heads
         self.mask_padding = mask_padding
-        same = student_width == teacher_width
-        # W_e and W_h map the student's width to the teacher's (identity when equal).
-        self.embedding_proj = nn.Identity() if same else nn.Linear(student_width, teacher_width)
-        self.hidden_proj = nn.Identity() if same else nn.Linear(student_width, teacher_width)
+        # W_e and W_h map the student's width to the teacher's: identity when equal, or when no embedding or
+        # hidden-state match would use them (the attention relations alone need no parameter)
+        project = student_width != teacher_width and any(m.feature in ("embedding", "hidden") for m in self.matches)
+        self.embedding_proj = nn.Linear(student_width, teacher_width) if project else nn.Identity()
+        self.hidden_proj = nn.Linear(student_width, teacher_width) if project else nn.Identity()
+        self.relation = relation
+        if relation is not None and relation_projections is None:
+            raise ValueError("a relation match needs relation_projections (the teacher's and the student's q, k, v)")
+        # A plain dict, which nn.Module does not register: the projections belong to the teacher (frozen, outside
+        # the optimizer) and to the student (saved with it), never to the distiller's parameters or checkpoint.
+        self._qkv = ({} if relation_projections is None else
+                     {role: dict(zip("qkv", p)) for role, p in zip(("teacher", "student"), relation_projections)})
 
     @property
     def needs_attentions(self) -> bool:
@@ -57,7 +120,23 @@ class Distiller(nn.Module):
                 raise ValueError(m.feature)
             parts[f"{m.feature}/{m.student_layer}"] = loss.detach()
             total = total + m.weight * loss * (per_pair if m.feature == "attention" else per_token)
+        if self.relation is not None:
+            loss, relation_parts = self.relation_loss(student_out, teacher_out, mask)
+            parts.update({f"relation/{k}": v for k, v in relation_parts.items()})
+            total = total + self.relation.weight * loss * per_token  # a mean over real query positions
         return total, parts
+
+    def relation_loss(self, student_out, teacher_out, mask: Optional[torch.Tensor]):
+        """MiniLMv2's relation loss (`losses.attention_relations`) and its parts. Each side's queries, keys
+        and values are its layer's own projections of that layer's input, hidden_states[l - 1]."""
+        r = self.relation
+        kinds = [a for a in "qkv" if any(name[0] == a for name in r.relations)]  # only the vectors read
+        t_in = teacher_out.hidden_states[r.teacher_layer - 1]
+        s_in = student_out.hidden_states[r.student_layer - 1]
+        with torch.no_grad():  # the teacher is frozen: no graph through its projections
+            t = {a: self._qkv["teacher"][a](t_in) for a in kinds}
+        s = {a: self._qkv["student"][a](s_in) for a in kinds}
+        return losses.attention_relations(s, t, mask, r.heads, r.relations)
 
 
 def check_embedding_width(projected: int, teacher: int) -> None:

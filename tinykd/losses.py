@@ -6,12 +6,13 @@ mask (1 = real token, 0 = padding). Every function returns a scalar tensor.
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from tinykd.choices import ATTENTION_HEADS, MULTI_LABEL, PRED_LOSSES, QA, REGRESSION, SEQUENCE, TOKEN
+from tinykd.choices import ATTENTION_HEADS, MULTI_LABEL, PRED_LOSSES, QA, REGRESSION, RELATIONS, SEQUENCE, TOKEN
 
 IGNORE = -100  # a token's label that no loss or metric reads (special tokens; a word's later sub-tokens)
 
@@ -52,6 +53,61 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[t
     pair = (m[:, :, None] & m[:, None, :]).unsqueeze(1)  # (B, 1, L, L)
     sq_sum = F.mse_loss(torch.where(pair, student, teacher), teacher, reduction="sum")
     return sq_sum / (pair.sum().to(student.dtype) * student.size(1)).clamp_min(1.0)
+
+
+def relation_kl(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor],
+                heads: int) -> torch.Tensor:
+    """MiniLMv2's loss for one self-attention relation (Wang et al., 2021): KL(R_T ‖ R_S).
+
+    student: (B, L, D_S), teacher: (B, L, D_T), one kind of vector per token (queries, keys or
+    values); the widths may differ, but `heads` (R) must divide both. Each is split into R
+    relation heads A_a of width d = D/R, and R_a = softmax(A_a A_aᵀ / √d) over the key axis,
+    (B, R, L, L). The loss is Σ_k R_T log(R_T / R_S) per (batch, head, query row), averaged over
+    the R heads and over the query positions: with `mask`, padded keys are left out of both
+    softmaxes (probability exactly 0) and padded query rows out of the mean, which runs over the
+    batch's real tokens; without, over all B·L. Computed in fp32 (autocast off).
+    """
+    for name, x in (("student", student), ("teacher", teacher)):
+        if x.size(-1) % heads:
+            raise ValueError(f"{heads} relation heads do not divide the {name}'s width {x.size(-1)}")
+    keep = None if mask is None else mask.bool()
+
+    def log_relation(x: torch.Tensor) -> torch.Tensor:
+        b, length, width = x.shape
+        a = x.float().view(b, length, heads, width // heads).transpose(1, 2)  # (B, R, L, d)
+        scores = a @ a.transpose(-1, -2) / math.sqrt(width // heads)  # (B, R, L, L)
+        if keep is not None:  # exp(-1e30 - max) is exactly 0, and 0 · (a finite log-ratio) no NaN
+            scores = scores.masked_fill(~keep[:, None, None, :], -1e30)
+        return F.log_softmax(scores, dim=-1)
+
+    with torch.autocast(student.device.type, enabled=False):  # autocast would run the products in bf16
+        log_t, log_s = log_relation(teacher), log_relation(student)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean(1)  # (B, L): summed over keys, averaged over heads
+        if keep is None:
+            return kl.mean()
+        m = keep.to(kl.dtype)
+        return (kl * m).sum() / m.sum().clamp_min(1.0)
+
+
+def attention_relations(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
+                        mask: Optional[torch.Tensor], heads: int,
+                        relations: Sequence[str] = RELATIONS) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MiniLMv2's self-attention relation loss: Σ over `relations` (qq, kk, vv) of `relation_kl`.
+
+    student, teacher: {"q", "k", "v"} → (B, L, D) one layer's queries, keys and values (only those
+    the relations read need be there); relation "qq" compares the query-query relations, and so on.
+    Returns (total, {relation: its loss}), the parts detached.
+    """
+    total, parts = None, {}
+    for r in relations:
+        if r not in RELATIONS:
+            raise ValueError(f"unknown relation {r!r}: use one of {RELATIONS}")
+        loss = relation_kl(student[r[0]], teacher[r[0]], mask, heads)
+        parts[r] = loss.detach()
+        total = loss if total is None else total + loss
+    if total is None:
+        raise ValueError("no relation to distil: give at least one of qq, kk, vv")
+    return total, parts
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
