@@ -34,8 +34,8 @@ def run(cfg) -> dict:
     tokenizer = models.load_tokenizer(source)
     teacher = models.freeze(models.load_encoder(source))
     corpus = build.corpus(cfg, tokenizer)
-    student = build.general_student(cfg, teacher, head="none", corpus=corpus, tokenizer=tokenizer)
-    distiller = build.distiller(cfg, student, teacher)
+    student, kept = build.general_student(cfg, teacher, head="none", corpus=corpus, tokenizer=tokenizer)
+    distiller = build.distiller(cfg, student, teacher, kept=kept)  # kept: a pruned student's own layers
 
     run_dir = prepare_run_dir(cfg.runs.general, cfg.resume)
     save_config(run_dir, cfg)

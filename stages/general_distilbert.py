@@ -34,7 +34,7 @@ def run(cfg) -> dict:
     source, teacher = build.mlm_teacher(cfg)
     teacher = models.freeze(teacher)
     tokenizer = models.load_tokenizer(source, "masked-LM teacher")
-    student = build.general_student(cfg, teacher, head="mlm")
+    student, _ = build.general_student(cfg, teacher, head="mlm")  # never pruned (config.check refuses it)
     s_width = student.config.hidden_size  # DistilBertConfig maps it to `dim`
     if d.alpha_cos and s_width != teacher.config.hidden_size:
         raise TinyKDError(

@@ -7,7 +7,9 @@ through files. With `stage.augment=true` the augment stage runs before task dist
 which then trains on its output (the teacher still fine-tunes on the original data).
 With resume=true a finished step (its results.json exists) is skipped and an interrupted
 one continues from its checkpoint. When `teacher.path` is already a fine-tuned classifier for the task,
-the teacher step is skipped and task distillation uses it as it is. A BiLSTM student (`student=bilstm`) has no general stage: its
+the teacher step is skipped and task distillation uses it as it is. General distillation runs only for a
+student that starts from it (`student.init=general`): `student.init=pruned` starts from the fine-tuned
+teacher pruned to the student's shape. A BiLSTM student (`student=bilstm`) has no general stage: its
 recipe starts from the fine-tuned teacher.
 """
 
@@ -46,6 +48,9 @@ def run(cfg) -> dict:
     given = None if cfg.stage.teacher_dir else build.given_finetuned_teacher(cfg, spec)
     for name, module in STEPS:
         if (name == "augment" and not cfg.stage.augment) or (name == "general" and cfg.student.arch == "bilstm"):
+            continue
+        if name == "general" and cfg.student.init != "general":  # task distillation starts from elsewhere
+            print(f"[tinykd] pipeline: student.init={cfg.student.init}: no general distillation")
             continue
         if name == "teacher" and given is not None:
             print(f"[tinykd] pipeline: teacher.path={given} is a fine-tuned classifier for the task: no stage=teacher")

@@ -39,7 +39,8 @@ from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepa
 
 
 def build_student(cfg, spec, teacher, teacher_tok, train_ds):
-    """The student classifier, initialised as `student.init` says; its vocabulary must be the teacher's."""
+    """The student classifier, initialised as `student.init` says (its vocabulary must be the teacher's), and
+    the teacher layers it was pruned from (student.init=pruned; else None)."""
     init = cfg.student.init
     if init in ("random", "teacher_layers", "pruned"):
         student = models.random_student(build.student_config(cfg, teacher.config, spec), cfg.seed, head=spec.type)
@@ -47,8 +48,9 @@ def build_student(cfg, spec, teacher, teacher_tok, train_ds):
             copied = models.init_from_teacher_layers(student, teacher, cfg.student.init_layers)
             print(f"[tinykd] student initialised from the fine-tuned teacher: embeddings and layers {copied}")
         elif init == "pruned":  # the fine-tuned teacher, head included, pruned on a sample of the training data
-            build.pruned_student(cfg, teacher, student, train_ds, teacher_tok, cfg.train.task_prediction.eval_batch_size)
-        return student
+            return student, build.pruned_student(cfg, teacher, student, train_ds, teacher_tok,
+                                                 cfg.train.task_prediction.eval_batch_size)
+        return student, None
     path = Path(cfg.stage.general_dir if init == "general" else init)
     if not (path / "config.json").is_file():
         if init == "general":
@@ -61,7 +63,8 @@ def build_student(cfg, spec, teacher, teacher_tok, train_ds):
                           "set student.init=general, random, teacher_layers, or an existing model directory.")
     check_vocab = models.load_tokenizer(str(path), "student")
     models.check_same_vocab(check_vocab, teacher_tok, str(path), "teacher")
-    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type, spec.type)
+    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type,
+                                  spec.type), None
 
 
 def teacher_cache_precision(cfg, examples: int) -> str:
@@ -88,9 +91,14 @@ def run(cfg) -> dict:
     tokenizer = models.load_tokenizer(teacher_dir)  # the student keeps the teacher's tokenizer
     train_ds = build.task_split(cfg, spec, tokenizer, "train")
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
-    student = build_student(cfg, spec, teacher, tokenizer, train_ds)
+    student, kept = build_student(cfg, spec, teacher, tokenizer, train_ds)
+    init_dev = None
+    if cfg.student.init == "pruned":  # what pruning alone keeps, before any training
+        init_dev = evaluate(student, dev_ds, tokenizer, spec, cfg.train.task_prediction.eval_batch_size,
+                            pick_device(cfg.engine.device))
+        print(f"[tinykd] pruned student before training: dev {spec.main_metric} = {init_dev[spec.main_metric]:.4f}")
     phases = list(cfg.stage.phases)  # checked at start-up (config.check)
-    distiller = build.distiller(cfg, student, teacher, capture="intermediate" in phases)
+    distiller = build.distiller(cfg, student, teacher, capture="intermediate" in phases, kept=kept)
     teacher_gate = None
     if phases != ["finetune"]:
         teacher.to(pick_device(cfg.engine.device))
@@ -152,7 +160,7 @@ def run(cfg) -> dict:
         teacher_dir, spec.num_labels, None, "teacher", spec.problem_type, spec.type).to(device))
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
               "teacher_dev": teacher_dev, "test": test, "main_metric": spec.main_metric, "best_step": best["step"], "phases": phases,
-              "teacher": teacher_dir, "teacher_gate": teacher_gate, "latency_seq64": timing}
+              "teacher": teacher_dir, "teacher_gate": teacher_gate, "latency_seq64": timing, "init_dev": init_dev}
     # --- the model card (README.md) beside the export: its facts, and its speed beside the teacher's
     build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
                        teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,

@@ -130,3 +130,12 @@ def test_format_table_has_header_and_every_row():
         assert line.split() == [m.feature, str(m.student_layer), str(m.teacher_layer), "mse", f"{m.weight:g}"]
     # columns are aligned: every row starts its second column at the same offset
     assert len({line.index(line.split()[1], len(line.split()[0])) for line in lines}) == 1
+
+
+def test_kept_maps_each_student_layer_to_the_layer_it_was_pruned_from():
+    from tinykd.layermap import teacher_layers
+
+    assert teacher_layers("kept", 6, 4, [3, 4, 5, 6]) == [3, 4, 5, 6]
+    assert teacher_layers("uniform", 6, 4) == [2, 3, 5, 6]  # what a pruned student's first layers would otherwise meet
+    with pytest.raises(TinyKDError, match="the pruned student's layers"):
+        teacher_layers("kept", 6, 4, None)

@@ -215,9 +215,19 @@ def test_the_task_stage_prunes_the_finetuned_teacher(make_cfg):
     (("student=bilstm", "student.init=pruned", "stage=task"), "student.arch=bilstm"),
     (("student=distilbert", "student.init=pruned", "stage=general"), "student.arch=distilbert"),
     (("distill=distilbert", "student.general_init=pruned", "stage=general"), "distill=distilbert"),
+    (("distill.layer_map=kept", "stage=task"), r"this student is not pruned here \(student.init=general\)"),
 ])
 def test_impossible_combinations_are_refused_at_start_up(make_cfg, overrides, match):
     from tinykd import config
 
     with pytest.raises(TinyKDError, match=match):
         config.check(make_cfg(*overrides, "task=sst2", "debug=smoke"))
+
+
+def test_the_kept_layer_map_follows_the_pruned_layers(make_cfg):
+    from tinykd import build, config
+
+    cfg = make_cfg("stage=task", "task=sst2", "student.init=pruned", "distill.layer_map=kept", "debug=smoke")
+    config.check(cfg)
+    found = build.matches(cfg, 4, 2, kept=[1, 3])
+    assert sorted({(m.student_layer, m.teacher_layer) for m in found if m.feature == "hidden"}) == [(1, 1), (2, 3)]

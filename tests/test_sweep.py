@@ -129,13 +129,14 @@ def test_summarize_stage_errors(make_cfg, tmp_path):
 def test_optuna_search_space_runs(smoke_prereqs, runs_dir):
     """conf/hparams_search/sst2_optuna.yaml through the Optuna sweeper, two trials."""
     sweep_dir = runs_dir / "opt"
-    proc = multirun(sweep_dir, "hparams_search=sst2_optuna", "hydra.sweeper.n_trials=2")
+    # experiment=sweep_sst2's student is pruned, which distill.layer_map=kept (one of the choices) needs
+    proc = multirun(sweep_dir, "hparams_search=sst2_optuna", "hydra.sweeper.n_trials=2", "student.init=pruned")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
     assert len(rows) == 2 and all(r["status"] == "finished" for r in rows)
     swept = json.loads((sweep_dir / "sweep.json").read_text())["swept"]
     assert {"distill.temperature", "distill.attention_target", "distill.layer_map", "train.task_prediction.lr",
-            "distill.weights.attention", "distill.weights.hidden", "distill.weights.prediction"} <= set(swept)
+            "distill.weights.attention", "distill.weights.hidden", "distill.weights.relation"} <= set(swept)
 
 
 @pytest.mark.slow
@@ -154,3 +155,16 @@ def test_token_and_qa_sweeps_rank_trials_by_the_task_s_metric(make_cfg, runs_dir
         res = json.loads((sweep_dir / r["dir"] / "results.json").read_text())
         assert float(r[metric]) == pytest.approx(res["dev"][metric]) and res["main_metric"] == metric
     assert float(rows[0][metric]) >= float(rows[1][metric])
+
+
+def test_parameter_effects_rank_what_moved_the_metric():
+    from tinykd.sweep import parameter_effects
+
+    rows = [{"accuracy": a, "lr": lr, "T": t} for a, lr, t in
+            [(0.80, 1e-3, 1.0), (0.84, 1e-3, 2.0), (0.60, 1e-5, 1.0), (0.62, 1e-5, 2.0), (None, 1e-4, 1.0)]]
+    effects = parameter_effects(rows, ["T", "lr", "seed"], "accuracy")
+    assert [e["param"] for e in effects] == ["lr", "T"]  # sorted by spread; a key no trial varied is left out
+    lr, t = effects
+    assert lr["spread"] == pytest.approx(0.82 - 0.61)
+    assert lr["values"] == [(1e-3, pytest.approx(0.82), 2), (1e-5, pytest.approx(0.61), 2)]  # no metric: not counted
+    assert t["spread"] == pytest.approx(0.73 - 0.70)

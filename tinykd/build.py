@@ -90,22 +90,24 @@ def general_student(cfg, teacher, head: str, corpus=None, tokenizer=None):
     """The general stage's student: random (seeded); with `student.general_init=teacher_layers` (or
     `student.init=teacher_layers`), the teacher's embeddings and layers `student.init_layers` copied in
     (DistilBERT); with `pruned` (either key), the teacher pruned to the student's shape, ranked on
-    `corpus` blocks. `head`: none | mlm."""
+    `corpus` blocks. `head`: none | mlm. Returns (the student, the teacher layers it was pruned from or
+    None)."""
     s = cfg.student
     student = models.random_student(student_config(cfg, teacher.config), cfg.seed, head=head)
     inits = (s.general_init, s.init)
     if "pruned" in inits:
-        pruned_student(cfg, teacher, student, corpus, tokenizer, cfg.train.general.eval_batch_size)
-    elif "teacher_layers" in inits:
+        return student, pruned_student(cfg, teacher, student, corpus, tokenizer, cfg.train.general.eval_batch_size)
+    if "teacher_layers" in inits:
         copied = models.init_from_teacher_layers(student, teacher, s.init_layers)
         print(f"[tinykd] student initialised from the teacher: embeddings and layers {copied}")
-    return student
+    return student, None
 
 
 def pruned_student(cfg, teacher, student, ds, tokenizer, batch_size: int):
     """`student.init=pruned`: copy into `student` the teacher's units of highest activation importance on
     `student.prune_examples` examples of `ds` (the first of the seeded shuffle), `student.init_layers` (if
-    set) fixing the layers kept (tinykd/prune.py). Returns the plan."""
+    set) fixing the layers kept (tinykd/prune.py). Returns the teacher layers kept (from 1), for
+    `distill.layer_map=kept`."""
     from tinykd import prune
     from tinykd.engine import pick_device
 
@@ -121,7 +123,7 @@ def pruned_student(cfg, teacher, student, ds, tokenizer, batch_size: int):
     device = pick_device(cfg.engine.device)
     plan = prune.prune(teacher, student, sample, layers=cfg.student.init_layers, device=device)
     print(f"[tinykd] student pruned from the teacher on {n} examples: {plan.summary()}")
-    return plan
+    return [i + 1 for i in plan.layers]
 
 
 def bilstm_student(cfg, teacher, tokenizer, spec):
@@ -289,10 +291,15 @@ def corpus(cfg, tokenizer):
     )
 
 
-def matches(cfg, n_teacher: int, n_student: int, features: Sequence[str] = FEATURES) -> list[LayerMatch]:
+def matches(cfg, n_teacher: int, n_student: int, features: Sequence[str] = FEATURES,
+            kept: Optional[Sequence[int]] = None) -> list[LayerMatch]:
+    """The layer matches of `distill.*`; `kept`: the teacher layers (from 1) a pruned student was cut from,
+    which `distill.layer_map=kept` maps to."""
     w = cfg.distill.weights
     weights = {f: getattr(w, f) for f in features}
     layers = list(cfg.distill.layers) if cfg.distill.layers is not None else None
+    if cfg.distill.layer_map == "kept":
+        layers = None if kept is None else list(kept)
     found = resolve_matches(cfg.distill.layer_map, n_teacher, n_student, weights, layers)
     if not found:  # e.g. distill=minilm: the attention relations alone
         print(f"[tinykd] no layer matches: distill.weights.{{{','.join(features)}}} are 0")
@@ -302,11 +309,11 @@ def matches(cfg, n_teacher: int, n_student: int, features: Sequence[str] = FEATU
     return found
 
 
-def distiller(cfg, student, teacher, *, capture: bool = True):
+def distiller(cfg, student, teacher, *, capture: bool = True, kept: Optional[Sequence[int]] = None):
     """Matches, projections, attention capture and the attention-relation match (`relation_match`) for a
     student/teacher pair, validated (with `capture`, by one short forward of each model that the attention
     maps are really captured)."""
-    found = matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+    found = matches(cfg, teacher.config.num_hidden_layers, student.config.num_hidden_layers, kept=kept)
     check_compatible(student.config, teacher.config, found, cfg.distill.attention_heads, cfg.distill.attention_target)
     for model, role in ((teacher, "teacher"), (student, "student")) if capture else ():
         check_attention_capture(model, found, role)  # refuse, never skip, an attention map that is not captured

@@ -7,7 +7,7 @@ The standard library only: importing this costs nothing.
 
 # --- distillation (distill.*)
 DISTILL_METHODS = ("tinybert", "distilbert")  # general stage: layer losses | DistilBERT's triple loss
-LAYER_MAPS = ("uniform", "last", "list")
+LAYER_MAPS = ("uniform", "last", "list", "kept")  # kept: the layers a pruned student was cut from
 ATTENTION_TARGETS = ("scores", "probs")  # pre-softmax (TinyBERT) | post-softmax
 ATTENTION_HEADS = ("match", "mean")  # head h to head h | heads averaged first
 PRED_LOSSES = ("soft_ce", "kl", "mse")

@@ -234,7 +234,9 @@ class LossWeights:
 
 @dataclass
 class DistillConfig:
-    layer_map: str = one_of("uniform", choices.LAYER_MAPS)  # uniform | last | list (needs `layers`)
+    # uniform | last | list (needs `layers`) | kept (student.init=pruned: each student layer learns from the
+    # teacher layer it was pruned from)
+    layer_map: str = one_of("uniform", choices.LAYER_MAPS)
     layers: Optional[List[int]] = None  # list: teacher layer (1..N) for student layers 1..M
     attention_target: str = one_of("scores", choices.ATTENTION_TARGETS)  # scores (pre-softmax, TinyBERT) | probs
     attention_heads: str = one_of("match", choices.ATTENTION_HEADS)  # match: head i to head i | mean: average first
@@ -742,6 +744,10 @@ def _check_combinations(cfg) -> None:
         raise TinyKDError(f"student.init=pruned keeps a subset of a BERT teacher's weights; student.arch={s.arch} "
                           "has other weights.", "use a BERT student (student.arch=bert, e.g. student=tinybert4), "
                           "or another student.init.")
+    if reads(cfg, "distill.layer_map") and cfg.distill.layer_map == "kept" and not pruned:
+        raise TinyKDError("distill.layer_map=kept maps each student layer to the teacher layer it was pruned from, "
+                          f"but this student is not pruned here (student.init={s.init}).",
+                          "add student.init=pruned, or use distill.layer_map=uniform, last or list.")
     if pruned and name in ("general", "pipeline") and cfg.distill.method == "distilbert":
         raise TinyKDError("student.init=pruned with distill=distilbert: DistilBERT's recipe starts its student from "
                           "the teacher's layers (student.general_init=teacher_layers).",

@@ -8,6 +8,8 @@ Transformer layers. For student layer m (1..M) and a teacher of N layers:
   layer always learns from the last teacher layer. Needs M ≤ N.
 - ``last``: g(m) = N − M + m (the top M teacher layers).
 - ``list``: g(m) = layers[m−1], given explicitly.
+- ``kept``: g(m) = the teacher layer that student layer m was pruned from (``student.init=pruned``):
+  each layer goes on learning from the layer whose weights it started with.
 
 Embeddings always map 0 ↔ 0. Attention of student layer m matches the attention inside
 teacher layer g(m); hidden states of layer m match the teacher's hidden states after g(m).
@@ -58,6 +60,8 @@ def teacher_layers(strategy: str, n_teacher: int, n_student: int, layers: Option
         return [n_teacher - n_student + m for m in range(1, n_student + 1)]
     if strategy == "list":
         return check_layer_list(layers, n_teacher, n_student, "distill.layers")
+    if strategy == "kept":  # the pruned student's own layers (the stage passes them)
+        return check_layer_list(layers, n_teacher, n_student, "the pruned student's layers")
     raise TinyKDError(f"Unknown layer map '{strategy}'.", f"use distill.layer_map= one of: {', '.join(LAYER_MAPS)}.")
 
 

@@ -162,12 +162,39 @@ def summarize(sweep_dir: str | Path) -> dict:
         cells = [_fmt(r[h]) if r[h] is not None else "" for h in head]
         cells[-1] = cells[-1].replace("|", "/").replace("\n", " ")[:200]
         lines.append("| " + " | ".join(cells) + " |")
+    effects = parameter_effects(finished, params, metric)
+    if effects:
+        lines += ["", "## What moved the metric", "",
+                  f"For each swept parameter: the mean dev {metric} of the finished trials at each of its values (trials), "
+                  "and the spread, the best mean less the worst. Parameters are sorted by spread; in a guided search "
+                  "the values are not tried equally often, so a spread over few trials is a hint, not a measurement.",
+                  "", "| parameter | spread | mean per value (trials) |", "|---|---|---|"]
+        for e in effects:
+            per = ", ".join(f"{_fmt(v)}: {m:.4f} ({n})" for v, m, n in e["values"])
+            lines.append(f"| {e['param']} | {e['spread']:.4f} | {per} |")
     lines += ["", "![metric against each swept parameter](summary.png)", ""]
     atomic_write_text(sweep_dir / "summary.md", "\n".join(lines))
     plot(sweep_dir / "summary.png", rows, params, metric)
     best = finished[0] if finished else None
     return {"sweep_dir": str(sweep_dir), "trials": len(trials), "finished": len(finished), "best": best,
-            "params": params, "metric": metric}
+            "params": params, "metric": metric, "effects": effects}
+
+
+def parameter_effects(finished: list[dict], params: list[str], metric: str) -> list[dict]:
+    """Per swept parameter, the mean metric of the finished trials at each value it took, and the spread
+    (max mean − min mean), sorted by spread, largest first. A parameter that took one value has no spread."""
+    out = []
+    for key in params:
+        groups: dict[str, list] = {}
+        for r in finished:
+            if r[metric] is not None and math.isfinite(r[metric]):
+                groups.setdefault(json.dumps(r.get(key), default=str), []).append(r)
+        if len(groups) < 2:
+            continue
+        values = sorted(((g[0].get(key), sum(x[metric] for x in g) / len(g), len(g)) for g in groups.values()),
+                        key=lambda v: -v[1])
+        out.append({"param": key, "spread": values[0][1] - values[-1][1], "values": values})
+    return sorted(out, key=lambda e: -e["spread"])
 
 
 def plot(path: Path, rows: list[dict], params: list[str], metric: str) -> None:
