@@ -119,6 +119,7 @@ def test_bilstm_recipe_exports_a_loadable_student_and_times_it(make_cfg, teacher
     assert not any("projection" in k for k in load_file(Path(res["export"]) / "model.safetensors"))
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_hard_targets_and_finetune_only_with_frozen_lower_layers(make_cfg, teacher_done):
     hard = run_stage(bilstm_cfg(make_cfg, "distill.transfer_targets=hard", "stage.bilstm_phases=[logits]"))
     assert hard["transfer_targets"] == "hard" and 0 <= hard["dev"]["accuracy"] <= 1
@@ -140,6 +141,7 @@ def test_hard_targets_and_finetune_only_with_frozen_lower_layers(make_cfg, teach
     assert torch.equal(fresh.embeddings.weight, teacher.get_input_embeddings().weight)
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_bilstm_resume_equals_uninterrupted(make_cfg, teacher_done):
     whole = run_stage(bilstm_cfg(make_cfg, "runs.task=${paths.runs}/task/whole"))
     part = run_stage(bilstm_cfg(make_cfg, "runs.task=${paths.runs}/task/part", "interrupt_after=8"))

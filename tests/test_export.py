@@ -198,6 +198,7 @@ def test_the_console_script_runs_tinykd():
                                      "  fix: add model=<path to a model directory>."]
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_a_distilbert_student_exports_fuses_and_matches(tmp_path):
     """DistilBERT (no segment input): exported, fused by ONNX Runtime's optimizer and run through OnnxModel,
     its logits equal PyTorch's on padded batches of another size and length than the traced one."""

@@ -58,6 +58,7 @@ def fit_on(model, ds, tok, steps: int = 200):
     return model.eval()
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_gate_passes_a_good_teacher_and_refuses_its_swapped_head(smoke_teacher, tmp_path):
     path, tok, dev, _ = smoke_teacher
     model = fit_on(models.load_classifier(str(path), 2, SST2.label_names), dev, tok)

@@ -146,6 +146,7 @@ def test_a_pair_task_reads_two_tab_separated_texts_per_line(make_cfg, sst2_model
                          id2label)
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_onnx_backend_predicts_what_pytorch_predicts(make_cfg, sst2_model, tmp_path):
     from tinykd import onnxexport
 

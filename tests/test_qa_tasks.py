@@ -18,6 +18,7 @@ from tinykd.evaluate import evaluate
 
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_qa_pipeline_exports_a_span_model_that_plain_transformers_reloads(make_cfg):
     from transformers import AutoModelForQuestionAnswering
 

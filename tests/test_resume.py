@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import run_stage
 
@@ -41,6 +42,7 @@ def task_twice_upstream(make_cfg, tmp_path, common: list[str]) -> dict:
     return run_stage(make_cfg("stage=task", *common, f"paths.runs={tmp_path}/a"))
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_task_resume_across_phases(make_cfg, tmp_path):
     """Interrupt inside the prediction phase (after 6 intermediate + 2 prediction steps)."""
     common = ["task=sst2", "debug=smoke"]
@@ -64,6 +66,7 @@ def test_teacher_resume_equals_uninterrupted(make_cfg, tmp_path):
     assert rest["dev"] == whole["dev"]
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_interrupt_at_a_phases_last_step_takes_no_step_of_the_next(make_cfg, tmp_path):
     """interrupt_after=6 is the intermediate phase's last step: the run stops there (checkpoint at
     intermediate step 6, no prediction-phase record), and resuming finishes as an uninterrupted run."""

@@ -162,6 +162,7 @@ def test_regression_task_uses_mse(distilled, monkeypatch):
     assert get_task("stsb").num_labels == 1
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_cli_smoke_stage_prints_run_dir(cli, runs_dir):
     proc = cli("stage=teacher", "task=sst2", "debug=smoke")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -183,6 +184,7 @@ def test_reuse_returns_finished_run_and_refuses_another_config(make_cfg):
         run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke", "reuse=true", "train.teacher.lr=0.5"))
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monkeypatch):
     """distill.teacher_cache: the teacher's logits over the training set are computed once and
     read back; a second run with the same teacher and data runs the teacher not at all."""

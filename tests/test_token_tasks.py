@@ -59,6 +59,7 @@ def plain_entity_f1(export: str, sentences) -> float:
     return f1_score(gold, predicted)
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_ner_pipeline_exports_a_token_classifier_that_plain_transformers_rescores(make_cfg):
     # 128 tokens: no dev sentence needs a window, so a plain forward pass sees what tinykd saw
     res = run_stage(make_cfg("stage=pipeline", "task=wnut17", "debug=smoke", "task.max_seq_len=128",
@@ -76,6 +77,7 @@ def test_ner_pipeline_exports_a_token_classifier_that_plain_transformers_rescore
     assert ev["dev"] == pytest.approx(res["dev"], abs=1e-9)
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_upos_pipeline_scores_word_accuracy_with_windows(make_cfg):
     res = run_stage(make_cfg("stage=pipeline", "task=upos", "debug=smoke"))
     assert res["main_metric"] == "token_accuracy" and set(res["dev"]) == {"token_accuracy"}
@@ -162,6 +164,7 @@ def test_cached_teacher_logits_per_token_equal_a_live_teacher_forward(make_cfg, 
     assert float(batch["teacher_logits"][~real].abs().sum()) == 0.0
 
 
+@pytest.mark.slow  # ~8-20 s end to end: the default tier stays near 5 minutes
 def test_an_interrupted_token_task_resumes_to_the_uninterrupted_weights(make_cfg):
     from safetensors.torch import load_file
 

@@ -68,14 +68,14 @@ def run_all(tinykd: Runner, root: Path, seeds, common: list[str]) -> tuple[dict,
             seconds[f"general_{name}"] = tinykd("stage=general", *general, *common, *where)
         runs[name] = {}
         for seed in seeds:
-            d = root / "task" / ("distilled" if name == "tinybert" else name) / f"seed{seed}"
+            d = root / "task" / f"{'distilled' if name == 'tinybert' else name}-seed{seed}"  # (a): bench-sst2's own
             seconds[f"{name}_seed{seed}"] = tinykd("stage=task", *task, f"seed={seed}", augmented, f"runs.task={d}",
                                                    *common, *where)
             runs[name][seed] = d
     for init in BASELINES:
         runs[f"baseline_{init}"] = {}
         for seed in seeds:
-            d = root / "task" / f"finetune-{init}" / f"seed{seed}"
+            d = root / "task" / f"finetune-{init}-seed{seed}"  # bench-sst2's names
             seconds[f"baseline_{init}_seed{seed}"] = tinykd(
                 "stage=task", "stage.phases=[finetune]", f"student.init={init}", f"seed={seed}", f"runs.task={d}",
                 *common)
@@ -208,9 +208,10 @@ def report(r: dict) -> str:
     for name, x in rows.items():
         over = (f"{x['points_over_baseline']:+.2f} / {x['heldout_points_over_baseline']:+.2f}"
                 if "points_over_baseline" in x else "")
+        per_seed = ", ".join(f"{100 * s['dev']:.2f}" for s in x["seeds"])
         lines.append(f"| {x['label']} | {100 * x['dev_mean']:.2f} ± {100 * x['dev_sd']:.2f} | {x['retention']:.4f} | "
                      f"{100 * x['heldout_mean']:.2f} ± {100 * x['heldout_sd']:.2f} | {x['heldout_retention']:.4f} | "
-                     f"{over} | {', '.join(f'{100 * s['dev']:.2f}' for s in x['seeds'])} |")
+                     f"{over} | {per_seed} |")
     tg = r["targets"]
     lines += ["", f"Best recipe on dev: **{r['best_recipe']}**; best baseline on dev: {r['best_baseline']}.", "",
               "| target | wanted | measured (best recipe) | met |", "|---|---|---|---|"]
