@@ -55,11 +55,12 @@ def general_dir(root: Path, name: str) -> Path:
     return root / ("general" if name == "tinybert" else f"general-{name}")
 
 
-def run_all(tinykd: Runner, root: Path, seeds, common: list[str]) -> tuple[dict, dict]:
+def run_all(tinykd: Runner, root: Path, seeds, common: list[str], augment_limit=None) -> tuple[dict, dict]:
     """Every run of the ablation; returns (seconds per step, {row: {seed: task run directory}})."""
     seconds: dict[str, float] = {}
     seconds["teacher"] = tinykd("stage=teacher", *common)
-    seconds["augment"] = tinykd("stage=augment", "task.train_limit=null", *common)
+    limit = "null" if augment_limit is None else augment_limit  # as bench-sst2: every training sentence
+    seconds["augment"] = tinykd("stage=augment", f"task.train_limit={limit}", *common)
     augmented = f"task.augmented={root / 'augment' / 'data'}"
     runs: dict[str, dict] = {}
     for name, (_, general, task) in RECIPES.items():
@@ -88,6 +89,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     ap.add_argument("--runs", default=str(Path(os.environ.get("TINYKD_RUNS", REPO_ROOT / "runs")) / "bench_sst2"))
     ap.add_argument("--out", default=str(REPO_ROOT / "reports" / "sst2"))
+    ap.add_argument("--augment-limit", type=int, default=None,
+                    help="augment only the first N training sentences (default: all 67,349, as bench-sst2)")
     ap.add_argument("overrides", nargs="*", help="extra tinykd overrides for every step (e.g. debug=smoke)")
     args = ap.parse_args(argv)
     from tinykd.bench.heldout import load_heldout
@@ -97,7 +100,7 @@ def main(argv=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     tinykd = Runner("bench-ablation", out_dir / "ablation_commands.log", (f"experiment={EXPERIMENT}", "task=sst2"))
     start = time.perf_counter()
-    seconds, runs = run_all(tinykd, root, args.seeds, [*shared_runs(root), *args.overrides])
+    seconds, runs = run_all(tinykd, root, args.seeds, [*shared_runs(root), *args.overrides], args.augment_limit)
 
     # --- every export re-scored with plain transformers: SST-2 dev, and the held-out sentences
     dev_texts, dev_labels = read_dev(DATA / "glue" / "SST-2" / "dev.tsv")
