@@ -21,7 +21,6 @@ side, and `<out>/ablation.{json,md,png}` are written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -32,8 +31,7 @@ import torch
 from tinykd import latency
 from tinykd.bench.augment import cpu_name
 from tinykd.bench.runner import Runner
-from tinykd.bench.sst2 import DATA, EXPERIMENT, mean_sd, plain_accuracy, read_dev, shared_runs
-from tinykd.config import REPO_ROOT
+from tinykd.bench.sst2 import DATA, EXPERIMENT, arguments, mean_sd, plain_accuracy, read_dev, shared_runs
 
 TARGETS = {"retention": 0.99, "points_over_baseline": 3.0, "speedup_b32": 4.0}
 PRUNED = ("student.init=pruned", "distill.layer_map=kept")
@@ -85,14 +83,7 @@ def run_all(tinykd: Runner, root: Path, seeds, common: list[str], augment_limit=
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    ap.add_argument("--runs", default=str(Path(os.environ.get("TINYKD_RUNS", REPO_ROOT / "runs")) / "bench_sst2"))
-    ap.add_argument("--out", default=str(REPO_ROOT / "reports" / "sst2"))
-    ap.add_argument("--augment-limit", type=int, default=None,
-                    help="augment only the first N training sentences (default: all 67,349, as bench-sst2)")
-    ap.add_argument("overrides", nargs="*", help="extra tinykd overrides for every step (e.g. debug=smoke)")
-    args = ap.parse_args(argv)
+    args = arguments(__doc__).parse_args(argv)  # bench-sst2's command line
     from tinykd.bench.heldout import load_heldout
 
     held_texts, held_labels = load_heldout(limit=HELDOUT_LIMIT)  # before hours of runs: a missing package stops here

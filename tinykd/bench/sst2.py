@@ -63,15 +63,20 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The command line of the SST-2 benchmarks (this one and `tinykd.bench.ablation`): seeds, runs, out."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     ap.add_argument("--runs", default=str(Path(os.environ.get("TINYKD_RUNS", REPO_ROOT / "runs")) / "bench_sst2"))
     ap.add_argument("--out", default=str(REPO_ROOT / "reports" / "sst2"))
     ap.add_argument("--augment-limit", type=int, default=None,
                     help="augment only the first N training sentences (default: all 67,349)")
     ap.add_argument("overrides", nargs="*", help="extra tinykd overrides for every step (e.g. debug=smoke)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> dict:
+    args = arguments(__doc__).parse_args(argv)
     root, out_dir = Path(args.runs).resolve(), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tinykd = Runner("bench-sst2", out_dir / "commands.log", (f"experiment={EXPERIMENT}", "task=sst2"))
