@@ -23,9 +23,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from tinykd import config, distributed, sweep
+from tinykd import config, distributed, sweep, usage
 from tinykd.errors import TinyKDError
-from tinykd.run import CHECKPOINT, config_differences
+from tinykd.run import CHECKPOINT, config_differences, resume_conflicts
 
 STAGES = tuple(config.STAGES)
 
@@ -62,6 +62,17 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
             cfg = cfg.copy()
             with open_dict(cfg):
                 cfg.resume = True
+    if cfg.resume and run_dir is not None and (run_dir / CHECKPOINT).is_file():
+        conflicts = resume_conflicts(run_dir / "config.yaml", cfg)
+        if conflicts:
+            shown = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, old, new in conflicts[:8])
+            more = f" (and {len(conflicts) - 8} more)" if len(conflicts) > 8 else ""
+            raise TinyKDError(
+                f"{run_dir} was started with a different configuration, so it cannot resume with this one: "
+                f"{shown}{more}.",
+                f"resume with the values it was started with ({run_dir / 'config.yaml'}; only budgets and logging "
+                "may change: train.<phase>.max_steps, epochs, eval_every, save_every, log_every), or drop "
+                "resume=true (and reuse=true) to start a new run (the old one is moved aside).")
     return importlib.import_module(f"stages.{name}").run(cfg)
 
 
@@ -97,6 +108,12 @@ def run_trial(cfg: DictConfig) -> float | None:
     return record["metric"]
 
 
+def report(e: TinyKDError) -> int:
+    """Print a refusal the one way tinykd does (the problem, then the fix); the exit status is 2."""
+    print(f"error: {e.problem}" + (f"\n  fix: {e.fix}" if e.fix else ""), file=sys.stderr)
+    return 2
+
+
 @hydra.main(version_base="1.3", config_path=str(config.REPO_ROOT / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig):
     if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -104,15 +121,23 @@ def _hydra_main(cfg: DictConfig):
     try:
         result = run_stage(cfg, HydraConfig.get().overrides.task)
     except TinyKDError as e:
-        print(f"error: {e.problem}" + (f"\n  fix: {e.fix}" if e.fix else ""), file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report(e))
     return sweep.trial_metric(result)
 
 
 def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # `deepspeed --module tinykd` appends --local_rank=N: Hydra would take it for an override
-    sys.argv = [sys.argv[0], *distributed.strip_launcher_args(sys.argv[1:])]
+    argv = distributed.strip_launcher_args(sys.argv[1:])
+    if not argv or "--help" in argv or "-h" in argv:  # a bare command would start the default stage: say what to run
+        print(usage.usage())
+        return 0 if argv else 2
+    flags, overrides = usage.split_command_line(argv)
+    try:
+        usage.check_overrides(overrides, multirun="-m" in flags or "--multirun" in flags)
+    except TinyKDError as e:
+        return report(e)
+    sys.argv = [sys.argv[0], *argv]
     if int(os.environ.get("RANK", "0")) > 0:  # under a launcher, only rank 0 prints; errors still reach stderr
         sys.stdout = open(os.devnull, "w")
     _hydra_main()

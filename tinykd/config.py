@@ -455,6 +455,7 @@ class StageSpec:
     `train.general` one optimiser block, `stage.heldout` one key."""
 
     name: str
+    summary: str = ""  # one line for `python -m tinykd --help`
     reads: tuple[str, ...] = ()
     # (key, value, prefixes): prefixes read only when the config's `key` has `value`
     when: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
@@ -478,22 +479,31 @@ _BILSTM_RECIPE = ("stage.bilstm_phases", "stage.transfer", "stage.transfer_limit
 # The stages, in the order `python -m tinykd` lists them: one source for their names (conf/stage/ holds
 # one file per entry), the optimiser blocks each reads (`stage_phases`) and the keys it reads.
 STAGE_SPECS = (
-    StageSpec("teacher", reads=("task", "teacher", "train.teacher")),
-    StageSpec("general", reads=("teacher", "student", "corpus", "distill.method", "train.general"),
+    StageSpec("teacher", "fine-tune the teacher on the task (skip it with stage.teacher_dir=<your fine-tuned model>)",
+              reads=("task", "teacher", "train.teacher")),
+    StageSpec("general", "general distillation on unlabeled text (TinyBERT layer losses, DistilBERT, MiniLM relations)",
+              reads=("teacher", "student", "corpus", "distill.method", "train.general"),
               when=(("distill.method", "tinybert", _TINYBERT_LOSSES),
                     ("distill.method", "distilbert", (*_DISTILBERT_LOSSES, "runs.mlm_head")))),
-    StageSpec("mlm_head", reads=("teacher", "corpus", "stage.heldout", "stage.mask_prob", "stage.tie_decoder",
-                                 "train.mlm_head")),
-    StageSpec("augment", reads=("task", "teacher", "augment")),
-    StageSpec("task", reads=("task", "teacher", "student", "distill", "stage.teacher_dir", "stage.general_dir",
-                             "stage.phases", "stage.latency_repeats", "train.task_intermediate", "train.task_prediction",
-                             "train.task_finetune"),
+    StageSpec("mlm_head", "fit a masked-LM head on a teacher that has none (for augmentation and DistilBERT)",
+              reads=("teacher", "corpus", "stage.heldout", "stage.mask_prob", "stage.tie_decoder",
+                     "train.mlm_head")),
+    StageSpec("augment", "TinyBERT data augmentation of the task's training set",
+              reads=("task", "teacher", "augment")),
+    StageSpec("task", "task distillation: intermediate layers, then predictions; evaluates and exports the student",
+              reads=("task", "teacher", "student", "distill", "stage.teacher_dir", "stage.general_dir", "stage.phases",
+                     "stage.latency_repeats", "train.task_intermediate", "train.task_prediction", "train.task_finetune"),
               when=(("student.arch", "bilstm", _BILSTM_RECIPE),)),
-    StageSpec("eval", reads=("task", "model", "train.task_prediction.eval_batch_size")),
-    StageSpec("export", reads=("task", "model", "export", "train.task_prediction.eval_batch_size")),
-    StageSpec("predict", reads=("task", "model", "input", "output", "predict")),
-    StageSpec("pipeline", reads=("stage.augment",), runs=("teacher", "general", "augment", "task")),
-    StageSpec("summarize", reads=("dir",)),
+    StageSpec("eval", "score an exported model on the task's dev set (model=<dir>)",
+              reads=("task", "model", "train.task_prediction.eval_batch_size")),
+    StageSpec("export", "ship a student: ONNX, its check against PyTorch, int8, latency, model card",
+              reads=("task", "model", "export", "train.task_prediction.eval_batch_size")),
+    StageSpec("predict", "batch prediction over a file (model=<dir> input=<file> output=<file>)",
+              reads=("task", "model", "input", "output", "predict")),
+    StageSpec("pipeline", "teacher, then task distillation, in one command (general distillation and augmentation "
+              "when asked)",
+              reads=("stage.augment",), runs=("teacher", "general", "augment", "task")),
+    StageSpec("summarize", "rebuild a sweep's leaderboard and plot (dir=<sweep directory>)", reads=("dir",)),
 )
 STAGES = {s.name: s for s in STAGE_SPECS}
 

@@ -13,7 +13,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -220,14 +220,14 @@ def _schema_defaults() -> dict:
     return _flatten(OmegaConf.to_container(OmegaConf.structured(Config), resolve=False))
 
 
-def config_differences(stored_yaml: Path, cfg) -> list[str]:
-    """Keys whose resolved values differ between a run's stored config.yaml and `cfg`,
-    leaving out keys that cannot change the stage's result (volatile ones, those the stage does not
-    read: `config.result_depends_on`), and keys the stored run predates
-    (added to the schema since) whose value now is their default: the run behaved as the
-    default does."""
+def config_changes(stored_yaml: Path, cfg) -> list[tuple[str, Any, Any]]:
+    """(key, stored value, value now) for each key whose resolved value differs between a run's stored
+    config.yaml and `cfg`, leaving out keys that cannot change the stage's result (volatile ones, those
+    the stage does not read: `config.result_depends_on`), and keys the stored run predates (added to the
+    schema since) whose value now is their default: the run behaved as the default does. A missing
+    config.yaml is one change, ("config.yaml", "missing", None)."""
     if not stored_yaml.is_file():
-        return ["config.yaml missing"]
+        return [("config.yaml", "missing", None)]
     a = _flatten(OmegaConf.to_container(OmegaConf.load(stored_yaml), resolve=True))
     b = _flatten(OmegaConf.to_container(cfg, resolve=True))
     from tinykd.config import result_depends_on, stage_phases
@@ -246,4 +246,20 @@ def config_differences(stored_yaml: Path, cfg) -> list[str]:
         return k not in a and k in b and k in defaults and b[k] == defaults[k]
 
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if matters(k) and a.get(k) != b.get(k) and not predates(k)]
+    return [(k, a.get(k), b.get(k)) for k in keys if matters(k) and a.get(k) != b.get(k) and not predates(k)]
+
+
+def config_differences(stored_yaml: Path, cfg) -> list[str]:
+    """The keys of `config_changes`: what makes a finished run another run than `cfg` asks for."""
+    return [k for k, _, _ in config_changes(stored_yaml, cfg)]
+
+
+# What a resumed run may change: how long each phase runs and how often it evaluates, saves and logs.
+RESUMABLE_KEYS = ("max_steps", "epochs", "eval_every", "save_every", "log_every", "eval_batch_size")
+
+
+def resume_conflicts(stored_yaml: Path, cfg) -> list[tuple[str, Any, Any]]:
+    """The changes (`config_changes`) that a resumed run cannot take: everything but budgets and logging
+    (`RESUMABLE_KEYS` of a `train.<phase>` block; volatile keys such as logger and progress never count)."""
+    return [(k, old, new) for k, old, new in config_changes(stored_yaml, cfg)
+            if not (k.startswith("train.") and k.rsplit(".", 1)[-1] in RESUMABLE_KEYS)]

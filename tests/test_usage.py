@@ -1,0 +1,203 @@
+"""`python -m tinykd --help`, a bare `python -m tinykd`, and the command line's overrides checked before
+Hydra composes: an unknown stage or group option, a misspelt key, `+key=` and a value of the wrong type
+each exit with status 2 and one message (the problem, the fix, a "did you mean" where a name is close).
+
+In-process through `tinykd.cli.main` (the check returns before Hydra starts); one subprocess shows the
+status reaches the shell.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from tinykd import cli
+from tinykd.config import STAGES
+from tinykd.usage import GROUPS, group_options, split_command_line
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["tinykd", *args])
+    rc = cli.main()
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def one_message(err: str) -> tuple[str, str]:
+    """The refusal's two lines: `error: ...` and `fix: ...`, and nothing else."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith("error: ") and lines[1].startswith("  fix: "), err
+    return lines[0], lines[1]
+
+
+@pytest.mark.parametrize("args", [("--help",), ("-h",), ("stage=task", "--help")])
+def test_help_lists_stages_groups_and_how_to_override(monkeypatch, capsys, args):
+    rc, out, _ = run_main(monkeypatch, capsys, *args)
+    assert rc == 0
+    assert out.splitlines()[0].startswith("usage: python -m tinykd stage=<stage>")
+    for name, spec in STAGES.items():
+        assert f"  {name}" in out and spec.summary in out
+    for group in GROUPS:
+        assert f"  {group} " in out
+        assert ", ".join(group_options(group)) in out
+    assert "--cfg job" in out and "train.task_prediction.lr=5e-5" in out
+
+
+def test_bare_command_prints_usage_instead_of_a_run():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    r = subprocess.run([sys.executable, "-m", "tinykd"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert r.returncode == 2
+    assert r.stdout.startswith("usage: python -m tinykd")
+    assert "[tinykd]" not in r.stdout  # nothing started
+
+
+def test_unknown_stage_exits_2_from_the_shell(cli):
+    r = cli("stage=distil")
+    assert r.returncode == 2
+    error, fix = one_message(r.stderr)
+    assert "there is no stage option 'distil'" in error
+    assert all(name in fix for name in STAGES)
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("group", "typo", "meant"), [("student", "tinybrt4", "tinybert4"), ("task", "sst", "sst2"),
+                                                      ("stage", "generl", "general")])
+def test_unknown_group_option_suggests_the_close_one(monkeypatch, capsys, group, typo, meant):
+    rc, _, err = run_main(monkeypatch, capsys, f"{group}={typo}")
+    assert rc == 2
+    error, fix = one_message(err)
+    assert f"no {group} option '{typo}'" in error
+    assert f"did you mean {group}={meant}" in fix
+    assert ", ".join(group_options(group)) in fix
+
+
+@pytest.mark.parametrize(("override", "meant"), [
+    ("distill.temprature=2", "distill.temperature"),
+    ("train.genral.max_steps=3", "train.general"),
+    ("studnt=tiny", "student=tiny"),
+    ("student.hiden_size=64", "student.hidden_size"),
+])
+def test_misspelt_key_exits_2_with_did_you_mean(monkeypatch, capsys, override, meant):
+    rc, _, err = run_main(monkeypatch, capsys, "stage=general", override)
+    assert rc == 2
+    error, fix = one_message(err)
+    assert "is not a tinykd key" in error
+    assert f"did you mean {meant}" in fix
+
+
+def test_plus_on_a_key_nothing_reads_is_refused(monkeypatch, capsys):
+    """`+lr=5e-5` would add a top-level `lr` that no stage reads: the run would ignore it."""
+    rc, _, err = run_main(monkeypatch, capsys, "stage=task", "+lr=5e-5")
+    assert rc == 2
+    error, fix = one_message(err)
+    assert "'+' adds a new key, lr, and nothing in tinykd reads it" in error
+    assert "train.task_prediction.lr" in fix
+
+
+@pytest.mark.parametrize("override", ["+distill.temperature=2", "++distill.temperature=2", "+student=tiny"])
+def test_plus_on_an_existing_key_or_group_says_drop_it(monkeypatch, capsys, override):
+    rc, _, err = run_main(monkeypatch, capsys, "stage=task", override)
+    assert rc == 2
+    _, fix = one_message(err)
+    assert f"drop the '+': {override.lstrip('+')}" in fix
+
+
+@pytest.mark.parametrize(("override", "wanted"), [("train.general.max_steps=abc", "a whole number"),
+                                                  ("train.general.max_steps=2.5", "a whole number"),
+                                                  ("distill.temperature=hot", "a number"),
+                                                  ("progress=maybe", "true or false")])
+def test_value_of_the_wrong_type_is_named(monkeypatch, capsys, override, wanted):
+    rc, _, err = run_main(monkeypatch, capsys, "stage=general", override)
+    assert rc == 2
+    error, _ = one_message(err)
+    assert f"takes {wanted}" in error
+
+
+def test_a_value_inside_a_value_is_refused(monkeypatch, capsys):
+    rc, _, err = run_main(monkeypatch, capsys, "stage=general", "train.general.lr.x=3")
+    assert rc == 2
+    error, fix = one_message(err)
+    assert "train.general.lr is a value, not a group of keys" in error
+
+
+@pytest.mark.parametrize("args", [
+    ("stage=task", "task=sst2", "distill.temperature=2", "student.init=pruned", "teacher.path=null"),
+    ("-m", "stage=task", "distill.temperature=1,2", "student=tiny,small", "hydra.sweeper.n_trials=3"),
+    ("stage=task", "distill.weights.relation=1", "train.task_prediction.lr=${train.general.lr}", "~seed"),
+])
+def test_valid_command_lines_pass_the_check(args):
+    from tinykd.usage import check_overrides
+
+    flags, overrides = split_command_line(args)
+    check_overrides(overrides, multirun="-m" in flags)  # raises on a refusal
+
+
+def test_hydra_flags_and_their_values_are_not_overrides():
+    flags, overrides = split_command_line(["--cfg", "job", "stage=task", "-cn", "config", "--info", "defaults",
+                                           "--info", "task=sst2", "-m"])
+    assert flags == ["--cfg", "job", "-cn", "config", "--info", "defaults", "--info", "-m"]
+    assert overrides == ["stage=task", "task=sst2"]
+
+
+# ----------------------------------------------------------------------------- resume with another config
+
+
+BASE = ("stage=teacher", "task=sst2", "debug=smoke")
+
+
+def interrupt(make_cfg) -> None:
+    """A real smoke teacher run stopped after 2 steps: its checkpoint and config.yaml stay."""
+    from conftest import run_stage
+
+    assert run_stage(make_cfg(*BASE, "interrupt_after=2")).get("interrupted")
+
+
+@pytest.fixture(scope="module")
+def interrupted_teacher(tmp_path_factory, cache_dir):
+    """`make_cfg` (module-scoped) whose runs directory holds an interrupted teacher run; the refusals
+    below write nothing, so they share it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    runs = tmp_path_factory.mktemp("resume-runs")
+
+    def make_cfg(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=["progress=false", f"paths.runs={runs}", *overrides])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYKD_CACHE", str(cache_dir))
+        interrupt(make_cfg)
+        yield make_cfg
+
+
+@pytest.mark.parametrize(("change", "key"), [("train.teacher.lr=3e-3", "train.teacher.lr"),
+                                             ("task.data_dir=/elsewhere/SST-2", "task.data_dir"),
+                                             ("seed=7", "seed")])
+def test_resume_with_a_changed_config_is_refused_naming_the_keys(interrupted_teacher, change, key):
+    from conftest import run_stage
+
+    from tinykd.errors import TinyKDError
+
+    for flag in ("resume=true", "reuse=true"):  # reuse=true resumes an interrupted run: the same check
+        with pytest.raises(TinyKDError, match="cannot resume with this one") as e:
+            run_stage(interrupted_teacher(*BASE, change, flag))
+        assert f"{key}: " in e.value.problem and " then, " in e.value.problem
+        assert "config.yaml" in e.value.fix and "drop" in e.value.fix
+
+
+def test_resume_may_change_budgets_and_logging(make_cfg):
+    from conftest import run_stage
+
+    interrupt(make_cfg)
+    res = run_stage(make_cfg(*BASE, "resume=true", "train.teacher.max_steps=4", "train.teacher.log_every=1",
+                             "logger=none"))
+    assert not res.get("interrupted")
+    assert "dev" in res
