@@ -37,7 +37,7 @@ def run(cfg) -> dict:
     student, kept = build.general_student(cfg, teacher, head="none", corpus=corpus, tokenizer=tokenizer)
     distiller = build.distiller(cfg, student, teacher, kept=kept)  # kept: a pruned student's own layers
 
-    run_dir = prepare_run_dir(cfg.runs.general, cfg.resume)
+    run_dir = prepare_run_dir(cfg.runs.general, cfg.resume, cfg.keep_previous)
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=general corpus={len(corpus)} blocks of <= {cfg.corpus.max_seq_len} tokens run_dir={run_dir}")
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "general")

@@ -44,7 +44,7 @@ def run(cfg) -> dict:
         )
     corpus = build.corpus(cfg, tokenizer)
 
-    run_dir = prepare_run_dir(cfg.runs.general, cfg.resume)
+    run_dir = prepare_run_dir(cfg.runs.general, cfg.resume, cfg.keep_previous)
     save_config(run_dir, cfg)
     n_params = sum(p.numel() for p in student.base_model.parameters())
     print(f"[tinykd] stage=general distill=distilbert teacher={source} student={student.config.model_type} "

@@ -79,7 +79,7 @@ def run(cfg) -> dict:
     train_ds = corpus.select(range(len(corpus) - heldout))
     eval_ds = corpus.select(range(len(corpus) - heldout, len(corpus)))
 
-    run_dir = prepare_run_dir(cfg.runs.mlm_head, cfg.resume)
+    run_dir = prepare_run_dir(cfg.runs.mlm_head, cfg.resume, cfg.keep_previous)
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=mlm_head encoder={source} train={len(train_ds)} held-out={len(eval_ds)} blocks "
           f"of <= {cfg.corpus.max_seq_len} tokens run_dir={run_dir}")

@@ -34,8 +34,8 @@ from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate, evaluate_and_keep_best
 from tinykd.loop import StepBudget
 from tinykd.losses import prediction_loss, task_loss
-from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, remaining_phases,
-                        save_config)
+from tinykd.run import (MetricsLogger, atomic_write_text, check_upstream, load_checkpoint, prepare_run_dir,
+                        remaining_phases, save_config)
 
 
 def build_student(cfg, spec, teacher, teacher_tok, train_ds):
@@ -61,6 +61,8 @@ def build_student(cfg, spec, teacher, teacher_tok, train_ds):
             )
         raise TinyKDError(f"student.init path {path} does not exist or has no config.json.",
                           "set student.init=general, random, teacher_layers, or an existing model directory.")
+    if init == "general":
+        check_upstream(cfg, path.parent, "general")  # distilled from another teacher: refused, both named
     check_vocab = models.load_tokenizer(str(path), "student")
     models.check_same_vocab(check_vocab, teacher_tok, str(path), "teacher")
     return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type,
@@ -85,6 +87,8 @@ def run(cfg) -> dict:
         return task_bilstm.run(cfg)
     build.start(cfg)
     spec = build.task_spec(cfg)
+    if cfg.task.augmented:  # augmented from other data: refused, both named
+        check_upstream(cfg, Path(cfg.task.augmented).parent, "augment")
 
     # --- build: the fine-tuned teacher (frozen), the student, matches and projections, data
     teacher_dir, teacher = build.finetuned_teacher(cfg, spec)  # classes matched to the task's by name
@@ -107,7 +111,7 @@ def run(cfg) -> dict:
             margin=cfg.distill.gate_margin, allow_weak=cfg.distill.allow_weak_teacher,
             batch_size=cfg.train.task_prediction.eval_batch_size, device=pick_device(cfg.engine.device))
 
-    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
+    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume, cfg.keep_previous)
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=task task={spec.name} teacher={teacher_dir} student.init={cfg.student.init} "
           f"train={data.example_count(train_ds)} dev={data.example_count(dev_ds)} run_dir={run_dir}")

@@ -79,7 +79,7 @@ def run(cfg) -> dict:
     teacher_gate = gate.check_teacher(
         teacher, teacher_dir, dev, tokenizer, spec, examples=cfg.distill.gate_examples, margin=cfg.distill.gate_margin,
         allow_weak=cfg.distill.allow_weak_teacher, batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device)
-    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume)
+    run_dir = prepare_run_dir(cfg.runs.task, cfg.resume, cfg.keep_previous)
     save_config(run_dir, cfg)
     transfer = teacher_outputs.with_teacher_outputs(
         teacher, teacher_dir, transfer_set(cfg, spec, tokenizer, len(labelled)), tokenizer,

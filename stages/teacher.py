@@ -26,7 +26,7 @@ def run(cfg) -> dict:
     train_ds = build.task_split(cfg, spec, tokenizer, "train")
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
 
-    run_dir = prepare_run_dir(cfg.runs.teacher, cfg.resume)
+    run_dir = prepare_run_dir(cfg.runs.teacher, cfg.resume, cfg.keep_previous)
     save_config(run_dir, cfg)
     print(f"[tinykd] stage=teacher task={spec.name} run_dir={run_dir}")
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "teacher")

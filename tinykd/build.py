@@ -27,7 +27,7 @@ from tinykd.engine import build_engine
 from tinykd.errors import TinyKDError
 from tinykd.layermap import FEATURES, LayerMatch, format_table, resolve_matches
 from tinykd.loop import PhaseLoop
-from tinykd.run import seed_everything
+from tinykd.run import check_upstream, seed_everything
 from tinykd.tasks import TaskSpec, described_in_config, get_task
 
 
@@ -217,7 +217,9 @@ def finetuned_teacher_dir(cfg, spec: TaskSpec) -> str:
         if given is not None:
             return given
         path = Path(cfg.runs.teacher) / "teacher"
-    if not (path / "config.json").is_file():
+    if (path / "config.json").is_file():
+        check_upstream(cfg, path.parent, "teacher")  # a teacher run made for other data is refused
+    else:
         raise TinyKDError(
             f"No fine-tuned teacher at {path}.",
             f"run `python -m tinykd stage=teacher task={cfg.task.name}` first (same teacher/debug options), set "

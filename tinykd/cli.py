@@ -25,7 +25,7 @@ from omegaconf import DictConfig, open_dict
 
 from tinykd import config, distributed, sweep, usage
 from tinykd.errors import TinyKDError
-from tinykd.run import CHECKPOINT, config_differences, resume_conflicts
+from tinykd.run import CHECKPOINT, check_start, config_differences
 
 STAGES = tuple(config.STAGES)
 
@@ -62,17 +62,8 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
             cfg = cfg.copy()
             with open_dict(cfg):
                 cfg.resume = True
-    if cfg.resume and run_dir is not None and (run_dir / CHECKPOINT).is_file():
-        conflicts = resume_conflicts(run_dir / "config.yaml", cfg)
-        if conflicts:
-            shown = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, old, new in conflicts[:8])
-            more = f" (and {len(conflicts) - 8} more)" if len(conflicts) > 8 else ""
-            raise TinyKDError(
-                f"{run_dir} was started with a different configuration, so it cannot resume with this one: "
-                f"{shown}{more}.",
-                f"resume with the values it was started with ({run_dir / 'config.yaml'}; only budgets and logging "
-                "may change: train.<phase>.max_steps, epochs, eval_every, save_every, log_every), or drop "
-                "resume=true (and reuse=true) to start a new run (the old one is moved aside).")
+    if run_dir is not None:
+        check_start(cfg, run_dir, name)
     return importlib.import_module(f"stages.{name}").run(cfg)
 
 

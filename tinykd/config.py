@@ -75,13 +75,15 @@ class PathsConfig:
 class RunsConfig:
     """Where each stage writes; later stages read earlier stages' outputs from here."""
 
-    teacher: str = "${paths.runs}/teacher/${task.name}-${teacher.name}"
-    general: str = "${paths.runs}/general/${teacher.name}-${student.name}"
-    task: str = "${paths.runs}/task/${task.name}-${teacher.name}-${student.name}"
-    eval: str = "${paths.runs}/eval/${task.name}"
-    pipeline: str = "${paths.runs}/pipeline/${task.name}-${teacher.name}-${student.name}"
-    augment: str = "${paths.runs}/augment/${task.name}-${augment.source}"
-    mlm_head: str = "${paths.runs}/mlm_head/${teacher.name}"
+    # `name=<name>` names every stage's directory (runs/teacher/<name>, runs/task/<name>, ...); without it, a
+    # directory is named by what it was made for
+    teacher: str = "${paths.runs}/teacher/${tinykd_or:${name},${task.name}-${teacher.name}}"
+    general: str = "${paths.runs}/general/${tinykd_or:${name},${teacher.name}-${student.name}}"
+    task: str = "${paths.runs}/task/${tinykd_or:${name},${task.name}-${teacher.name}-${student.name}}"
+    eval: str = "${paths.runs}/eval/${tinykd_or:${name},${task.name}}"
+    pipeline: str = "${paths.runs}/pipeline/${tinykd_or:${name},${task.name}-${teacher.name}-${student.name}}"
+    augment: str = "${paths.runs}/augment/${tinykd_or:${name},${task.name}-${augment.source}}"
+    mlm_head: str = "${paths.runs}/mlm_head/${tinykd_or:${name},${teacher.name}}"
 
 
 @dataclass
@@ -422,6 +424,11 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     runs: RunsConfig = field(default_factory=RunsConfig)
     seed: int = bounded(42, ge=0)
+    # the run's name: every stage's directory is runs/<stage>/<name> (a run and the stages that read it share it)
+    name: Optional[str] = None
+    # a new run in a directory that holds an earlier one moves it aside (<dir>.prev-<time>); this many are
+    # kept per directory, the oldest deleted beyond that
+    keep_previous: int = bounded(2, ge=0)
     resume: bool = False
     model: Optional[str] = None  # eval, export, predict: a model directory (an exported student or teacher)
     input: Optional[str] = None  # predict: a text (one example per line), CSV/TSV or JSON Lines file
@@ -440,6 +447,8 @@ def register() -> None:
     """Make the schemas and resolvers known to Hydra (idempotent)."""
     if not OmegaConf.has_resolver("tinykd_root"):
         OmegaConf.register_new_resolver("tinykd_root", lambda: str(REPO_ROOT))
+    if not OmegaConf.has_resolver("tinykd_or"):  # ${tinykd_or:${name},<default>}: a run's name, or its default
+        OmegaConf.register_new_resolver("tinykd_or", lambda value, default: default if value is None else value)
     if not OmegaConf.has_resolver("tinykd_by_type"):
         # ${tinykd_by_type:${task.type},<value for extractive QA>,<value otherwise>}: debug=smoke's lengths
         OmegaConf.register_new_resolver("tinykd_by_type", lambda kind, qa, other: qa if kind == choices.QA else other)
@@ -463,7 +472,7 @@ class StageSpec:
 
 
 # Every stage reads these; Hydra's own keys (hydra.*) and group selections (task=sst2) are never refused.
-COMMON_KEYS = ("seed", "resume", "reuse", "progress", "interrupt_after", "paths", "runs", "engine", "logger",
+COMMON_KEYS = ("seed", "name", "keep_previous", "resume", "reuse", "progress", "interrupt_after", "paths", "runs", "engine", "logger",
                "stage.name")
 
 _TINYBERT_LOSSES = ("distill.layer_map", "distill.layers", "distill.attention_target", "distill.attention_heads",

@@ -26,9 +26,10 @@ CHECKPOINT = "checkpoints/last.pt"  # the run's checkpoint: every stage's, every
 DEEPSPEED_CHECKPOINTS = "checkpoints/deepspeed"  # engine=deepspeed: its own files, named by last.pt
 
 
-def prepare_run_dir(path: str, resume: bool) -> Path:
+def prepare_run_dir(path: str, resume: bool, keep_previous: int = 2) -> Path:
     """Create the run directory. Without `resume`, an earlier run there (a checkpoint or
-    results) is moved aside (`<dir>.prev-<time>`), never deleted; with it, its checkpoint
+    results) is moved aside (`<dir>.prev-<time>`), and of the runs moved aside from this directory the
+    `keep_previous` newest are kept, older ones deleted (each named); with it, its checkpoint
     must exist. In a job of several ranks, rank 0 prepares it and the others wait."""
     run_dir = Path(path)
     if resume:
@@ -45,10 +46,28 @@ def prepare_run_dir(path: str, resume: bool) -> Path:
         aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(run_dir, aside)
         print(f"[tinykd] an earlier run in {run_dir} was moved to {aside}")
+        prune_previous(run_dir, keep_previous)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # left by a run that stopped before its first checkpoint
     distributed.barrier()
     return run_dir
+
+
+def previous_runs(run_dir: Path) -> list[Path]:
+    """The runs moved aside from `run_dir`, oldest first (their names end in the time they were moved)."""
+    return sorted(p for p in run_dir.parent.glob(f"{run_dir.name}.prev-*") if p.is_dir())
+
+
+def prune_previous(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest runs moved aside from `run_dir`; returns what was deleted."""
+    import shutil
+
+    old = previous_runs(run_dir)
+    doomed = old[: max(0, len(old) - keep)]
+    for p in doomed:
+        shutil.rmtree(p)
+        print(f"[tinykd] deleted {p} (keep_previous={keep}: the newest {keep} moved-aside runs are kept)")
+    return doomed
 
 
 def save_config(run_dir: Path, cfg) -> None:
@@ -199,7 +218,7 @@ class MetricsLogger:
 
 
 # Keys that do not change what a run computes.
-VOLATILE_KEYS = ("resume", "reuse", "progress", "interrupt_after", "logger")
+VOLATILE_KEYS = ("resume", "reuse", "progress", "interrupt_after", "logger", "name", "keep_previous")
 
 
 def _flatten(d, prefix=""):
@@ -263,3 +282,87 @@ def resume_conflicts(stored_yaml: Path, cfg) -> list[tuple[str, Any, Any]]:
     (`RESUMABLE_KEYS` of a `train.<phase>` block; volatile keys such as logger and progress never count)."""
     return [(k, old, new) for k, old, new in config_changes(stored_yaml, cfg)
             if not (k.startswith("train.") and k.rsplit(".", 1)[-1] in RESUMABLE_KEYS)]
+
+
+# ----------------------------------------------------------------------------- upstream runs
+
+# What a run that another stage reads must share with the stage reading it: the data and task a teacher
+# was fine-tuned on (and the model it started from), the teacher a general student was distilled from
+# (its vocabulary), the data an augmentation run read. Budgets, limits and lengths may differ.
+TEACHER_KEYS = ("teacher.name", "teacher.path", "teacher.package")
+DATA_KEYS = tuple(f"task.{k}" for k in (
+    "name", "source", "data_dir", "train", "dev", "format", "hub", "hub_config", "text_columns", "label_column",
+    "label_columns", "labels", "problem_type", "type", "tokens_column", "tags_column", "conll_token_column",
+    "conll_tag_column", "tag_scheme", "id_column", "question_column", "context_column", "answers_column"))
+UPSTREAM_KEYS = {"teacher": DATA_KEYS + TEACHER_KEYS, "general": TEACHER_KEYS, "augment": DATA_KEYS}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values; paths that name the same file or directory count as equal."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return False
+
+
+def identity_changes(made_by: Path, cfg, stage: str) -> list[tuple[str, Any, Any]]:
+    """(key, value in the `stage` run in `made_by`, value in `cfg`) for each of `UPSTREAM_KEYS[stage]` that
+    differs: the run was made for other data, task or teacher. Empty when `made_by` holds no tinykd
+    config.yaml of that stage (a model of your own)."""
+    stored = made_by / "config.yaml"
+    if not stored.is_file():
+        return []
+    a = _flatten(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
+    if a.get("stage.name") not in (stage, "pipeline"):
+        return []
+    b = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return [(k, a.get(k), b.get(k)) for k in UPSTREAM_KEYS[stage] if not _same(a.get(k), b.get(k))]
+
+
+def _shown(diff, there: str = "there", here: str = "here") -> str:
+    return "; ".join(f"{k}: {old!r} {there}, {new!r} {here}" for k, old, new in diff)
+
+
+def check_upstream(cfg, made_by: Path, stage: str) -> None:
+    """Refuse to read the output of a `stage` run (its run directory `made_by`) that was made for other data,
+    task or teacher than `cfg`'s (`identity_changes`), both values shown."""
+    diff = identity_changes(made_by, cfg, stage)
+    if diff:
+        shown = _shown(diff)
+        raise TinyKDError(
+            f"The {stage} run in {made_by} was made for other data or another model than this run: {shown}.",
+            f"run stage={stage} with this run's values (it writes to another directory with name=<a name>), point "
+            f"runs.{stage}= at a {stage} run made for them, or give this run the {stage} run's values.")
+
+
+def check_replaceable(cfg, run_dir: Path, stage: str) -> None:
+    """A new `stage` run would move aside the one in `run_dir`: refuse when that one was made for other data or
+    another teacher (the stages that read `run_dir` would then read this one without a word)."""
+    if stage not in UPSTREAM_KEYS or not ((run_dir / "results.json").is_file() or (run_dir / CHECKPOINT).is_file()):
+        return
+    diff = identity_changes(run_dir, cfg, stage)
+    if diff:
+        raise TinyKDError(
+            f"{run_dir} holds a {stage} run made for other data or another model ({_shown(diff, 'there', 'now')}); "
+            f"this run would move it aside, and the stages that read {run_dir} would then read this one.",
+            f"give this run its own directory: name=<a name> (then runs/<stage>/<name> for every stage of it), or "
+            f"runs.{stage}=<dir>.")
+
+
+def check_start(cfg, run_dir: Path, stage: str) -> None:
+    """Before a `stage` run starts in `run_dir`: a resumed run must have been started with this config but
+    for budgets and logging (`resume_conflicts`); a new one must not replace a run made for other data
+    (`check_replaceable`)."""
+    if not (cfg.resume and (run_dir / CHECKPOINT).is_file()):
+        check_replaceable(cfg, run_dir, stage)
+        return
+    conflicts = resume_conflicts(run_dir / "config.yaml", cfg)
+    if conflicts:
+        more = f" (and {len(conflicts) - 8} more)" if len(conflicts) > 8 else ""
+        raise TinyKDError(
+            f"{run_dir} was started with a different configuration, so it cannot resume with this one: "
+            f"{_shown(conflicts[:8], 'then', 'now')}{more}.",
+            f"resume with the values it was started with ({run_dir / 'config.yaml'}; only budgets and logging "
+            "may change: train.<phase>.max_steps, epochs, eval_every, save_every, log_every), or drop "
+            "resume=true (and reuse=true) to start a new run (the old one is moved aside).")

@@ -1,0 +1,89 @@
+"""Runs know what they are: `name=` names every stage's directory; a stage that reads another stage's run
+(the teacher, a general student, augmented data) refuses one made for other data or another teacher; a new
+run does not silently replace a run made for other data; `keep_previous` bounds the moved-aside runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_stage
+from test_errors import sst2_dir
+
+from tinykd.errors import TinyKDError
+from tinykd.run import CHECKPOINT, identity_changes, prepare_run_dir, previous_runs, save_config
+
+SMOKE = ("task=sst2", "debug=smoke")
+
+
+def other_sst2(tmp_path: Path) -> Path:
+    """SST-2-shaped data that is not ../shared's: 40 made-up training sentences, 20 real dev ones."""
+    rows = [f"{'a fine' if i % 2 else 'a dull'} film number {i}\t{i % 2}" for i in range(40)]
+    return sst2_dir(tmp_path / "other-sst2", ["sentence\tlabel", *rows])
+
+
+def test_name_gives_every_stage_its_own_directory(make_cfg, runs_dir):
+    cfg = make_cfg("stage=task", *SMOKE, "name=exp1")
+    for stage in ("teacher", "general", "task", "augment", "pipeline", "eval", "mlm_head"):
+        assert Path(cfg.runs[stage]) == Path(cfg.paths.runs) / stage / "exp1"
+    default = make_cfg("stage=task", *SMOKE)
+    assert Path(default.runs.teacher).name == "sst2-tiny" and Path(default.runs.task).name == "sst2-tiny-tiny"
+
+
+def test_task_stage_refuses_a_teacher_run_made_for_other_data(make_cfg, tmp_path):
+    other = other_sst2(tmp_path)
+    res = run_stage(make_cfg("stage=teacher", *SMOKE, f"task.data_dir={other}"))  # a real (smoke) teacher run
+    assert Path(res["export"]).is_dir()
+    # the next task stage, on ../shared's SST-2, would have distilled from it without a word
+    with pytest.raises(TinyKDError, match="The teacher run in .* was made for other data") as e:
+        run_stage(make_cfg("stage=task", *SMOKE))
+    assert f"task.data_dir: '{other}' there" in e.value.problem
+    assert "SST-2' here" in e.value.problem
+    assert "name=<a name>" in e.value.fix
+    # and a teacher run on ../shared's SST-2 does not move it aside: refused before anything is written
+    with pytest.raises(TinyKDError, match="holds a teacher run made for other data") as e:
+        run_stage(make_cfg("stage=teacher", *SMOKE))
+    assert "name=<a name>" in e.value.fix
+    assert not previous_runs(Path(res["run_dir"]))
+    # with its own name it runs beside it, and the task stage of that name reads it
+    named = make_cfg("stage=teacher", *SMOKE, "name=shared-sst2")
+    assert Path(named.runs.teacher) != Path(res["run_dir"])
+
+
+def test_identity_of_general_and_augment_runs(make_cfg, tmp_path):
+    """A general student is read for its teacher (its vocabulary); augmented data for its task data."""
+    general = tmp_path / "general"
+    general.mkdir()
+    save_config(general, make_cfg("stage=general", *SMOKE))
+    assert identity_changes(general, make_cfg("stage=task", *SMOKE), "general") == []
+    assert [k for k, _, _ in identity_changes(general, make_cfg("stage=task", *SMOKE, "teacher.path=/elsewhere"),
+                                              "general")] == ["teacher.path"]
+    augment = tmp_path / "augment"
+    augment.mkdir()
+    save_config(augment, make_cfg("stage=augment", *SMOKE))
+    # a budget (train_limit) or a length may differ; the data may not
+    assert identity_changes(augment, make_cfg("stage=task", *SMOKE, "task.train_limit=7", "task.max_seq_len=32"),
+                            "augment") == []
+    assert [k for k, _, _ in identity_changes(augment, make_cfg("stage=task", "task=cola", "debug=smoke"),
+                                              "augment")] == ["task.name", "task.data_dir"]
+    plain = tmp_path / "my-model"  # a directory of your own (no tinykd config.yaml): not checked
+    plain.mkdir()
+    assert identity_changes(plain, make_cfg("stage=task", *SMOKE), "teacher") == []
+
+
+def test_keep_previous_bounds_the_runs_moved_aside(tmp_path, monkeypatch):
+    import tinykd.run as run_mod
+
+    stamps = iter(f"2026010{i}-000000" for i in range(1, 9))
+    monkeypatch.setattr(run_mod.time, "strftime", lambda fmt: next(stamps))
+    run_dir = tmp_path / "task" / "sst2-tiny-tiny"
+    for i in range(4):  # four runs, each finished: three are moved aside, two of them kept
+        prepare_run_dir(str(run_dir), resume=False, keep_previous=2)
+        (run_dir / "results.json").write_text(json.dumps({"run": i}))
+    kept = previous_runs(run_dir)
+    assert [p.name for p in kept] == ["sst2-tiny-tiny.prev-20260102-000000", "sst2-tiny-tiny.prev-20260103-000000"]
+    assert [json.loads((p / "results.json").read_text())["run"] for p in kept] == [1, 2]  # the newest two
+    assert json.loads((run_dir / "results.json").read_text())["run"] == 3
+    prepare_run_dir(str(run_dir), resume=False, keep_previous=0)
+    assert previous_runs(run_dir) == [] and not (run_dir / CHECKPOINT).exists()
