@@ -4,12 +4,15 @@ classification, extractive QA) on the task's dev split."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from tinykd import build, data, models
 from tinykd.engine import pick_device
 from tinykd.evaluate import evaluate
 from tinykd.run import atomic_write_text, save_config
+
+HISTORY = "evaluations.jsonl"
 
 
 def run(cfg) -> dict:
@@ -26,9 +29,14 @@ def run(cfg) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(run_dir, cfg)  # reuse=true compares it with the next run's
     result = {"stage": "eval", "task": spec.name, "model": str(cfg.model), "dev": metrics,
-              "main_metric": spec.main_metric, "examples": data.example_count(dev_ds), "run_dir": str(run_dir)}
+              "main_metric": spec.main_metric, "examples": data.example_count(dev_ds), "run_dir": str(run_dir),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    # every evaluation made here, one JSON line each (results.json: the latest)
+    history = run_dir / HISTORY
+    before = history.read_text() if history.is_file() else ""
+    atomic_write_text(history, before + json.dumps(result) + "\n")
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
     print(f"[tinykd] {cfg.model}: dev " + ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items())
           + f" ({data.example_count(dev_ds)} examples)")
-    print(f"[tinykd] run_dir={run_dir}")
+    print(f"[tinykd] run_dir={run_dir} (every evaluation made there: {HISTORY})")
     return result

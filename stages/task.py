@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from stages import task_bilstm
-from tinykd import build, data, gate, models, teacher_outputs
+from tinykd import build, data, gate, latency, models, teacher_outputs
 from tinykd.distiller import layer_outputs
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
@@ -85,6 +85,7 @@ def teacher_cache_precision(cfg, examples: int) -> str:
 def run(cfg) -> dict:
     if cfg.student.arch == "bilstm":  # the BiLSTM recipe on transfer data: a stage of its own
         return task_bilstm.run(cfg)
+    started = time.perf_counter()
     build.start(cfg)
     spec = build.task_spec(cfg)
     if cfg.task.augmented:  # augmented from other data: refused, both named
@@ -162,15 +163,18 @@ def run(cfg) -> dict:
     # runs the teacher: its card has no speed-up)
     timing = build.side_by_side_latency(cfg, exported, None if phases == ["finetune"] else models.load_classifier(
         teacher_dir, spec.num_labels, None, "teacher", spec.problem_type, spec.type).to(device))
+    m = spec.main_metric
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
-              "teacher_dev": teacher_dev, "test": test, "main_metric": spec.main_metric, "best_step": best["step"], "phases": phases,
-              "teacher": teacher_dir, "teacher_gate": teacher_gate, "latency_seq64": timing, "init_dev": init_dev}
+              "teacher_dev": teacher_dev, "retention": best["dev"][m] / teacher_dev[m] if teacher_dev else None,
+              "test": test, "main_metric": m, "best_step": best["step"], "phases": phases,
+              "teacher": teacher_dir, "teacher_gate": teacher_gate, "latency_seq64": timing, "init_dev": init_dev,
+              "parameters": {"student": latency.parameters(exported), "teacher": latency.parameters(teacher)},
+              "wall_s": round(time.perf_counter() - started, 1)}  # this invocation's (a resumed run: since resuming)
     # --- the model card (README.md) beside the export: its facts, and its speed beside the teacher's
     build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
                        teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
                        dev_examples=data.example_count(dev_ds), recipe=recipe(cfg, phases), timing=timing)
     atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
-    m = spec.main_metric
     print(f"[tinykd] student dev {m} = {best['dev'][m]:.4f} (best step {best['step']})"
           + (f"; teacher {teacher_dev[m]:.4f}" if teacher_dev else ""))
     print(f"[tinykd] exported student: {out}")

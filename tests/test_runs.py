@@ -87,3 +87,20 @@ def test_keep_previous_bounds_the_runs_moved_aside(tmp_path, monkeypatch):
     assert json.loads((run_dir / "results.json").read_text())["run"] == 3
     prepare_run_dir(str(run_dir), resume=False, keep_previous=0)
     assert previous_runs(run_dir) == [] and not (run_dir / CHECKPOINT).exists()
+
+
+def test_the_command_line_is_saved_in_the_run_directory(cli, runs_dir, tmp_path):
+    from test_errors import save_tiny_classifier
+
+    model = save_tiny_classifier(tmp_path / "model", ["good", "bad", "film"], num_labels=2)
+    for _ in range(2):
+        r = cli("stage=eval", *SMOKE, f"model={model}")
+        assert r.returncode == 0, r.stderr
+    run_dir = runs_dir / "smoke" / "eval" / "sst2"
+    lines = (run_dir / "commands.txt").read_text().splitlines()
+    assert len(lines) == 2  # one line per command that ran there: its time, then the command as given
+    for line in lines:
+        stamp, command = line.split(" ", 1)
+        assert len(stamp) == len("2026-12-02T11:00:00")
+        assert command == f"python -m tinykd progress=false stage=eval task=sst2 debug=smoke model={model}"
+    assert len((run_dir / "evaluations.jsonl").read_text().splitlines()) == 2

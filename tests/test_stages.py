@@ -71,9 +71,20 @@ def test_task_stage_two_phases_and_best_export(distilled):
     evals = [r for r in records if "dev/accuracy" in r]
     assert [r["step"] for r in evals] == [3, 6]
     assert res["dev"]["accuracy"] == max(r["dev/accuracy"] for r in evals)
+    # results.json carries what a user compares runs by
+    assert res["retention"] == pytest.approx(res["dev"]["accuracy"] / res["teacher_dev"]["accuracy"])
+    student = AutoModelForSequenceClassification.from_pretrained(res["export"])
+    assert res["parameters"]["student"] == sum(p.numel() for p in student.parameters())
+    assert res["parameters"]["teacher"] > res["parameters"]["student"] and res["wall_s"] > 0
+    assert json.loads((run_dir / "results.json").read_text())["export"] == res["export"]
     # The exported best student scores the same with plain transformers as in-framework.
     ev = run_stage(distilled("stage=eval", "task=sst2", "debug=smoke", f"model={res['export']}"))
     assert ev["dev"]["accuracy"] == pytest.approx(res["dev"]["accuracy"], abs=1e-9)
+    # a second evaluation (the teacher) in the same eval directory keeps the first one
+    ev2 = run_stage(distilled("stage=eval", "task=sst2", "debug=smoke", f"model={res['teacher']}"))
+    history = [json.loads(x) for x in (Path(ev2["run_dir"]) / "evaluations.jsonl").read_text().splitlines()]
+    assert [h["model"] for h in history] == [res["export"], res["teacher"]]
+    assert history[0]["dev"] == ev["dev"] and history[1]["dev"] == ev2["dev"]
     # ... and carries its model card: YAML that huggingface_hub parses, declaring the run's own scores
     from huggingface_hub import ModelCard
 

@@ -70,8 +70,18 @@ def prune_previous(run_dir: Path, keep: int) -> list[Path]:
     return doomed
 
 
+COMMANDS = "commands.txt"  # every command that ran in a run directory, one line each: its time, then the command
+
+
 def save_config(run_dir: Path, cfg) -> None:
+    """The resolved config (`config.yaml`), and the command line with its overrides appended to `commands.txt`
+    (a resumed run adds its own line)."""
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    command = command_line()
+    if command is not None:
+        log = run_dir / COMMANDS
+        before = log.read_text() if log.is_file() else ""
+        atomic_write_text(log, f"{before}{time.strftime('%Y-%m-%dT%H:%M:%S')} {command}\n")
 
 
 def command_line() -> Optional[str]:
