@@ -111,7 +111,7 @@ def run(cfg) -> dict:
 
     # --- held-out accuracy, export
     metrics = evaluate_mlm(model, eval_batches(eval_ds, tokenizer, hp.eval_batch_size), masker, device)
-    loop.log({f"heldout/{k}": v for k, v in metrics.items()})
+    loop.log_eval("heldout", metrics)
     logger.close()
     with engine.gathered():
         out = models.export(model, tokenizer, run_dir / "mlm")

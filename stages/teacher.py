@@ -44,8 +44,7 @@ def run(cfg) -> dict:
             loss = task_loss(logits, data.gold_labels(batch, spec.type), spec.problem_type, spec.type)
         if loop.update(loss, {"task": loss.detach()}, items=batch["input_ids"].size(0)):
             if loop.eval_due and not loop.finished:  # the last step's evaluation follows the loop
-                loop.log({f"dev/{k}": v for k, v in
-                          evaluate(model, dev_ds, tokenizer, spec, hp.eval_batch_size, device).items()})
+                loop.log_eval("dev", evaluate(model, dev_ds, tokenizer, spec, hp.eval_batch_size, device))
             loop.checkpoint()
     if loop.interrupted:
         logger.close()
@@ -53,7 +52,7 @@ def run(cfg) -> dict:
 
     # --- evaluate and export
     metrics = evaluate(model, dev_ds, tokenizer, spec, hp.eval_batch_size, device)
-    loop.log({f"dev/{k}": v for k, v in metrics.items()})
+    loop.log_eval("dev", metrics)
     test = build.test_score(cfg, spec, model, tokenizer, hp.eval_batch_size, device)
     logger.close()
     with engine.gathered():  # ZeRO-3: the full weights for rank 0 to write

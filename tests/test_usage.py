@@ -201,3 +201,36 @@ def test_resume_may_change_budgets_and_logging(make_cfg):
                              "logger=none"))
     assert not res.get("interrupted")
     assert "dev" in res
+
+
+# ----------------------------------------------------------------------------- output a person can read
+
+
+def test_stage_output_in_a_log_file_is_tinykds_own_lines(runs_dir):
+    """Piped to a file (not a terminal): progress is a line every log_every steps, each dev evaluation a line,
+    and no library load report, ANSI code or warning source line."""
+    r = subprocess.run([sys.executable, "-m", "tinykd", "stage=teacher", "task=sst2", "debug=smoke",
+                        "train.teacher.log_every=2", "train.teacher.eval_every=3"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env=os.environ.copy())  # progress on (the default), stderr a pipe
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    progress = [x for x in r.stdout.splitlines() if x.startswith("[tinykd] teacher step ") and ": loss " in x]
+    assert [x.split(":")[0] for x in progress] == [f"[tinykd] teacher step {s}/6" for s in (2, 4, 6)]
+    assert all(" examples/s, " in x and " min left" in x for x in progress)
+    evals = [x for x in r.stdout.splitlines() if x.startswith("[tinykd] teacher step ") and ": dev accuracy " in x]
+    assert [x.split(":")[0] for x in evals] == ["[tinykd] teacher step 3/6", "[tinykd] teacher step 6/6"]
+    for noise in ("LOAD REPORT", "\x1b[", "UserWarning", "warnings.warn", "it/s]", "\r"):
+        assert noise not in out, noise
+    assert all(line.startswith("[tinykd] ") for line in out.splitlines() if line.strip())
+
+
+def test_a_library_warning_is_one_line(capsys):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = cli.one_line_warning
+        warnings.warn("something odd\nwith a second line", UserWarning)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("[tinykd] UserWarning (tests/test_usage.py:") and err.rstrip().endswith(": something odd")

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +40,9 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
     import transformers  # after the check: its import alone takes about a second
 
     transformers.utils.logging.disable_progress_bar()  # per-shard load/save bars; ours show the work
+    # its load reports (tables of missing and unexpected weights, in ANSI bold): tinykd says what it
+    # initialised itself, in its own lines
+    transformers.utils.logging.set_verbosity_error()
     name = cfg.stage.name
     if cfg.engine.name == "deepspeed":  # join the job's process group (or be a job of one) before anything is written
         distributed.init(cfg.engine.device)
@@ -116,8 +120,16 @@ def _hydra_main(cfg: DictConfig):
     return sweep.trial_metric(result)
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings from the libraries below, as one line each (no source excerpt)."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    where = f"{Path(filename).parent.name}/{Path(filename).name}:{lineno}"
+    print(f"[tinykd] {category.__name__} ({where}): {text}", file=file or sys.stderr)
+
+
 def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.showwarning = one_line_warning
     # `deepspeed --module tinykd` appends --local_rank=N: Hydra would take it for an override
     argv = distributed.strip_launcher_args(sys.argv[1:])
     if not argv or "--help" in argv or "-h" in argv:  # a bare command would start the default stage: say what to run

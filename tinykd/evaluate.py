@@ -111,8 +111,9 @@ def evaluate_and_keep_best(loop, model, ds, tokenizer, spec: TaskSpec, best: Opt
     (strictly: a tie keeps the earlier checkpoint) export it to `export_dir`. Returns the best
     record ({dev, step, phase})."""
     metrics = evaluate(model, ds, tokenizer, spec, loop.hp.eval_batch_size, loop.engine.device)
-    loop.log({f"dev/{k}": v for k, v in metrics.items()})
-    if best is not None and metrics[spec.main_metric] <= best["dev"][spec.main_metric]:
+    better = best is None or metrics[spec.main_metric] > best["dev"][spec.main_metric]
+    loop.log_eval("dev", metrics, " (best so far: exported)" if better else f" (best: step {best['step']})")
+    if not better:
         return best
     with loop.engine.gathered():  # ZeRO-3: the full weights for rank 0 to write
         models.export(model, tokenizer, export_dir)

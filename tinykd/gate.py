@@ -17,7 +17,7 @@ context's first words (`squad.first_words_baseline`)).
 from __future__ import annotations
 
 import re
-import warnings
+import sys
 
 import numpy as np
 
@@ -120,7 +120,8 @@ def check_teacher(teacher, teacher_dir: str, dev_ds, tokenizer, spec: TaskSpec, 
     for message, fix in problems:
         if not allow_weak:
             raise TinyKDError(message, fix)
-        warnings.warn(f"{message} Distilling anyway (distill.allow_weak_teacher=true).", stacklevel=2)
+        print(f"[tinykd] teacher gate: WARNING {message} Distilling anyway (distill.allow_weak_teacher=true).",
+              file=sys.stderr)
     if not problems:
         print(f"[tinykd] teacher gate: {figures['metric']} {figures['score']:.4f} on {figures['examples']} dev examples "
               f"(chance {figures['chance']:.4f}, threshold {threshold:.4f}); id2label matches")

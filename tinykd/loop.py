@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +77,9 @@ class PhaseLoop:
         self.index = index
         self.step = restore(engine, resume_from) if resume_from is not None else 0
         self._stepped = False  # an optimiser step whose checkpoint() has not been called yet
-        self._items, self._t0 = 0, time.perf_counter()
+        self._items, self._t0, self._first = 0, time.perf_counter(), self.step
         self._bar: Optional[tqdm] = None
+        self._lines = False
         self._kill_at = int(os.environ.get(KILL_AT_ENV, "0") or 0)
 
     # -------------------------------------------------------------------------------- state
@@ -100,7 +102,10 @@ class PhaseLoop:
         if self.finished or self.budget.spent:
             self._end()
             return
-        self._bar = tqdm(total=self.total, initial=self.step, desc=self.name, disable=not self.progress)
+        # a terminal gets a bar; a log file (stderr not a terminal) a line every log_every steps instead
+        self._lines = self.progress and not sys.stderr.isatty()
+        self._bar = tqdm(total=self.total, initial=self.step, desc=self.name, unit="step",
+                         disable=not self.progress or self._lines)
         device = self.engine.device
         for batch in self.batcher.iterate(self.engine.micro):
             yield {k: v.to(device) for k, v in batch.items()}
@@ -127,8 +132,12 @@ class PhaseLoop:
         value = loss.item()
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.engine.lr():.2e}", **{f"{self.unit}_s": f"{rate:.0f}"})
+            self._bar.set_postfix({"loss": f"{value:.4f}", "lr": f"{self.engine.lr():.2e}", f"{self.unit}/s": f"{rate:.0f}"})
         if self.step % self.hp.log_every == 0 or self.finished:
+            if self._lines:
+                left = (self.total - self.step) * (time.perf_counter() - self._t0) / max(1, self.step - self._first)
+                print(f"[tinykd] {self.name} step {self.step}/{self.total}: loss {value:.4f}, lr {self.engine.lr():.2e}, "
+                      f"{rate:.0f} {self.unit}/s, {left / 60:.1f} min left", flush=True)
             self.logger.log({"phase": self.name, "step": self.step, "loss": value, "lr": self.engine.lr(),
                              f"{self.unit}_per_s": rate, **{f"loss/{k}": float(v) for k, v in parts.items()}})
         return True
@@ -144,6 +153,16 @@ class PhaseLoop:
     def log(self, record: dict) -> None:
         """A record of this phase at its current step (e.g. dev metrics)."""
         self.logger.log({"phase": self.name, "step": self.step, **record})
+
+    def log_eval(self, split: str, metrics: dict, note: str = "") -> None:
+        """An evaluation at the current step: logged (`<split>/<metric>`) and printed as one line."""
+        self.log({f"{split}/{k}": v for k, v in metrics.items()})
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+        line = f"[tinykd] {self.name} step {self.step}/{self.total}: {split} {shown}{note}"
+        if self._bar is not None and not self._bar.disable:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
 
     # -------------------------------------------------------------------------------- internals
     def _end(self) -> None:

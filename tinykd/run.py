@@ -199,6 +199,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         if logger_cfg.name == "wandb" and logger_cfg.mode != "disabled":
+            os.environ.setdefault("WANDB_SILENT", "true")  # its banner and summary: tinykd says it in one line
             import wandb
 
             self.wandb = wandb.init(
@@ -211,6 +212,10 @@ class MetricsLogger:
                 config=OmegaConf.to_container(cfg, resolve=True),
                 reinit="finish_previous",
             )
+            mode = self.wandb.settings.mode
+            print(f"[tinykd] Weights & Biases ({mode}): " + (
+                f"sync it later with `wandb sync {Path(self.wandb.dir).parent}`" if mode == "offline"
+                else str(self.wandb.url or self.wandb.dir)))
 
     def log(self, record: dict) -> None:
         if not self.enabled:
