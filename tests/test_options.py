@@ -414,3 +414,14 @@ def test_cli_refuses_before_anything_loads(cli, runs_dir, args, says):
     assert lines[0].startswith(says) and lines[1].startswith("  fix: "), r.stderr
     assert "Traceback" not in r.stderr
     assert not runs_dir.exists() or not any(runs_dir.rglob("*"))
+
+
+def test_epochs_on_the_command_line_are_not_silently_ignored(make_cfg):
+    """train=default counts in steps (max_steps > 0): epochs given alone would be ignored, so they are refused;
+    with max_steps=0 they are the budget."""
+    overrides = ("stage=task", "train.task_prediction.epochs=3")
+    e = refused(make_cfg(*overrides), overrides)
+    assert "train.task_prediction.max_steps=200" in e.problem and "epochs would be ignored" in e.problem
+    assert "train.task_prediction.max_steps=0" in e.fix
+    counted = ("stage=task", "train.task_prediction.epochs=3", "train.task_prediction.max_steps=0")
+    config.check(make_cfg(*counted), counted)

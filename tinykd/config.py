@@ -626,6 +626,15 @@ def _check_explicit(cfg, explicit: Sequence[str]) -> None:
 def _check_presets(cfg, explicit: Sequence[str]) -> None:
     """A value set on the command line is never silently replaced by one from a preset."""
     keys = {_override_key(o) for o in explicit}
+    for key in sorted(k for k in keys if k and k.startswith("train.") and k.endswith(".epochs")):
+        block = key.split(".")[1]
+        steps = OmegaConf.select(cfg, f"train.{block}.max_steps")
+        if steps and f"train.{block}.max_steps" not in keys:  # max_steps > 0 wins: the epochs would be ignored
+            raise TinyKDError(
+                f"{key}={OmegaConf.select(cfg, key)} is set on the command line, but train.{block}.max_steps={steps} "
+                "(from the train/experiment preset) counts the budget in steps, so the epochs would be ignored.",
+                f"add train.{block}.max_steps=0 to train for the epochs, or set train.{block}.max_steps=<steps> "
+                "instead of the epochs.")
     t = cfg.teacher
     if ("teacher.path" in keys and "teacher.package" not in keys and t.package and t.path
             and not Path(t.path).expanduser().is_dir()):
