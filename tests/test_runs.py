@@ -104,3 +104,34 @@ def test_the_command_line_is_saved_in_the_run_directory(cli, runs_dir, tmp_path)
         assert len(stamp) == len("2026-12-02T11:00:00")
         assert command == f"python -m tinykd progress=false stage=eval task=sst2 debug=smoke model={model}"
     assert len((run_dir / "evaluations.jsonl").read_text().splitlines()) == 2
+
+
+def test_offline_wandb_looks_up_no_host(tmp_path, monkeypatch, capsys):
+    """logger=wandb (offline, the default) must not resolve W&B's server: without a network, each lookup
+    can wait tens of seconds on DNS before the run starts."""
+    import socket
+
+    from omegaconf import OmegaConf
+
+    from tinykd.run import MetricsLogger
+
+    looked_up = []
+
+    def no_dns(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline from logger.mode alone, as a newcomer runs it
+    logger_cfg = OmegaConf.create({"name": "wandb", "mode": "offline", "project": "tinykd", "group": None})
+    logger = MetricsLogger(tmp_path, logger_cfg, OmegaConf.create({"seed": 1}), "task")
+    logger.log({"step": 1, "loss": 0.5})
+    logger.close()
+    assert looked_up == []
+    # the usage telemetry whose first export would look the server up is off for the whole process
+    from wandb.analytics.opentelemetry.opentelemetry_proxy import get_open_telemetry_proxy
+
+    assert get_open_telemetry_proxy() is None
+    out = capsys.readouterr().out
+    assert "[tinykd] Weights & Biases (offline): sync it later with `wandb sync " in out
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] == 0.5

@@ -202,13 +202,17 @@ class MetricsLogger:
             os.environ.setdefault("WANDB_SILENT", "true")  # its banner and summary: tinykd says it in one line
             import wandb
 
+            mode = os.environ.get("WANDB_MODE", logger_cfg.mode)
+            # The process-wide settings too: from them wandb builds its usage telemetry, whose first export
+            # probes the W&B server (offline, without a network: a DNS wait of tens of seconds)
+            wandb.setup(settings=wandb.Settings(mode=mode))
             self.wandb = wandb.init(
                 project=logger_cfg.project,
                 group=logger_cfg.group,
                 job_type=job,
                 name=f"{job}-{run_dir.name}",
                 dir=str(run_dir),
-                mode=os.environ.get("WANDB_MODE", logger_cfg.mode),
+                mode=mode,
                 config=OmegaConf.to_container(cfg, resolve=True),
                 reinit="finish_previous",
             )
