@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-ablation bench-custom bench-ner bench-pos bench-qa bench-ship bench-throughput bench-startup test test-slow clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install tinykd (editable) with the offline MiniLM teacher
 
@@ -63,13 +63,13 @@ bench-custom: install  ## your own data: SST-2 as CSV and MRPC as JSON Lines = t
 	# One torch thread per run: on 2 cores shared with other jobs, two threads per process ran ~5x slower (measured).
 	$(PY) -m tinykd.bench.custom engine.num_threads=1
 
-bench-ner: install  ## NER on WNUT-17: teacher, 4x192 student (3 seeds), no-distillation baselines, speed-up -> reports/ner/
+bench-ner: install  ## NER on WNUT-17: teacher, 4x192 student (3 seeds), no-distillation baselines, speed-up (~81 min) -> reports/ner/
 	$(PY) -m tinykd.bench.spans --task wnut17
 
-bench-pos: install  ## UPOS tagging on UD English-EWT, as bench-ner -> reports/pos/
+bench-pos: install  ## UPOS tagging on UD English-EWT, as bench-ner (~94 min after bench-ner) -> reports/pos/
 	$(PY) -m tinykd.bench.spans --task upos
 
-bench-qa: install  ## extractive QA on ../shared/data/squad, as bench-ner -> reports/qa/
+bench-qa: install  ## extractive QA on ../shared/data/squad, as bench-ner (~2 h for 3 seeds; reports/qa/REPORT.md) -> reports/qa/
 	$(PY) -m tinykd.bench.spans --task squad
 
 bench-ship: install  ## ship bench-sst2's student: ONNX, int8, dev scores and latency beside the teacher (~50 min; ~3 min after bench-sst2) -> reports/ship/

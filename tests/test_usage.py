@@ -234,3 +234,16 @@ def test_a_library_warning_is_one_line(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("[tinykd] UserWarning (tests/test_usage.py:") and err.rstrip().endswith(": something odd")
+
+
+def test_make_help_lists_every_target_aligned():
+    import re
+
+    makefile = (REPO / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY: (.+)$", makefile, re.M).group(1).split()
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+    listed = [line.split()[1] for line in out.splitlines()]
+    assert listed == [t for t in re.findall(r"^([a-z0-9-]+):", makefile, re.M)]  # in the Makefile's order
+    assert set(listed) == set(phony)
+    column = {line.index(line.split()[2]) for line in out.splitlines()}
+    assert len(column) == 1  # every description starts in one column
