@@ -45,7 +45,7 @@ def run(cfg) -> dict:
     trainable = nn.ModuleDict({"student": student, "distiller": distiller})
     loop = build.phase_loop(cfg, "general", cfg.train.general, corpus, tokenizer, trainable, run_dir=run_dir,
                             logger=logger, budget=StepBudget(cfg.interrupt_after), unit="tokens",
-                            resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+                            resume_from=load_checkpoint(run_dir, cfg.keep_checkpoints) if cfg.resume else None)
     engine = loop.engine
     teacher.to(engine.device)
 

@@ -87,7 +87,7 @@ def run(cfg) -> dict:
     hp = cfg.train.mlm_head
     loop = build.phase_loop(cfg, "mlm_head", hp, train_ds, tokenizer, head, run_dir=run_dir, logger=logger,
                             budget=StepBudget(cfg.interrupt_after), unit="masked_tokens",
-                            resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+                            resume_from=load_checkpoint(run_dir, cfg.keep_checkpoints) if cfg.resume else None)
     engine, device = loop.engine, loop.engine.device
     model.to(device)
     masker = Masker(tokenizer, cfg.stage.mask_prob, cfg.seed)

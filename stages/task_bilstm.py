@@ -91,7 +91,7 @@ def run(cfg) -> dict:
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
 
     # --- the phases, in order; a resumed run skips those its checkpoint is past
-    ckpt = load_checkpoint(run_dir) if cfg.resume else None
+    ckpt = load_checkpoint(run_dir, cfg.keep_checkpoints) if cfg.resume else None
     best = ckpt["state"]["best"] if ckpt is not None else None
     budget = StepBudget(cfg.interrupt_after)  # interrupt_after: optimiser steps in this process, over all phases
     for index, name, resume_from in remaining_phases(phases, ckpt):

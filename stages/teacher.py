@@ -33,7 +33,7 @@ def run(cfg) -> dict:
     hp = cfg.train.teacher
     loop = build.phase_loop(cfg, "teacher", hp, train_ds, tokenizer, model, run_dir=run_dir, logger=logger,
                             budget=StepBudget(cfg.interrupt_after),
-                            resume_from=load_checkpoint(run_dir) if cfg.resume else None)
+                            resume_from=load_checkpoint(run_dir, cfg.keep_checkpoints) if cfg.resume else None)
     engine, device = loop.engine, loop.engine.device
 
     # --- loop: the task's loss on the gold labels

@@ -63,3 +63,22 @@ def run_stage(cfg):
     from tinykd.cli import run_stage as _run
 
     return _run(cfg)
+
+
+@pytest.fixture
+def parts(tmp_path):
+    """What the one loop needs around a linear model (tests/test_loop.py, test_faults.py): a 6-token
+    tokenizer, 12 rows, a metrics logger without W&B."""
+    from types import SimpleNamespace
+
+    import datasets
+    from transformers import BertTokenizer
+
+    from tinykd.run import MetricsLogger
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]) + "\n")
+    tok = BertTokenizer(str(vocab))
+    ds = datasets.Dataset.from_dict({"input_ids": [[2, 5, 3]] * 12, "labels": [float(i) for i in range(12)]})
+    logger = MetricsLogger(tmp_path, SimpleNamespace(name="none", mode="disabled"), None, "test")
+    return tok, ds, logger

@@ -5,27 +5,15 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import datasets
 import pytest
 import torch
 from torch import nn
-from transformers import BertTokenizer
 
 from tinykd.data import Batcher
 from tinykd.engine import TorchEngine
 from tinykd.errors import NonFiniteLossError, TinyKDError
 from tinykd.loop import PhaseLoop, StepBudget
-from tinykd.run import MetricsLogger, load_checkpoint, remaining_phases
-
-
-@pytest.fixture
-def parts(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]) + "\n")
-    tok = BertTokenizer(str(vocab))
-    ds = datasets.Dataset.from_dict({"input_ids": [[2, 5, 3]] * 12, "labels": [float(i) for i in range(12)]})
-    logger = MetricsLogger(tmp_path, SimpleNamespace(name="none", mode="disabled"), None, "test")
-    return tok, ds, logger
+from tinykd.run import load_checkpoint, remaining_phases
 
 
 def make_loop(tmp_path, parts, *, total=6, save_every=4, grad_accum=1, budget=None, resume_from=None,

@@ -388,9 +388,10 @@ def phase_loop(cfg, name: str, hp, ds, tokenizer, module, *, run_dir: Path, logg
     from `resume_from` when given."""
     batcher = Batcher(ds, tokenizer, hp.batch_size, cfg.seed)
     total = total_steps(hp, batcher.batches_per_epoch)
-    engine = build_engine(cfg.engine, hp, module, total, run_dir=run_dir, label=name)
+    engine = build_engine(cfg.engine, hp, module, total, run_dir=run_dir, label=name, keep=cfg.keep_checkpoints)
     return PhaseLoop(name, engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,
-                     budget=budget, progress=cfg.progress, unit=unit, index=index, resume_from=resume_from)
+                     budget=budget, progress=cfg.progress, unit=unit, index=index, resume_from=resume_from,
+                     keep_checkpoints=cfg.keep_checkpoints)
 
 
 def augment_sources(cfg) -> dict:

@@ -200,7 +200,7 @@ class DeepSpeedEngine:
     def __init__(self, module: nn.Module, *, lr: float, weight_decay: float, warmup_ratio: float, scheduler: str,
                  total_steps: int, grad_accum: int, max_grad_norm: float, batch_size: int, precision: str = "fp32",
                  zero_stage: int = 2, user_json: Optional[str] = None, device_name: str = "auto",
-                 run_dir: Optional[Path] = None, label: str = "train"):
+                 run_dir: Optional[Path] = None, label: str = "train", keep: int = 2):
         self.device = distributed.init(device_name)
         if self.device.type == "cpu" and precision != "fp32":
             raise TinyKDError(f"engine=deepspeed on CPU trains in fp32, not {precision}.",
@@ -211,6 +211,7 @@ class DeepSpeedEngine:
         self.precision = precision
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.label = label  # names this loop's checkpoint tags (a stage with several phases has one engine each)
+        self.keep = keep  # tags kept: one for each of the run's checkpoints (last.pt, last.1.pt, ...)
         self.module = module.to(self.device)
         optimizer = adamw(param_groups(module, weight_decay), lr, self.device)
         sched = get_scheduler(scheduler, optimizer, num_warmup_steps=int(warmup_ratio * total_steps),
@@ -260,9 +261,9 @@ class DeepSpeedEngine:
         tag = f"{self.label}-micro{self.micro:08d}"
         self.engine.save_checkpoint(str(root), tag=tag, save_latest=False)
         distributed.barrier()
-        if distributed.is_main():  # keep this tag and the one before it (still named by last.pt until it is replaced)
+        if distributed.is_main():  # keep this tag and those the kept checkpoints name (last.pt until it is replaced)
             tags = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
-            for old in tags[:-2]:
+            for old in tags[:-(self.keep + 1)]:
                 shutil.rmtree(old, ignore_errors=True)
         return {"deepspeed_tag": tag, "micro": self.micro, "zero_stage": self.zero_stage}
 
@@ -286,7 +287,7 @@ class DeepSpeedEngine:
 
 
 def build_engine(engine_cfg, hp, module: nn.Module, total_steps: int, *, run_dir: Path,
-                 label: str) -> Engine:
+                 label: str, keep: int = 2) -> Engine:
     """The engine named by `engine.name`, configured from one phase's hyperparameters. `run_dir` and
     `label` say where a DeepSpeed engine checkpoints and what its tags are called. With
     `engine.fast_dropout`, the module's dropouts draw their CPU masks the fast way (tinykd/dropout.py)."""
@@ -300,7 +301,7 @@ def build_engine(engine_cfg, hp, module: nn.Module, total_steps: int, *, run_dir
             scheduler=hp.scheduler, total_steps=total_steps, grad_accum=hp.grad_accum,
             max_grad_norm=hp.max_grad_norm, batch_size=hp.batch_size, precision=engine_cfg.precision,
             zero_stage=engine_cfg.zero_stage, user_json=engine_cfg.config, device_name=engine_cfg.device,
-            run_dir=run_dir, label=label)
+            run_dir=run_dir, label=label, keep=keep)
     if engine_cfg.name == "torch":
         return TorchEngine(
             module,

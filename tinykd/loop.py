@@ -71,10 +71,10 @@ class PhaseLoop:
 
     def __init__(self, name: str, *, engine: Engine, batcher: Batcher, hp, total: int, run_dir: Path,
                  logger: MetricsLogger, budget: StepBudget, progress: bool, unit: str = "examples", index: int = 0,
-                 resume_from: Optional[dict] = None):
+                 resume_from: Optional[dict] = None, keep_checkpoints: int = 2):
         self.name, self.engine, self.batcher, self.hp, self.total = name, engine, batcher, hp, total
         self.run_dir, self.logger, self.budget, self.progress, self.unit = run_dir, logger, budget, progress, unit
-        self.index = index
+        self.index, self.keep_checkpoints = index, keep_checkpoints
         self.step = restore(engine, resume_from) if resume_from is not None else 0
         self._stepped = False  # an optimiser step whose checkpoint() has not been called yet
         self._items, self._t0, self._first = 0, time.perf_counter(), self.step
@@ -148,7 +148,7 @@ class PhaseLoop:
         self._stepped = False
         if self.step % self.hp.save_every == 0 or self.finished or self.budget.spent:
             save_checkpoint(self.run_dir, self.engine, phase=self.name, phase_index=self.index, step=self.step,
-                            state=state)
+                            state=state, keep=self.keep_checkpoints)
 
     def log(self, record: dict) -> None:
         """A record of this phase at its current step (e.g. dev metrics)."""

@@ -7,8 +7,10 @@ any moment leaves the previous checkpoint intact. Every checkpoint path is named
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
 import random
 import tempfile
 import time
@@ -22,7 +24,8 @@ from omegaconf import OmegaConf
 from tinykd import distributed
 from tinykd.errors import TinyKDError
 
-CHECKPOINT = "checkpoints/last.pt"  # the run's checkpoint: every stage's, every phase's
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT = f"{CHECKPOINT_DIR}/last.pt"  # the run's newest checkpoint: every stage's, every phase's
 DEEPSPEED_CHECKPOINTS = "checkpoints/deepspeed"  # engine=deepspeed: its own files, named by last.pt
 
 
@@ -96,24 +99,73 @@ def command_line() -> Optional[str]:
     return " ".join(["python -m tinykd", *(shlex.quote(o) for o in HydraConfig.get().overrides.task)])
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in `directory` durable (a crash after it keeps it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def disk_full(path: Path, error: OSError, kept: str = "") -> TinyKDError:
+    """The one message for a write that ran out of space (ENOSPC) or quota (EDQUOT)."""
+    import shutil
+
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return TinyKDError(
+        f"No space left to write {path} ({error.strerror}; {free} on that disk). Nothing half-written was left "
+        f"there{kept}.",
+        "free space on that disk (or point paths.runs / paths.cache at another one), then run the same command "
+        "again (with resume=true to continue from the last checkpoint).")
+
+
+def atomic_write(path: Path, write, *, mode: int = 0o644, kept: str = "") -> None:
+    """Write `path` whole or not at all: `write(tmp_path)` fills a temp file beside it, which is fsynced,
+    renamed over `path`, and the directory fsynced; on any failure the temp file is removed and `path`
+    is as it was. A full disk is a `TinyKDError` (`disk_full`); `kept` names what is intact."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp creates 0600; a run directory is meant to be shared and read
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, e, kept) from None
+        raise
+    fsync_dir(path.parent)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file and a rename (rank 0 only in a job of several ranks)."""
+    """Write a text file whole or not at all (`atomic_write`; rank 0 only in a job of several ranks)."""
     if not distributed.is_main():
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a run directory is meant to be shared and read
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+
+    atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
 def rng_state() -> dict:
+    """Every RNG's state as tensors and plain values only (numpy's key as a list): a checkpoint loads with
+    `torch.load(weights_only=True)`."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -121,7 +173,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -133,32 +186,105 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(run_dir: Path, engine, *, phase: str, phase_index: int, step: int, state: dict) -> Path:
+FORMAT = 1  # the layout of checkpoints/last.pt; a checkpoint of another format is refused by name
+
+
+def checkpoint_paths(run_dir: Path, keep: int) -> list[Path]:
+    """The run's checkpoints, newest first: `last.pt`, then `last.1.pt` (the one before it), ... (`keep` in all)."""
+    last = run_dir / CHECKPOINT
+    return [last, *(last.with_name(f"last.{i}.pt") for i in range(1, keep))]
+
+
+def save_checkpoint(run_dir: Path, engine, *, phase: str, phase_index: int, step: int, state: dict,
+                    keep: int = 2) -> Path:
     """The one way a run saves itself (a collective: every rank calls it). The engine saves what it
-    owns (DeepSpeed: weights and optimizer, every rank its partition), then rank 0 atomically writes
+    owns (DeepSpeed: weights and optimizer, every rank its partition), then rank 0 writes
     `checkpoints/last.pt`: which phase and step, the module's weights unless the engine owns them,
-    the engine's state, the stage's own `state` (e.g. the best dev record) and the RNG states."""
+    the engine's state, the stage's own `state` (e.g. the best dev record) and the RNG states, as tensors
+    and plain values only. The new file is written whole and fsynced before the older ones move down
+    (`last.1.pt`, ...; `keep` in all), so a crash or a full disk at any moment leaves a readable one."""
     engine_state = engine.save_state_collectively()
-    path = run_dir / CHECKPOINT
+    paths = checkpoint_paths(run_dir, keep)
     if not distributed.is_main():
-        return path
-    payload = {"phase": phase, "phase_index": phase_index, "step": step,
+        return paths[0]
+    payload = {"format": FORMAT, "phase": phase, "phase_index": phase_index, "step": step,
                "model": {} if engine.owns_module_state else engine.module.state_dict(),
                "engine": engine_state, "state": state, "rng": rng_state()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last.pt-")
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    kept = f"; the last checkpoint, {paths[0]}, is intact" if paths[0].is_file() else ""
+    fd, tmp = tempfile.mkstemp(dir=paths[0].parent, prefix=".last.pt-")
     os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    try:
+        torch.save(payload, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        for older, newer in zip(reversed(paths[1:]), reversed(paths[:-1])):  # last.pt -> last.1.pt -> ...
+            if newer.is_file():
+                os.replace(newer, older)
+        os.replace(tmp, paths[0])
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(paths[0], e, kept) from None
+        raise
+    fsync_dir(paths[0].parent)
+    return paths[0]
 
 
-def load_checkpoint(run_dir: Path) -> Optional[dict]:
-    """The run's checkpoint, or None when it has none."""
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or ["no message"])[0]
+
+
+class CheckpointError(TinyKDError):
+    """A checkpoint file that cannot be used: unreadable, not tinykd's, or holding code."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """One checkpoint file, loaded without unpickling anything but tensors and plain values (a file that
+    would construct other objects, and so could run code, is refused); `CheckpointError` names the file."""
+    import pickle
+    import zipfile
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # not a pickle at all: bytes that are no checkpoint
+            raise CheckpointError(f"{path} is truncated or corrupted (not a readable checkpoint).",
+                                  "drop resume=true to start over.") from None
+        named = [x.strip() for x in str(e).splitlines() if "global" in x.lower()]
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values ({named[0]}): refused, "
+                              "as loading it could run code.",
+                              "use checkpoints tinykd wrote; drop resume=true to start over.") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path} is truncated or corrupted ({type(e).__name__}: {_first_line(e)}).",
+                              "drop resume=true to start over.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path} is not a tinykd checkpoint of format {FORMAT} (found: {found!r}).",
+                              "resume it with the tinykd version that wrote it, or drop resume=true to start over.")
+    return ckpt
+
+
+def load_checkpoint(run_dir: Path, keep: int = 2) -> Optional[dict]:
+    """The run's newest readable checkpoint, or None when it has none. One that cannot be read (truncated,
+    corrupted, another format, or holding code) is named and the one before it is tried; when none can be
+    read, a `CheckpointError` names each file and why."""
+    problems = []
+    for path in checkpoint_paths(run_dir, keep):
+        if not path.is_file():
+            continue
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(e.problem)
+            print(f"[tinykd] {e.problem} Trying the checkpoint before it.", file=sys.stderr)
+            continue
+        ckpt["path"] = str(path)
+        return ckpt
+    if problems:
+        raise CheckpointError(f"No readable checkpoint in {run_dir / CHECKPOINT_DIR}: {' '.join(problems)}",
+                              "drop resume=true to start a new run (this one is moved aside, not deleted).")
+    return None
 
 
 def restore(engine, ckpt: dict) -> int:
@@ -166,7 +292,12 @@ def restore(engine, ckpt: dict) -> int:
     owns them), the engine's optimizer and schedule, the RNG states. Returns the step to continue
     from."""
     if not engine.owns_module_state:
-        engine.module.load_state_dict(ckpt["model"])
+        try:
+            engine.module.load_state_dict(ckpt["model"])
+        except RuntimeError as e:  # another model's checkpoint
+            raise CheckpointError(f"{ckpt.get('path', CHECKPOINT)} does not fit this run's model "
+                                  f"({_first_line(e)} ...).",
+                                  "resume with the config the run was started with, or drop resume=true.") from None
     engine.load_state(ckpt["engine"])
     set_rng_state(ckpt["rng"])
     print(f"[tinykd] resumed phase {ckpt['phase']} at step {ckpt['step']}")

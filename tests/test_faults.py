@@ -1,0 +1,174 @@
+"""Faults a run survives (README, "What happens when things go wrong"): hostile, truncated, corrupted or
+foreign checkpoints; a full disk while writing; durable writes. Checkpoints here are real ones, written by
+the one loop (tinykd/loop.py) around a linear model."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from test_loop import make_loop, train
+
+from tinykd.errors import TinyKDError
+from tinykd.run import (CHECKPOINT, CheckpointError, atomic_write_text, checkpoint_paths, load_checkpoint,
+                        read_checkpoint, restore)
+
+
+def two_checkpoints(tmp_path, parts) -> tuple[Path, Path]:
+    """A finished 6-step loop saving every 2 steps, 2 checkpoints kept: last.pt (step 6), last.1.pt (step 4)."""
+    loop, module = make_loop(tmp_path, parts, total=6, save_every=2)
+    train(loop, module)
+    last, before = checkpoint_paths(tmp_path, 2)
+    assert read_checkpoint(last)["step"] == 6 and read_checkpoint(before)["step"] == 4
+    assert not last.with_name("last.2.pt").exists()
+    return last, before
+
+
+def leftovers(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("."))
+
+
+class RunsCode:
+    """Unpickling this calls os.system: a checkpoint that would run a command when loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, parts):
+    last, before = two_checkpoints(tmp_path, parts)
+    marker = tmp_path / "ran"
+    torch.save({"format": 1, "step": 99, "model": RunsCode(marker)}, last)
+    with pytest.raises(CheckpointError, match="refused, as loading it could run code"):
+        read_checkpoint(last)
+    ckpt = load_checkpoint(tmp_path)  # resume falls back to the checkpoint before it
+    assert ckpt["step"] == 4 and ckpt["path"] == str(before)
+    torch.save({"format": 1, "model": RunsCode(marker)}, before)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    assert str(last) in e.value.problem and str(before) in e.value.problem and "drop resume=true" in e.value.fix
+    assert not marker.exists(), "loading a checkpoint ran the command inside it"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, parts, capsys, damage):
+    last, before = two_checkpoints(tmp_path, parts)
+    data = last.read_bytes()
+    last.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(len(data)), "empty": b""}[damage])
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["step"] == 4
+    err = capsys.readouterr().err
+    assert f"{last} is truncated or corrupted" in err and "Trying the checkpoint before it." in err
+    # and the loop resumes from it: 2 more steps to the end
+    loop, module = make_loop(tmp_path, parts, total=6, save_every=2, resume_from=ckpt)
+    assert loop.step == 4
+    train(loop, module)
+    assert read_checkpoint(last)["step"] == 6
+
+
+def test_a_checkpoint_of_another_format_or_model_is_named(tmp_path, parts):
+    last, before = two_checkpoints(tmp_path, parts)
+    ckpt = read_checkpoint(last)
+    torch.save({**{k: v for k, v in ckpt.items() if k != "format"}, "format": 0}, before)
+    with pytest.raises(CheckpointError, match=rf"{before} is not a tinykd checkpoint of format 1 \(found: 0\)"):
+        read_checkpoint(before)
+    loop, _ = make_loop(tmp_path / "other", parts)  # the same loop around another model
+    loop.engine.module = torch.nn.Linear(5, 2)
+    with pytest.raises(CheckpointError, match=rf"{last} does not fit this run's model"):
+        restore(loop.engine, {**ckpt, "path": str(last)})
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, parts, monkeypatch):
+    """ENOSPC in the middle of writing the next checkpoint: a clear error, last.pt as it was, no temp file."""
+    last, before = two_checkpoints(tmp_path, parts)
+    saved = last.read_bytes(), before.read_bytes()
+    real_save = torch.save
+
+    def half_then_full(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    loop, module = make_loop(tmp_path, parts, total=8, save_every=2, resume_from=load_checkpoint(tmp_path))
+    with pytest.raises(TinyKDError, match=rf"No space left to write {last} .*the last checkpoint, {last}, is intact"):
+        train(loop, module)
+    assert (last.read_bytes(), before.read_bytes()) == saved
+    assert leftovers(tmp_path) == []
+
+
+def test_a_full_disk_while_writing_a_file_leaves_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    atomic_write_text(path, '{"done": 1}')
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    import builtins
+
+    real_open = builtins.open
+
+    class FullFile:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            real_write(self.f.fileno(), text[:3].encode())  # some bytes reach the disk, then it is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+    def opener(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return FullFile(f) if "w" in mode and Path(file).name.startswith(".results.json-") else f
+
+    monkeypatch.setattr(builtins, "open", opener)
+    with pytest.raises(TinyKDError, match=rf"No space left to write {path}") as e:
+        atomic_write_text(path, '{"done": 2}')
+    monkeypatch.undo()
+    assert "free space on that disk" in e.value.fix
+    assert path.read_text() == '{"done": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_atomic_writes_fsync_the_file_and_its_directory(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    assert len(synced) == 2
+    assert Path(synced[0]).name.startswith(".config.yaml-")  # the file, before its rename
+    assert synced[1] == str(tmp_path)  # then the directory holding the rename
+    assert (tmp_path / "config.yaml").read_text() == "a: 1\n"
+
+
+def test_keep_checkpoints_sets_how_many_are_kept(tmp_path, parts):
+    import tinykd.loop
+
+    loop, module = make_loop(tmp_path, parts, total=8, save_every=2)
+    loop.keep_checkpoints = 3
+    train(loop, module)
+    kept = checkpoint_paths(tmp_path, 3)
+    assert [read_checkpoint(p)["step"] for p in kept] == [8, 6, 4]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.1.pt", "last.2.pt", "last.pt"]
+    assert tinykd.loop.CHECKPOINT == CHECKPOINT
