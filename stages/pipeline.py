@@ -22,7 +22,7 @@ from omegaconf import OmegaConf, open_dict
 
 from stages import augment, general, task, teacher
 from tinykd import build
-from tinykd.run import CHECKPOINT, atomic_write_text, check_start
+from tinykd.run import CHECKPOINT, atomic_write_text, check_start, holding
 
 STEPS = (("teacher", teacher), ("general", general), ("augment", augment), ("task", task))
 
@@ -63,9 +63,10 @@ def run(cfg) -> dict:
             results[name] = json.loads((Path(cfg.runs[name]) / "results.json").read_text())
             print(f"[tinykd] pipeline: {name} already finished in {cfg.runs[name]}; skipped")
             continue
-        check_start(sub, Path(cfg.runs[name]), name)
-        print(f"[tinykd] pipeline: {name}")
-        results[name] = module.run(sub)
+        with holding(Path(cfg.runs[name])):
+            check_start(sub, Path(cfg.runs[name]), name)
+            print(f"[tinykd] pipeline: {name}")
+            results[name] = module.run(sub)
         if results[name].get("interrupted"):
             return results[name]
 

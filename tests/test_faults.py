@@ -172,3 +172,73 @@ def test_keep_checkpoints_sets_how_many_are_kept(tmp_path, parts):
     assert [read_checkpoint(p)["step"] for p in kept] == [8, 6, 4]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.1.pt", "last.2.pt", "last.pt"]
     assert tinykd.loop.CHECKPOINT == CHECKPOINT
+
+
+# ----------------------------------------------------------------------------- two processes, one run directory
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused_with_the_first_ones_pid(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tinykd.run import lock_path, lock_run_dir
+
+    run_dir = tmp_path / "runs" / "task" / "sst2-tiny-tiny"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from tinykd.run import lock_run_dir; lock_run_dir(Path(sys.argv[1])); "
+                               "print('locked', flush=True); time.sleep(600)", str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TinyKDError, match=rf"Another tinykd process \(PID {holder.pid}\) is running in") as e:
+            lock_run_dir(run_dir)
+        assert f"kill {holder.pid}" in e.value.fix and "name=<a name>" in e.value.fix
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies without cleaning up: the kernel drops its lock
+        holder.wait()
+    deadline = time.time() + 10
+    while True:
+        try:
+            lock_run_dir(run_dir)
+            break
+        except TinyKDError:
+            assert time.time() < deadline, "a dead process still holds the lock"
+            time.sleep(0.1)
+    assert lock_path(run_dir).read_text().strip() == str(os.getpid())
+    lock_run_dir(run_dir)  # this process already holds it: another stage of the same process may start
+
+
+@pytest.mark.slow  # two stage processes (~20 s)
+def test_two_stage_commands_on_one_run_directory(runs_dir):
+    """Two `stage=general` commands started on the same run directory: the second is refused at once (status 2,
+    the first one's PID named); the first runs on."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    from tinykd.run import lock_path
+
+    command = [sys.executable, "-m", "tinykd", "stage=general", "debug=smoke", "progress=false",
+               "train.general.max_steps=100000"]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=os.environ.copy())
+    lock = lock_path(runs_dir / "smoke" / "general" / "tiny-tiny")
+    try:
+        deadline = time.time() + 120
+        while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.time() < deadline, "the first run never took its run directory"
+            time.sleep(0.2)
+        t0 = time.time()
+        second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
+                                env=os.environ.copy())
+        assert second.returncode == 2
+        assert f"Another tinykd process (PID {first.pid}) is running in" in second.stderr
+        assert "Traceback" not in second.stderr and time.time() - t0 < 60
+        assert first.poll() is None  # the first one was not disturbed
+    finally:
+        first.kill()
+        first.wait()

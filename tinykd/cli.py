@@ -26,7 +26,7 @@ from omegaconf import DictConfig, open_dict
 
 from tinykd import config, distributed, sweep, usage
 from tinykd.errors import TinyKDError
-from tinykd.run import CHECKPOINT, check_start, config_differences
+from tinykd.run import CHECKPOINT, check_start, config_differences, holding
 
 STAGES = tuple(config.STAGES)
 
@@ -51,24 +51,25 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
             with open_dict(cfg):
                 cfg.progress = False  # one progress bar, rank 0's
     run_dir = Path(cfg.runs[name]) if name in cfg.runs else None
-    if cfg.reuse and run_dir is not None:
-        if (run_dir / "results.json").is_file():
-            diff = config_differences(run_dir / "config.yaml", cfg)
-            if diff:
-                raise TinyKDError(
-                    f"{run_dir} holds a finished run with a different configuration (differs in: {diff[:8]}).",
-                    "refusing to mix them: use another run directory (paths.runs=... or hydra.sweep.dir=...), "
-                    "or drop reuse=true to start over (the old run is moved aside).",
-                )
-            print(f"[tinykd] reuse: {name} already finished in {run_dir}")
-            return json.loads((run_dir / "results.json").read_text())
-        if (run_dir / CHECKPOINT).is_file() and not cfg.resume:
-            cfg = cfg.copy()
-            with open_dict(cfg):
-                cfg.resume = True
-    if run_dir is not None:
-        check_start(cfg, run_dir, name)
-    return importlib.import_module(f"stages.{name}").run(cfg)
+    with holding(run_dir):  # one process per run directory: a second one is refused with this one's PID
+        if cfg.reuse and run_dir is not None:
+            if (run_dir / "results.json").is_file():
+                diff = config_differences(run_dir / "config.yaml", cfg)
+                if diff:
+                    raise TinyKDError(
+                        f"{run_dir} holds a finished run with a different configuration (differs in: {diff[:8]}).",
+                        "refusing to mix them: use another run directory (paths.runs=... or hydra.sweep.dir=...), "
+                        "or drop reuse=true to start over (the old run is moved aside).",
+                    )
+                print(f"[tinykd] reuse: {name} already finished in {run_dir}")
+                return json.loads((run_dir / "results.json").read_text())
+            if (run_dir / CHECKPOINT).is_file() and not cfg.resume:
+                cfg = cfg.copy()
+                with open_dict(cfg):
+                    cfg.resume = True
+        if run_dir is not None:
+            check_start(cfg, run_dir, name)
+        return importlib.import_module(f"stages.{name}").run(cfg)
 
 
 def run_trial(cfg: DictConfig) -> float | None:

@@ -7,6 +7,7 @@ any moment leaves the previous checkpoint intact. Every checkpoint path is named
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -500,10 +501,64 @@ def check_replaceable(cfg, run_dir: Path, stage: str) -> None:
             f"runs.{stage}=<dir>.")
 
 
+_LOCKS: dict[str, int] = {}  # run directory -> the open lock file this process holds for it
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The lock of a run directory: beside it (the directory itself may be moved aside by a new run)."""
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def lock_run_dir(run_dir: Path) -> bool:
+    """Hold `run_dir` for this process until it exits: a second process on the same directory is refused
+    with the first one's PID. The lock is the kernel's (flock) on a file beside the directory, so a process
+    that dies, however it dies, holds it no longer; the file stays and the next process takes it over.
+    Rank 0 only in a job of several ranks. True when this call took the lock (False: already held here)."""
+    import fcntl
+
+    key = str(run_dir.resolve())
+    if key in _LOCKS or not distributed.is_main():
+        return False
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise TinyKDError(
+            f"Another tinykd process (PID {holder}) is running in {run_dir}; two runs writing one directory "
+            "would overwrite each other's checkpoints and exports.",
+            f"wait for it to finish (or stop it: kill {holder}; resume=true then continues its run), or give "
+            "this run another directory: name=<a name> or runs.<stage>=<dir>.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _LOCKS[key] = fd
+    return True
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    fd = _LOCKS.pop(str(run_dir.resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the file drops the kernel's lock
+
+
+@contextlib.contextmanager
+def holding(run_dir: Optional[Path]):
+    """`lock_run_dir` for the block, released after it unless it was already held."""
+    taken = run_dir is not None and lock_run_dir(run_dir)
+    try:
+        yield
+    finally:
+        if taken:
+            unlock_run_dir(run_dir)
+
+
 def check_start(cfg, run_dir: Path, stage: str) -> None:
-    """Before a `stage` run starts in `run_dir`: a resumed run must have been started with this config but
-    for budgets and logging (`resume_conflicts`); a new one must not replace a run made for other data
-    (`check_replaceable`)."""
+    """Before a `stage` run starts in `run_dir` (held by this process: `holding`): a resumed run must have been
+    started with this config but for budgets and logging (`resume_conflicts`); a new one must not replace a run
+    made for other data (`check_replaceable`)."""
     if not (cfg.resume and (run_dir / CHECKPOINT).is_file()):
         check_replaceable(cfg, run_dir, stage)
         return
