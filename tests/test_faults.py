@@ -242,3 +242,74 @@ def test_two_stage_commands_on_one_run_directory(runs_dir):
     finally:
         first.kill()
         first.wait()
+
+
+# ----------------------------------------------------------------------------- preemption: SIGTERM, Ctrl-C
+
+
+def wait_for_steps(metrics: Path, steps: int, proc, timeout: float = 180) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= steps):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the run never logged its first steps"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow  # a stage process, signalled, then resumed (~40 s)
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_checkpoints_at_the_next_step_and_says_how_to_resume(runs_dir, signum):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run_dir = runs_dir / "smoke" / "general" / "tiny-tiny"
+    command = [sys.executable, "-m", "tinykd", "stage=general", "debug=smoke", "progress=false",
+               "train.general.max_steps=100000", "train.general.save_every=100000", "train.general.log_every=1"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+    wait_for_steps(run_dir / "metrics.jsonl", 3, proc)
+    proc.send_signal(getattr(signal, signum))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, signum), err
+    logged = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["step"] == logged >= 3  # written at the step it stopped at, off the save cadence
+    assert f"interrupted by {signum} in phase general after step {ckpt['step']}/100000 (checkpoint written)" in out
+    assert f"stopped by {signum}; to continue: python -m tinykd" in err and err.rstrip().endswith("resume=true")
+    assert "Traceback" not in err
+    # the command it printed continues the run (with a shorter budget, which a resume may change)
+    done = subprocess.run([*command[:-3], f"train.general.max_steps={ckpt['step'] + 2}", "resume=true"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    assert f"resumed phase general at step {ckpt['step']}" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_second_signal_stops_at_once(runs_dir):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run_dir = runs_dir / "smoke" / "general" / "tiny-tiny"
+    # large batches: a step lasts long enough for the second signal to arrive inside it
+    proc = subprocess.Popen([sys.executable, "-m", "tinykd", "stage=general", "debug=smoke", "progress=false",
+                             "train.general.max_steps=100000", "train.general.log_every=1",
+                             "train.general.batch_size=512"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    wait_for_steps(run_dir / "metrics.jsonl", 2, proc)
+    proc.send_signal(signal.SIGINT)
+    seen = []
+    for line in proc.stderr:  # the first is being handled: the stop is asked for
+        seen.append(line)
+        if "send it again to stop at once" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT, seen  # ended by the signal itself, not at a step boundary
+    assert [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")] == []

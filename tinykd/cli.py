@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, open_dict
 
 from tinykd import config, distributed, sweep, usage
 from tinykd.errors import TinyKDError
-from tinykd.run import CHECKPOINT, check_start, config_differences, holding
+from tinykd.run import CHECKPOINT, check_start, command_line, config_differences, holding
 
 STAGES = tuple(config.STAGES)
 
@@ -118,6 +119,13 @@ def _hydra_main(cfg: DictConfig):
         result = run_stage(cfg, HydraConfig.get().overrides.task)
     except TinyKDError as e:
         sys.exit(report(e))
+    from tinykd.loop import STOP  # (imported here: the loop's imports would slow --help and refusals)
+
+    if STOP.signum is not None and result.get("interrupted"):  # SIGTERM / Ctrl-C: checkpointed, say how to go on
+        again = command_line() or "the same command"
+        print(f"[tinykd] stopped by {signal.Signals(STOP.signum).name}; to continue: {again}"
+              + ("" if "resume=true" in again else " resume=true"), file=sys.stderr)
+        sys.exit(128 + STOP.signum)
     return sweep.trial_metric(result)
 
 

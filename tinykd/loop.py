@@ -24,10 +24,12 @@ phase's last step and when the budget runs out. A loop built with a checkpoint r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
+from tinykd import distributed
 from tinykd.data import Batcher
 from tinykd.engine import Engine
 from tinykd.errors import NonFiniteLossError
@@ -44,6 +47,51 @@ from tinykd.run import CHECKPOINT, MetricsLogger, restore, save_checkpoint
 # Fault injection for the kill-and-resume tests: SIGKILL this process after the backward pass of
 # its N-th micro-batch (counted over all its phases), before that micro-batch's optimiser step.
 KILL_AT_ENV = "TINYKD_FAULT_SIGKILL_AT_MICRO"
+
+
+class StopRequest:
+    """SIGTERM or SIGINT (Ctrl-C) while a loop runs: the first asks every loop of the process to stop at the
+    next optimiser-step boundary, after writing a checkpoint there; a second ends the process at once (the
+    checkpoint being written, if any, is atomic: the one before it stays whole). With several ranks, a stop
+    any rank received is shared at the next step boundary, so every rank stops at the same step."""
+
+    signum: Optional[int] = None  # the signal this process received
+    agreed: bool = False  # a stop every rank knows of (set at a step boundary): what the loops act on
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:  # the second signal: at once
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        print(f"\n[tinykd] {signal.Signals(signum).name}: stopping at the end of this step, with a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def installed(self):
+        """The handlers, for the block (main thread only: elsewhere signals cannot be caught)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self.handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def agree(self, device) -> None:
+        """At a step boundary: act on a stop from here on, the same on every rank (with several, a collective:
+        each rank takes the largest signal any received)."""
+        if distributed.world_size() > 1 and distributed.initialized():
+            flag = torch.tensor([self.signum or 0], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if int(flag) and self.signum is None:
+                self.signum = int(flag)
+        self.agreed = self.signum is not None
+
+
+STOP = StopRequest()  # the process's
 
 
 @dataclass
@@ -57,7 +105,8 @@ class StepBudget:
 
     @property
     def spent(self) -> bool:
-        return self.limit is not None and self.taken >= self.limit
+        """No step left: the limit reached, or a stop asked for by a signal (`STOP`)."""
+        return (self.limit is not None and self.taken >= self.limit) or STOP.agreed
 
 
 class PhaseLoop:
@@ -78,6 +127,7 @@ class PhaseLoop:
         self.step = restore(engine, resume_from) if resume_from is not None else 0
         self._stepped = False  # an optimiser step whose checkpoint() has not been called yet
         self._items, self._t0, self._first = 0, time.perf_counter(), self.step
+        self._saved_at = self.step  # the step of the last checkpoint this loop wrote (or resumed from)
         self._bar: Optional[tqdm] = None
         self._lines = False
         self._kill_at = int(os.environ.get(KILL_AT_ENV, "0") or 0)
@@ -107,13 +157,15 @@ class PhaseLoop:
         self._bar = tqdm(total=self.total, initial=self.step, desc=self.name, unit="step",
                          disable=not self.progress or self._lines)
         device = self.engine.device
-        for batch in self.batcher.iterate(self.engine.micro):
-            yield {k: v.to(device) for k, v in batch.items()}
-            if self._stepped:
-                raise RuntimeError(f"phase {self.name}: call loop.checkpoint() after every update() that returns "
-                                   "True (a stage bug).")
-            if self.finished or self.budget.spent:
-                break
+        with STOP.installed():
+            for batch in self.batcher.iterate(self.engine.micro):
+                yield {k: v.to(device) for k, v in batch.items()}
+                if self._stepped:
+                    raise RuntimeError(f"phase {self.name}: call loop.checkpoint() after every update() that "
+                                       "returns True (a stage bug).")
+                # stop once the step where the budget ran out (or a signal came) is checkpointed
+                if self.finished or (self.budget.spent and self._saved_at == self.step):
+                    break
         self._end()
 
     def update(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], items: int) -> bool:
@@ -128,6 +180,7 @@ class PhaseLoop:
         self.step += 1
         self.budget.taken += 1
         self._stepped = True
+        STOP.agree(self.engine.device)  # several ranks: all stop at this step if any was signalled
         rate = self._items / (time.perf_counter() - self._t0)
         value = loss.item()
         if self._bar is not None:
@@ -149,6 +202,7 @@ class PhaseLoop:
         if self.step % self.hp.save_every == 0 or self.finished or self.budget.spent:
             save_checkpoint(self.run_dir, self.engine, phase=self.name, phase_index=self.index, step=self.step,
                             state=state, keep=self.keep_checkpoints)
+            self._saved_at = self.step
 
     def log(self, record: dict) -> None:
         """A record of this phase at its current step (e.g. dev metrics)."""
@@ -170,8 +224,9 @@ class PhaseLoop:
             self._bar.close()
             self._bar = None
         if self.interrupted:
-            print(f"[tinykd] interrupted in phase {self.name} after step {self.step}/{self.total}; resume=true "
-                  f"continues. run_dir={self.run_dir}")
+            why = f" by {signal.Signals(STOP.signum).name}" if STOP.signum else ""
+            print(f"[tinykd] interrupted{why} in phase {self.name} after step {self.step}/{self.total} (checkpoint "
+                  f"written); resume=true continues. run_dir={self.run_dir}", flush=True)
 
     def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         """Stop on NaN/inf before it reaches the weights; the last checkpoint stays as it was."""
