@@ -136,6 +136,12 @@ def test_list_options_accepted(make_cfg):
     ("augment.max_tokens=0", ">= 1"),
     ("augment.shard_size=0", ">= 1"),
     ("interrupt_after=0", ">= 1"),
+    ("train.general.max_steps=-5", ">= 0"),
+    ("student.dropout=1.0", "in [0, 1)"),
+    ("student.dropout=-0.1", "in [0, 1)"),
+    ("student.prune_examples=0", ">= 1"),
+    ("keep_previous=-1", ">= 0"),
+    ("keep_checkpoints=0", ">= 1"),
 ])
 def test_numbers_out_of_bounds(make_cfg, override, bound):
     key = override.split("=")[0]
