@@ -62,3 +62,19 @@ def test_the_readme_leads_and_links_every_docs_page():
                          "## When it fails", "## Contents"]
     linked = {(REPO / t.partition("#")[0]).resolve() for t in links(REPO / "README.md") if t.startswith("docs/")}
     assert set(PAGES[1:]) <= linked, "a docs page the README's contents do not link"
+
+
+def test_every_test_the_faults_table_names_exists():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### What happens when things go wrong", 1)[1].split("\n\n", 2)[1]
+    named = []
+    for row in table.splitlines()[2:]:
+        current = None
+        for ref in re.findall(r"`([^`]+)`", row.rsplit("|", 2)[-2]):
+            path, _, name = ref.partition("::")
+            current = path or current
+            named.append((current, name))
+    assert len(named) >= 9
+    for path, name in named:
+        source = (REPO / path).read_text()
+        assert re.search(rf"^def {re.escape(name)}\(", source, re.M), f"{path}::{name} is not a test there"
