@@ -1,6 +1,6 @@
 """The SST-2 ablation (`make bench-ablation`): what pruned initialisation and MiniLM's attention relations buy,
-with the MiniLM-L6 teacher and the 4 x 192 student of `make bench-sst2`, every row the same task-distillation
-budget and 3 seeds:
+with the MiniLM-L6 teacher and the 4 x 192 student of `make bench-sst2`, every row the same budget (`BUDGET`:
+half of bench-sst2's task steps, so that 21 task runs fit in about two hours on 2 CPU cores) and 3 seeds:
 
   (a) tinybert        general distillation (TinyBERT's layer losses, random init) + today's task distillation
   (b) pruned          the fine-tuned teacher pruned to the student's shape + today's task distillation
@@ -11,7 +11,8 @@ budget and 3 seeds:
       fine-tuned on the gold labels for as many steps as the two distillation phases together
 
 Every step is an ordinary `python -m tinykd ... reuse=true` command under `--runs` (the teacher, augmentation
-and TinyBERT general distillation are `make bench-sst2`'s own runs, shared). Then, in this process, every
+and TinyBERT general distillation are `make bench-sst2`'s own runs, shared; the task runs live under
+`<runs>/ablation/`, apart from bench-sst2's, whose budget differs). Then, in this process, every
 export is re-scored with plain `transformers` on SST-2 dev (selection) and on the held-out Rotten Tomatoes
 sentences of `tinykd.bench.heldout` (never used to select anything), teacher and student are timed side by
 side, and `<out>/ablation.{json,md,png}` are written.
@@ -31,10 +32,10 @@ import torch
 from tinykd import latency
 from tinykd.bench.augment import cpu_name
 from tinykd.bench.runner import Runner
-from tinykd.bench.sst2 import DATA, EXPERIMENT, arguments, mean_sd, plain_accuracy, read_dev, shared_runs
+from tinykd.bench.sst2 import DATA, EXPERIMENT, STUDENT, arguments, mean_sd, plain_accuracy, read_dev, shared_runs
 
 TARGETS = {"retention": 0.99, "points_over_baseline": 3.0, "speedup_b32": 4.0}
-PRUNED = ("student.init=pruned", "distill.layer_map=kept")
+PRUNED = STUDENT  # bench-sst2's student: row (b)
 # name -> (label, general-stage overrides or None, task-stage overrides)
 RECIPES = {
     "tinybert": ("(a) general distillation + task distillation (TinyBERT)", (), ("student.init=general",)),
@@ -45,6 +46,10 @@ RECIPES = {
                       (*PRUNED, "distill=minilm", "distill.weights.hidden=1")),
 }
 BASELINES = {"random": "random init", "general": "general-distilled init", "pruned": "pruned init"}
+# Every row's task budget: half of bench-sst2's (conf/experiment/sst2_bench.yaml: 1,000 + 1,500 distillation
+# steps, 2,500 fine-tuning steps), the same for every row; evaluation and checkpoints as there.
+BUDGET = ("train.task_intermediate.max_steps=500", "train.task_prediction.max_steps=750",
+          "train.task_finetune.max_steps=1250")
 HELDOUT_LIMIT = 2000  # balanced held-out sentences scored (of tinykd.bench.heldout's 2,018)
 
 
@@ -67,17 +72,17 @@ def run_all(tinykd: Runner, root: Path, seeds, common: list[str], augment_limit=
             seconds[f"general_{name}"] = tinykd("stage=general", *general, *common, *where)
         runs[name] = {}
         for seed in seeds:
-            d = root / "task" / f"{'distilled' if name == 'tinybert' else name}-seed{seed}"  # (a): bench-sst2's own
+            d = root / "ablation" / f"{name}-seed{seed}"
             seconds[f"{name}_seed{seed}"] = tinykd("stage=task", *task, f"seed={seed}", augmented, f"runs.task={d}",
-                                                   *common, *where)
+                                                   *BUDGET, *common, *where)
             runs[name][seed] = d
     for init in BASELINES:
         runs[f"baseline_{init}"] = {}
         for seed in seeds:
-            d = root / "task" / f"finetune-{init}-seed{seed}"  # bench-sst2's names
+            d = root / "ablation" / f"finetune-{init}-seed{seed}"
             seconds[f"baseline_{init}_seed{seed}"] = tinykd(
                 "stage=task", "stage.phases=[finetune]", f"student.init={init}", f"seed={seed}", f"runs.task={d}",
-                *common)
+                *BUDGET, *common)
             runs[f"baseline_{init}"][seed] = d
     return seconds, runs
 
@@ -132,7 +137,7 @@ def main(argv=None) -> dict:
     best = max(RECIPES, key=lambda r: rows[r]["dev_mean"])  # chosen on dev only
     result = {
         "teacher": teacher, "rows": rows, "best_recipe": best, "best_baseline": best_baseline,
-        "latency_seq64": timing, "speedup": speedup, "seeds": args.seeds, "step_seconds": seconds,
+        "latency_seq64": timing, "speedup": speedup, "seeds": args.seeds, "budget": list(BUDGET), "step_seconds": seconds,
         "seconds": time.perf_counter() - start, "heldout_examples": len(held_texts),
         "targets": {
             "retention": {"target": TARGETS["retention"], "value": rows[best]["retention"],
@@ -191,6 +196,9 @@ def report(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), no GPU. "
         f"Whole ablation: {r['seconds'] / 60:.1f} min (runs reused from earlier invocations count as seconds).", "",
         "![ablation](ablation.png)", "",
+        f"Budget of every row (`BUDGET` in `tinykd/bench/ablation.py`, half of `make bench-sst2`'s task steps): "
+        f"{', '.join(f'`{o}`' for o in r['budget'])}; teacher, augmentation and general distillation are "
+        "bench-sst2's.", "",
         f"Teacher (MiniLM-L6, fine-tuned): SST-2 dev {100 * t['dev']:.2f}, held-out {100 * t['heldout']:.2f} "
         f"({r['heldout_examples']} Rotten Tomatoes sentences SST-2 train/dev lack, `tinykd/bench/heldout.py`). "
         f"Every student: BERT 4 x 192, 12 heads, 768 feed-forward, {r['speedup']['b32']:.2f}x faster than the "
