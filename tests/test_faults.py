@@ -313,3 +313,35 @@ def test_a_second_signal_stops_at_once(runs_dir):
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGINT, seen  # ended by the signal itself, not at a step boundary
     assert [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+
+# ----------------------------------------------------------------------------- model files that carry code
+
+
+def test_a_model_that_ships_code_is_not_run(tmp_path):
+    """A model directory whose config.json names Python code it ships (auto_map): loading it runs none of
+    it. With an architecture transformers has, that architecture loads; with one only the shipped code
+    defines, it is refused with the option that would allow it."""
+    import json
+
+    from test_errors import save_tiny_classifier
+    from transformers import BertForSequenceClassification
+
+    from tinykd import models
+
+    model = save_tiny_classifier(tmp_path / "model", ["good", "bad"], num_labels=2)
+    marker = tmp_path / "ran"
+    (model / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                            "from transformers import BertForSequenceClassification as EvilModel\n"
+                                            "from transformers import BertConfig as EvilConfig\n")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilModel",
+                          "AutoConfig": "modeling_evil.EvilConfig"}
+    (model / "config.json").write_text(json.dumps(config))
+    loaded = models.load_classifier(str(model), 2, None, "teacher")
+    assert type(loaded) is BertForSequenceClassification
+    (model / "config.json").write_text(json.dumps({**config, "model_type": "evil"}))
+    with pytest.raises(TinyKDError, match="loads only by running Python code it ships") as e:
+        models.load_classifier(str(model), 2, None, "teacher")
+    assert "trust_remote_code=true" in e.value.fix
+    assert not marker.exists(), "loading the model ran the code it ships"

@@ -378,6 +378,7 @@ def start(cfg) -> None:
     """What every stage does first: the thread count (engine.num_threads), then every RNG seeded."""
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
+    models.TRUST_REMOTE_CODE = bool(cfg.trust_remote_code)
     seed_everything(cfg.seed)
 
 

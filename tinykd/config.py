@@ -432,6 +432,8 @@ class Config:
     # checkpoints kept per run (checkpoints/last.pt, last.1.pt, ...): resume falls back to the one before an
     # unreadable one
     keep_checkpoints: int = bounded(2, ge=1)
+    # load models whose config.json names Python code they ship (auto_map): that code runs. Off: refused.
+    trust_remote_code: bool = False
     resume: bool = False
     model: Optional[str] = None  # eval, export, predict: a model directory (an exported student or teacher)
     input: Optional[str] = None  # predict: a text (one example per line), CSV/TSV or JSON Lines file
@@ -475,7 +477,7 @@ class StageSpec:
 
 
 # Every stage reads these; Hydra's own keys (hydra.*) and group selections (task=sst2) are never refused.
-COMMON_KEYS = ("seed", "name", "keep_previous", "keep_checkpoints", "resume", "reuse", "progress", "interrupt_after", "paths", "runs", "engine", "logger",
+COMMON_KEYS = ("seed", "name", "keep_previous", "keep_checkpoints", "trust_remote_code", "resume", "reuse", "progress", "interrupt_after", "paths", "runs", "engine", "logger",
                "stage.name")
 
 _TINYBERT_LOSSES = ("distill.layer_map", "distill.layers", "distill.attention_target", "distill.attention_heads",

@@ -84,12 +84,24 @@ def resolve_source(path: str, package: Optional[str] = None, what: str = "teache
     return path
 
 
+# Run the Python files a model directory or hub repo ships (config.json's auto_map) to load it: never, unless
+# the run sets trust_remote_code=true (build.start sets this from the config).
+TRUST_REMOTE_CODE = False
+
+
 def _from_pretrained(loader, source: str, what: str, **kwargs):
     try:
-        return loader.from_pretrained(source, **kwargs)
+        return loader.from_pretrained(source, trust_remote_code=TRUST_REMOTE_CODE, **kwargs)
     except OSError as e:
         raise TinyKDError(f"Could not load {what} from '{source}': {e}",
                           "check the path or hub id, and internet access for hub ids.") from e
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise TinyKDError(f"{what} '{source}' loads only by running Python code it ships (auto_map in its "
+                          "config.json); tinykd runs no code from model files unless told to.",
+                          "use a model of an architecture transformers has, or, if you trust that code, add "
+                          "trust_remote_code=true.") from None
 
 
 def load_tokenizer(source: str, what: str = "teacher") -> PreTrainedTokenizerBase:
@@ -440,4 +452,4 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: 
 
 
 def model_config(source: str):
-    return AutoConfig.from_pretrained(source)
+    return _from_pretrained(AutoConfig, source, "model config")
