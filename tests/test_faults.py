@@ -345,3 +345,28 @@ def test_a_model_that_ships_code_is_not_run(tmp_path):
         models.load_classifier(str(model), 2, None, "teacher")
     assert "trust_remote_code=true" in e.value.fix
     assert not marker.exists(), "loading the model ran the code it ships"
+
+
+def test_a_full_disk_while_exporting_keeps_the_previous_export(tmp_path, monkeypatch):
+    from test_errors import save_tiny_classifier
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tinykd import models
+
+    source = save_tiny_classifier(tmp_path / "model", ["good", "bad"], num_labels=2)
+    model, tok = AutoModelForSequenceClassification.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    out = models.export(model, tok, tmp_path / "run" / "student")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = type(model).save_pretrained
+
+    def half_then_full(self, directory, *args, **kwargs):
+        real(self, directory, *args, **kwargs)
+        weights = Path(directory) / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(type(model), "save_pretrained", half_then_full)
+    with pytest.raises(TinyKDError, match=rf"No space left to write {out} .*the previous export, {out}, is intact"):
+        models.export(model, tok, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["student"]  # no temp directory left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import hashlib
 import importlib
@@ -438,6 +439,18 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: 
             model.set_attn_implementation("sdpa")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for f in tmp.rglob("*"):  # every file on disk before the directory counts as written
+            if f.is_file():
+                with open(f, "rb+") as handle:
+                    os.fsync(handle.fileno())
+    except BaseException as e:  # nothing half-written stays behind; the previous export is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            from tinykd.run import disk_full
+
+            kept = f"; the previous export, {out}, is intact" if out.exists() else ""
+            raise disk_full(out, e, kept) from None
+        raise
     finally:
         if attention:
             model.set_attn_implementation(impl)
@@ -448,6 +461,9 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: 
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+    from tinykd.run import fsync_dir
+
+    fsync_dir(out.parent)
     return out
 
 
