@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from tinykd import augment, build, data, userdata
 from tinykd.errors import TinyKDError
-from tinykd.run import atomic_write_text, save_config
+from tinykd.run import atomic_directory, atomic_write_text, save_config
 from tinykd.system import tune_allocator
 
 SHARDS = "shards"
@@ -97,16 +96,14 @@ def _save_table(table: pa.Table, feats: datasets.Features, out: Path, extra: dic
         writer.write_table(table)
     fingerprint = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
     ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=feats), fingerprint=fingerprint)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+
+    def fill(tmp: Path) -> None:
         ds.save_to_disk(str(tmp))
         if extra is not None:
             (tmp / "stats.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_directory(out, fill, kept="; the shards written before it are intact (running the command again "
+                                     "continues from them)")
 
 
 def _prepare(run_dir: Path, ident: dict) -> bool:

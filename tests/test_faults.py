@@ -370,3 +370,53 @@ def test_a_full_disk_while_exporting_keeps_the_previous_export(tmp_path, monkeyp
         models.export(model, tok, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["student"]  # no temp directory left
+
+
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_writing_an_augmentation_shard_or_a_cache_entry(tmp_path, monkeypatch):
+    """The datasets directories (augmentation shards, the tokenised and teacher-output caches) are written
+    whole or not at all: a full disk is one clear error, what was there stays, no temp directory is left."""
+    import datasets
+    import pyarrow as pa
+
+    from stages.augment import _write_dataset
+    from tinykd.data import cached_dataset
+
+    feats = datasets.Features({"text": datasets.Value("string")})
+    shard = tmp_path / "augment" / "shard-00000"
+    _write_dataset({"text": ["a", "b"]}, feats, shard)
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", full_disk)
+    with pytest.raises(TinyKDError, match=r"No space left to write .*shard-00001.*the shards written before it"):
+        _write_dataset({"text": ["c"]}, feats, tmp_path / "augment" / "shard-00001")
+    with pytest.raises(TinyKDError, match=r"No space left to write .*teacher_outputs"):
+        cached_dataset(tmp_path / "cache", "teacher_outputs", lambda: datasets.Dataset(pa.table({"x": [1]})))
+    monkeypatch.undo()
+    assert datasets.load_from_disk(str(shard))["text"] == ["a", "b"]
+    assert sorted(p.name for p in (tmp_path / "augment").iterdir()) == ["shard-00000"]
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_full_disk_while_writing_a_sweep_summary_leaves_the_old_one(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from tinykd import sweep
+
+    for i, lr in enumerate((1e-4, 3e-4)):
+        sweep.write_trial(tmp_path / f"lr={lr}", {"num": i, "overrides": [f"train.task_prediction.lr={lr}"],
+                                                   "status": "finished", "metric_name": "accuracy",
+                                                   "metric": 0.8 + i / 100, "seconds": 1.0, "error": None})
+    sweep.summarize(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("summary.*")}
+    assert set(before) == {"summary.csv", "summary.md", "summary.png"}
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    with pytest.raises(TinyKDError, match=r"No space left to write .*summary.png"):
+        sweep.summarize(tmp_path)
+    monkeypatch.undo()
+    assert (tmp_path / "summary.png").read_bytes() == before["summary.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -12,8 +12,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -63,17 +61,10 @@ def cached_dataset(cache_dir: str | os.PathLike, key: str, build) -> datasets.Da
     if final.exists():
         return datasets.load_from_disk(str(final))
     ds = build()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
-    try:
-        ds.save_to_disk(str(tmp))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process finished the same entry first
-        shutil.rmtree(tmp, ignore_errors=True)
+    from tinykd.run import atomic_directory
+
+    # another process may finish the same entry first: its copy is kept (the same rows)
+    atomic_directory(final, lambda tmp: ds.save_to_disk(str(tmp)), if_exists="keep")
     return datasets.load_from_disk(str(final))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import errno
 import functools
 import hashlib
 import importlib
@@ -11,8 +10,6 @@ import inspect
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -402,15 +399,13 @@ def build_tiny_model(out_dir: str, *, num_layers, hidden_size, num_heads, interm
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.chmod(tmp, 0o755)
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    from tinykd.run import atomic_directory
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    atomic_directory(final, fill, if_exists="keep")  # another process may have built the same one first
     return str(final)
 
 
@@ -430,40 +425,22 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: 
     out = Path(out_dir)
     if not distributed.is_main():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from tinykd.run import atomic_directory
+
     impl = model.config._attn_implementation
     attention = getattr(model, "_supports_sdpa", False)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
     try:
         if attention:
             model.set_attn_implementation("sdpa")
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for f in tmp.rglob("*"):  # every file on disk before the directory counts as written
-            if f.is_file():
-                with open(f, "rb+") as handle:
-                    os.fsync(handle.fileno())
-    except BaseException as e:  # nothing half-written stays behind; the previous export is untouched
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            from tinykd.run import disk_full
-
-            kept = f"; the previous export, {out}, is intact" if out.exists() else ""
-            raise disk_full(out, e, kept) from None
-        raise
+        atomic_directory(out, fill, kept=f"; the previous export, {out}, is intact" if out.exists() else "")
     finally:
         if attention:
             model.set_attn_implementation(impl)
-    os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-    old = out.with_name(f".{out.name}-old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    from tinykd.run import fsync_dir
-
-    fsync_dir(out.parent)
     return out
 
 

@@ -144,6 +144,41 @@ def atomic_write(path: Path, write, *, mode: int = 0o644, kept: str = "") -> Non
     fsync_dir(path.parent)
 
 
+def atomic_directory(out: Path, fill, *, kept: str = "", if_exists: str = "replace") -> bool:
+    """Write the directory `out` whole or not at all: `fill(tmp)` fills a temp directory beside it, whose
+    files are fsynced before it is renamed to `out` (the parent fsynced after). On any failure the temp
+    directory is removed and `out` is as it was; a full disk is a `TinyKDError` (`disk_full`; `kept` names
+    what is intact). An existing `out` is replaced (`if_exists="replace"`: moved aside, then deleted) or
+    kept (`"keep"`: another process wrote the same entry first; False is returned)."""
+    import shutil
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        fill(tmp)
+        for f in tmp.rglob("*"):  # every file on disk before the directory counts as written
+            if f.is_file():
+                with open(f, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(out, e, kept) from None
+        raise
+    old = out.with_name(f".{out.name}-old")
+    if out.exists():
+        if if_exists == "keep":
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(out.parent)
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file whole or not at all (`atomic_write`; rank 0 only in a job of several ranks)."""
     if not distributed.is_main():

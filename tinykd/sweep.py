@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tinykd.errors import TinyKDError
-from tinykd.run import atomic_write_text
+from tinykd.run import atomic_write, atomic_write_text
 
 TRIAL = "trial.json"
 
@@ -231,7 +231,7 @@ def plot(path: Path, rows: list[dict], params: list[str], metric: str) -> None:
     axes.flat[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{len(done)} finished trials")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
