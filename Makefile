@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-ablation bench-custom bench-ner bench-pos bench-qa bench-ship bench-throughput bench-startup test test-slow clean
+.PHONY: help install run sweep bench-augment bench-seeds bench-sst2 bench-ablation bench-custom bench-ner bench-pos bench-qa bench-ship bench-throughput bench-startup test test-slow gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -85,8 +85,11 @@ bench-startup: install  ## each bad command line of the options issue refused wi
 test: install  ## the fast test tiers (not slow, not gpu)
 	$(PY) -m pytest -q
 
-test-slow: install  ## the slow tier: kill-and-resume x10 per phase, every experiment, DeepSpeed engines, sweeps (~20 min)
-	$(PY) -m pytest -q -m slow
+test-slow: install  ## the slow tier: kill-and-resume x10 per phase, every experiment, DeepSpeed engines, sweeps (~30 min); the gpu tier where a GPU is present
+	$(PY) -m pytest -q -m "slow or gpu"
+
+gpu-check: install  ## the GPU path on one GPU: the gpu tests, a bf16 distillation step's share of peak, augmentation (< 8 min) -> reports/gpu.json; on a CPU-only machine it says so
+	$(PY) -m tinykd.bench.gpu
 
 clean:  ## remove caches and runs (keeps .venv)
 	rm -rf .cache runs outputs multirun .pytest_cache

@@ -76,5 +76,5 @@ def test_every_test_the_faults_table_names_exists():
             named.append((current, name))
     assert len(named) >= 9
     for path, name in named:
-        source = (REPO / path).read_text()
-        assert re.search(rf"^def {re.escape(name)}\(", source, re.M), f"{path}::{name} is not a test there"
+        source = (REPO / path).read_text()  # a whole file named: it exists
+        assert not name or re.search(rf"^def {re.escape(name)}\(", source, re.M), f"{path}::{name} is not a test there"

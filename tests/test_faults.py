@@ -420,3 +420,32 @@ def test_a_full_disk_while_writing_a_sweep_summary_leaves_the_old_one(tmp_path, 
     monkeypatch.undo()
     assert (tmp_path / "summary.png").read_bytes() == before["summary.png"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ----------------------------------------------------------------------------- make gpu-check without a GPU
+
+
+def test_gpu_check_on_a_cpu_machine_says_so_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: make gpu-check measures it")
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, "-m", "tinykd.bench.gpu", "--out", str(out)], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0
+    assert "no CUDA device on this machine" in r.stdout and "nothing was checked or measured" in r.stdout
+    assert not out.exists()
+
+
+def test_bf16_peaks_are_looked_up_by_device_name():
+    from tinykd.bench.gpu import bf16_peak
+
+    assert bf16_peak("NVIDIA H200") == 989.0
+    assert bf16_peak("NVIDIA H100 PCIe") == 756.0 and bf16_peak("NVIDIA H100 80GB HBM3") == 989.0
+    assert bf16_peak("NVIDIA A100-SXM4-80GB") == 312.0 and bf16_peak("NVIDIA L40S") == 362.0
+    assert bf16_peak("NVIDIA L4") == 121.0 and bf16_peak("NVIDIA A10G") == 125.0
+    assert bf16_peak("Tesla T4") is None  # no bf16 tensor cores: no fraction is made up

@@ -78,28 +78,37 @@ def corpus_batches(n: int, batch_size: int, seq_len: int) -> list[dict[str, torc
 
 
 class TinyKDStep:
-    """tinykd's general-distillation step (stages/general.py's loop body) plus the logit loss."""
+    """tinykd's general-distillation step (stages/general.py's loop body) plus the logit loss, for a teacher
+    of shape `teacher` (default MiniLM-L6's) into TinyBERT4's shape, on `device` in `precision` (fp32, or
+    bf16 autocast as `engine.precision=bf16` runs it)."""
 
-    def __init__(self, target: str):
-        self.teacher = models.freeze(classifier(TEACHER, 0, "sdpa"))
-        self.student = use_fast_dropout(classifier(STUDENT, 1, "sdpa")).train()  # engine.fast_dropout=true
+    def __init__(self, target: str, teacher: dict = TEACHER, device: str = "cpu", precision: str = "fp32"):
+        self.device = torch.device(device)
+        self.teacher = models.freeze(classifier(teacher, 0, "sdpa")).to(self.device)
+        self.student = classifier(STUDENT, 1, "sdpa").train()
+        if self.device.type == "cpu":
+            use_fast_dropout(self.student)  # engine.fast_dropout=true
         for m in (self.teacher, self.student):
             use_attention_target(m, target)
-        matches = resolve_matches("uniform", 6, 4, {"embedding": 1.0, "attention": 1.0, "hidden": 1.0})
+        layers = teacher["num_hidden_layers"]
+        matches = resolve_matches("uniform", layers, 4, {"embedding": 1.0, "attention": 1.0, "hidden": 1.0})
         capture_layers(self.teacher, [m.teacher_layer for m in matches if m.feature == "attention"])
         capture_layers(self.student, [m.student_layer for m in matches if m.feature == "attention"])
         torch.manual_seed(2)
-        self.distiller = Distiller(matches, 312, 384)
+        self.distiller = Distiller(matches, STUDENT["hidden_size"], teacher["hidden_size"])
         self.engine = TorchEngine(nn.ModuleDict({"student": self.student, "distiller": self.distiller}), lr=LR,
                                   weight_decay=0.0, warmup_ratio=0.0, scheduler="constant", total_steps=10**6,
-                                  grad_accum=1, max_grad_norm=MAX_GRAD_NORM)
+                                  grad_accum=1, max_grad_norm=MAX_GRAD_NORM, precision=precision,
+                                  device=self.device)
 
     def __call__(self, batch) -> float:
-        with torch.no_grad():
-            t_out = layer_outputs(self.teacher, batch, True)
-        s_out = layer_outputs(self.student, batch, True)
-        loss, _ = self.distiller(s_out, t_out, batch["attention_mask"])
-        loss = loss + prediction_loss(s_out.logits, t_out.logits, "soft_ce", TEMPERATURE, SINGLE_LABEL)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with self.engine.autocast():
+            with torch.no_grad():
+                t_out = layer_outputs(self.teacher, batch, True)
+            s_out = layer_outputs(self.student, batch, True)
+            loss, _ = self.distiller(s_out, t_out, batch["attention_mask"])
+            loss = loss + prediction_loss(s_out.logits, t_out.logits, "soft_ce", TEMPERATURE, SINGLE_LABEL)
         self.engine.backward(loss)
         self.engine.step()
         return float(loss)
