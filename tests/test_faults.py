@@ -162,6 +162,26 @@ def test_atomic_writes_fsync_the_file_and_its_directory(tmp_path, monkeypatch):
     assert (tmp_path / "config.yaml").read_text() == "a: 1\n"
 
 
+def test_rotating_checkpoints_never_leaves_the_run_without_last_pt(tmp_path, parts, monkeypatch):
+    """Every rename while a new checkpoint is put in place happens while a last.pt exists: a crash between
+    any two of them leaves one to resume from."""
+    import tinykd.run as run_mod
+
+    last, _ = two_checkpoints(tmp_path, parts)
+    moves = []
+    real = os.replace
+
+    def watched(src, dst):
+        moves.append((Path(src).name, Path(dst).name, last.is_file()))
+        return real(src, dst)
+
+    monkeypatch.setattr(run_mod.os, "replace", watched)
+    loop, module = make_loop(tmp_path, parts, total=8, save_every=2, resume_from=load_checkpoint(tmp_path))
+    train(loop, module)
+    assert moves and all(existed for _, _, existed in moves)
+    assert [read_checkpoint(p)["step"] for p in checkpoint_paths(tmp_path, 2)] == [8, 6]
+
+
 def test_keep_checkpoints_sets_how_many_are_kept(tmp_path, parts):
     import tinykd.loop
 

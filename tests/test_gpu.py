@@ -28,17 +28,17 @@ def test_task_distillation_runs_on_cuda_in_bf16_for_teacher_and_student(make_cfg
     seen = []
     real = task_stage.layer_outputs
 
-    def spy(model, batch, attentions):
-        out = real(model, batch, attentions)
-        seen.append((next(model.parameters()).device.type, out.hidden_states[-1].dtype))
-        return out
+    def spy(model, batch, attentions):  # what each model's forward runs under
+        seen.append((next(model.parameters()).device.type, torch.is_autocast_enabled("cuda"),
+                     torch.get_autocast_dtype("cuda")))
+        return real(model, batch, attentions)
 
     monkeypatch.setattr(task_stage, "layer_outputs", spy)
     torch.cuda.reset_peak_memory_stats()
     res = run_stage(make_cfg("stage=task", *SMOKE, *CUDA, "engine.precision=bf16", "student.init=pruned",
                              "distill.allow_weak_teacher=true"))
     assert torch.cuda.max_memory_allocated() > 0
-    assert seen and set(seen) == {("cuda", torch.bfloat16)}  # teacher and student calls alike
+    assert seen and set(seen) == {("cuda", True, torch.bfloat16)}  # teacher and student calls alike
     assert 0.0 <= res["dev"]["accuracy"] <= 1.0
     # the export is a plain fp32 model that the CPU scores as the GPU did (bf16 may flip a close call)
     ev = run_stage(make_cfg("stage=eval", *SMOKE, "engine.device=cpu", f"model={res['export']}"))

@@ -100,7 +100,7 @@ def test_plus_on_a_key_nothing_reads_is_refused(monkeypatch, capsys):
     assert "train.task_prediction.lr" in fix
 
 
-@pytest.mark.parametrize("override", ["+distill.temperature=2", "++distill.temperature=2", "+student=tiny"])
+@pytest.mark.parametrize("override", ["+distill.temperature=2", "+student=tiny"])
 def test_plus_on_an_existing_key_or_group_says_drop_it(monkeypatch, capsys, override):
     rc, _, err = run_main(monkeypatch, capsys, "stage=task", override)
     assert rc == 2
@@ -130,12 +130,30 @@ def test_a_value_inside_a_value_is_refused(monkeypatch, capsys):
     ("stage=task", "task=sst2", "distill.temperature=2", "student.init=pruned", "teacher.path=null"),
     ("-m", "stage=task", "distill.temperature=1,2", "student=tiny,small", "hydra.sweeper.n_trials=3"),
     ("stage=task", "distill.weights.relation=1", "train.task_prediction.lr=${train.general.lr}", "~seed"),
+    # OmegaConf's conversions, as Hydra applies them; ++ sets a key whether or not it exists
+    ("stage=task", "resume=yes", "seed='42'", "train.task_prediction.lr=1", "progress=0", "++seed=1"),
+    ("-sc", "install=bash"),
 ])
 def test_valid_command_lines_pass_the_check(args):
     from tinykd.usage import check_overrides
 
     flags, overrides = split_command_line(args)
     check_overrides(overrides, multirun="-m" in flags)  # raises on a refusal
+
+
+def test_groups_of_a_config_dir_of_your_own_are_options(tmp_path):
+    """`--config-dir DIR task=mytask` (docs/config.md) and `hydra.searchpath=[file://DIR]`: DIR's groups count."""
+    from tinykd.errors import TinyKDError
+    from tinykd.usage import check_overrides, config_dirs
+
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "mytask.yaml").write_text("name: mytask\n")
+    for args in (["--config-dir", str(tmp_path), "task=mytask"], [f"--config-dir={tmp_path}", "task=mytask"],
+                 ["task=mytask", f"hydra.searchpath=[file://{tmp_path}]"]):
+        flags, overrides = split_command_line(args)
+        check_overrides(overrides, extra_dirs=config_dirs(flags, overrides))
+    with pytest.raises(TinyKDError, match="there is no task option 'mytask'"):
+        check_overrides(["task=mytask"])
 
 
 def test_hydra_flags_and_their_values_are_not_overrides():
@@ -198,7 +216,7 @@ def test_resume_may_change_budgets_and_logging(make_cfg):
 
     interrupt(make_cfg)
     res = run_stage(make_cfg(*BASE, "resume=true", "train.teacher.max_steps=4", "train.teacher.log_every=1",
-                             "logger=none"))
+                             "logger=none", "keep_checkpoints=3", "engine.num_threads=1"))
     assert not res.get("interrupted")
     assert "dev" in res
 

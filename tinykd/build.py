@@ -218,7 +218,8 @@ def finetuned_teacher_dir(cfg, spec: TaskSpec) -> str:
             return given
         path = Path(cfg.runs.teacher) / "teacher"
     if (path / "config.json").is_file():
-        check_upstream(cfg, path.parent, "teacher")  # a teacher run made for other data is refused
+        if not cfg.stage.teacher_dir:  # runs.teacher's: one made for other data is refused (a teacher_dir the
+            check_upstream(cfg, path.parent, "teacher")  # user names is taken as given)
     else:
         raise TinyKDError(
             f"No fine-tuned teacher at {path}.",

@@ -89,8 +89,17 @@ def run_trial(cfg: DictConfig) -> float | None:
               "metric_name": None, "metric": None, "seconds": None, "error": None}
     t0 = time.perf_counter()
     sweep.write_trial(trial_dir, record)
+    from tinykd.loop import STOP
+
     try:
         result = run_stage(cfg, hc.overrides.task)
+        if result.get("interrupted") and STOP.signum is not None:  # SIGTERM / Ctrl-C: the sweep stops here
+            record.update(status="interrupted", seconds=round(time.perf_counter() - t0, 1),
+                          error=f"stopped by {signal.Signals(STOP.signum).name}")
+            sweep.write_trial(trial_dir, record)
+            print(f"[tinykd] sweep stopped by {signal.Signals(STOP.signum).name} in trial {hc.job.num} (checkpointed); "
+                  "run the same command with reuse=true to continue: finished trials are kept", file=sys.stderr)
+            sys.exit(128 + STOP.signum)
         if result.get("interrupted"):
             raise RuntimeError("interrupted before the end (interrupt_after)")
         record.update(status="finished", metric_name=result.get("main_metric"), metric=sweep.trial_metric(result),
@@ -146,7 +155,8 @@ def main() -> int:
         return 0 if argv else 2
     flags, overrides = usage.split_command_line(argv)
     try:
-        usage.check_overrides(overrides, multirun="-m" in flags or "--multirun" in flags)
+        usage.check_overrides(overrides, multirun="-m" in flags or "--multirun" in flags,
+                              extra_dirs=usage.config_dirs(flags, overrides))
     except TinyKDError as e:
         return report(e)
     sys.argv = [sys.argv[0], *argv]

@@ -83,12 +83,14 @@ class StopRequest:
     def agree(self, device) -> None:
         """At a step boundary: act on a stop from here on, the same on every rank (with several, a collective:
         each rank takes the largest signal any received)."""
+        mine = self.signum  # read once: a signal arriving during the collective counts at the next step
         if distributed.world_size() > 1 and distributed.initialized():
-            flag = torch.tensor([self.signum or 0], device=device)
+            flag = torch.tensor([mine or 0], device=device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            if int(flag) and self.signum is None:
-                self.signum = int(flag)
-        self.agreed = self.signum is not None
+            mine = int(flag) or None
+            if mine is not None and self.signum is None:
+                self.signum = mine
+        self.agreed = mine is not None
 
 
 STOP = StopRequest()  # the process's

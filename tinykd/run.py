@@ -167,10 +167,17 @@ def atomic_directory(out: Path, fill, *, kept: str = "", if_exists: str = "repla
             raise disk_full(out, e, kept) from None
         raise
     old = out.with_name(f".{out.name}-old")
-    if out.exists():
-        if if_exists == "keep":
+    if if_exists == "keep":
+        try:
+            os.replace(tmp, out)  # fails when another process put its copy there first
+        except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-            return False
+            if out.exists():
+                return False
+            raise
+        fsync_dir(out.parent)
+        return True
+    if out.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
     os.replace(tmp, out)
@@ -254,9 +261,21 @@ def save_checkpoint(run_dir: Path, engine, *, phase: str, phase_index: int, step
         torch.save(payload, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        for older, newer in zip(reversed(paths[1:]), reversed(paths[:-1])):  # last.pt -> last.1.pt -> ...
+        # last.1.pt -> last.2.pt -> ...; then last.pt is linked (not moved) to last.1.pt: at every moment a
+        # last.pt exists, the old one until the new one replaces it
+        for older, newer in zip(reversed(paths[2:]), reversed(paths[1:-1])):
             if newer.is_file():
                 os.replace(newer, older)
+        if len(paths) > 1 and paths[0].is_file():
+            link = paths[0].with_name(f".last.1.pt-{os.getpid()}")
+            link.unlink(missing_ok=True)
+            try:
+                os.link(paths[0], link)
+            except OSError:  # a file system without hard links: a copy
+                import shutil
+
+                shutil.copyfile(paths[0], link)
+            os.replace(link, paths[1])
         os.replace(tmp, paths[0])
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
@@ -404,7 +423,10 @@ class MetricsLogger:
 
 
 # Keys that do not change what a run computes.
-VOLATILE_KEYS = ("resume", "reuse", "progress", "interrupt_after", "logger", "name", "keep_previous")
+VOLATILE_KEYS = ("resume", "reuse", "progress", "interrupt_after", "logger", "name", "keep_previous",
+                 "keep_checkpoints", "trust_remote_code", "paths")  # paths: the data a run reads is compared as
+# task.* (resolved); where runs and caches live changes nothing computed
+VOLATILE_NESTED = ("engine.num_threads",)
 
 
 def _flatten(d, prefix=""):
@@ -441,7 +463,7 @@ def config_changes(stored_yaml: Path, cfg) -> list[tuple[str, Any, Any]]:
 
     def matters(k: str) -> bool:
         top = k.split(".")[0]
-        if top in VOLATILE_KEYS or (top == "train" and k.split(".")[1] not in phases):
+        if top in VOLATILE_KEYS or k in VOLATILE_NESTED or (top == "train" and k.split(".")[1] not in phases):
             return False
         return result_depends_on(cfg, k)
 

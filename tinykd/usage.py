@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from pathlib import Path
 from typing import Any, Sequence
 
 from tinykd.config import REPO_ROOT, STAGES, Config, _dataclass_of
@@ -36,13 +37,28 @@ GROUPS = {
 
 # Hydra's own flags that take a value (`--cfg job`), and those whose value is optional (`--info defaults`).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
-                "-cd", "--experimental-rerun"}
+                "-cd", "--experimental-rerun", "--shell-completion", "-sc"}
 _OPTIONAL_VALUE_FLAGS = {"--info", "-i"}
 _INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+def group_options(group: str, extra: Sequence[Path] = ()) -> list[str]:
+    """The options of a config group: conf/<group>/*.yaml, and the same group in `extra` config directories
+    (`--config-dir`, `hydra.searchpath`)."""
+    return sorted({p.stem for d in (CONF, *extra) for p in (Path(d) / group).glob("*.yaml")})
+
+
+def config_dirs(flags: Sequence[str], overrides: Sequence[str]) -> list[Path]:
+    """The config directories a command line adds to conf/: `--config-dir DIR` and the file:// entries of
+    `hydra.searchpath=[...]`."""
+    import re
+
+    dirs = [Path(flags[i + 1]) for i, f in enumerate(flags[:-1]) if f in ("--config-dir", "-cd")]
+    dirs += [Path(f.split("=", 1)[1]) for f in flags if f.startswith(("--config-dir=", "-cd="))]
+    for o in overrides:
+        if o.lstrip("+").startswith("hydra.searchpath="):
+            dirs += [Path(p) for p in re.findall(r"file://([^,\]\s'\"]+)", o)]
+    return dirs
 
 
 def usage() -> str:
@@ -167,24 +183,45 @@ def _unknown_key(key: str, missing: str, siblings: list[str], value: str = "") -
 
 
 def _type_error(key: str, value: Any, hint: Any) -> str | None:
-    """Why `value` cannot go into a field of type `hint`, or None when it can (or cannot be told here)."""
+    """Why `value` cannot go into the field `key` of type `hint`, by OmegaConf's own conversion rules (what
+    Hydra applies: `resume=yes`, `seed='42'` and `lr=1` pass), or None when it can (or cannot be told here)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
     if value is None or (isinstance(value, str) and "${" in value):  # null, or an interpolation
         return None
     inner = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is typing.Union else [hint]
-    if len(inner) != 1:
+    if len(inner) != 1 or inner[0] not in (bool, int, float):
         return None
-    t = inner[0]
-    if t is bool and not isinstance(value, bool):
-        return "true or false"
-    if t is int and (isinstance(value, bool) or not isinstance(value, int)):
-        return "a whole number"
-    if t is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        return "a number"
+    probe = OmegaConf.structured(_Probe[inner[0]])
+    try:
+        probe.value = value
+    except ValidationError:
+        return {bool: "true or false", int: "a whole number", float: "a number"}[inner[0]]
     return None
 
 
-def check_overrides(overrides: Sequence[str], multirun: bool = False) -> None:
-    """Refuse, before Hydra composes, an override that names nothing tinykd has (see the module doc)."""
+@dataclasses.dataclass
+class _BoolProbe:
+    value: bool = False
+
+
+@dataclasses.dataclass
+class _IntProbe:
+    value: int = 0
+
+
+@dataclasses.dataclass
+class _FloatProbe:
+    value: float = 0.0
+
+
+_Probe = {bool: _BoolProbe, int: _IntProbe, float: _FloatProbe}
+
+
+def check_overrides(overrides: Sequence[str], multirun: bool = False, extra_dirs: Sequence[Path] = ()) -> None:
+    """Refuse, before Hydra composes, an override that names nothing tinykd has (see the module doc).
+    `extra_dirs`: config directories beside conf/ (`config_dirs`), whose group options count too."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
@@ -198,13 +235,13 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> None:
         key = o.key_or_group
         if key == "hydra" or key.startswith("hydra.") or key.startswith("hydra/") or o.package or o.is_delete():
             continue
-        is_group = (CONF / key).is_dir()
+        is_group = any((Path(d) / key).is_dir() for d in (CONF, *extra_dirs))
         added = o.is_add() or o.is_force_add()
         if is_group:
             if added:
                 raise TinyKDError(f"{text}: the group {key} is already in tinykd's defaults, so '+' cannot add it.",
                                   f"drop the '+': {key}={o.get_value_element_as_str()}.")
-            _check_option(key, o)
+            _check_option(key, o, extra_dirs)
             continue
         hint, missing, siblings = _lookup(key)
         if missing is not None:
@@ -215,7 +252,7 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> None:
                 raise TinyKDError(f"{key} is not a tinykd key: {missing} is a value, not a group of keys.",
                                   f"set {missing}=<value>; every key and value: --cfg job.")
             raise _unknown_key(key, missing, siblings, o.get_value_element_as_str())
-        if added:
+        if o.is_add():  # `++key=` sets a key whether or not it exists: on one that does, an ordinary override
             raise TinyKDError(f"{text}: {key} is already a tinykd key; '+' is for adding keys that do not exist.",
                               f"drop the '+': {text.lstrip('+')}.")
         if not o.is_sweep_override():
@@ -225,8 +262,8 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> None:
                                   f"give {key} {wrong} (its default: --cfg job shows it).")
 
 
-def _check_option(group: str, o) -> None:
-    options = group_options(group)
+def _check_option(group: str, o, extra_dirs: Sequence[Path] = ()) -> None:
+    options = group_options(group, extra_dirs)
     if o.is_sweep_override():
         try:
             values = list(o.sweep_string_iterator())

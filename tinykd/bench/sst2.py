@@ -199,7 +199,7 @@ def distil(tinykd: Runner, root: Path, seeds, common: list[str], augment_limit=N
     # --- 3: the student (3 seeds) and the no-distillation baselines (same shape, 3 seeds each)
     runs: dict[str, dict] = {"student": {}}
     for seed in seeds:
-        d = root / "task" / f"distilled-seed{seed}"
+        d = root / "task" / f"pruned-seed{seed}"  # (the general-distilled recipe's were distilled-seed*)
         seconds[f"student_seed{seed}"] = tinykd("stage=task", *STUDENT, f"seed={seed}",
                                                 f"task.augmented={augmented}", f"runs.task={d}", *common)
         runs["student"][seed] = d
@@ -365,7 +365,7 @@ def full_scale(r: dict, root: Path) -> dict:
     """Hours TinyBERT's full task budgets would take with this recipe at this run's measured step rates
     (steps scale linearly): teacher 3 epochs of SST-2; intermediate 10 and prediction 3 epochs over 20
     augmented rows per sentence (1.4M rows). Pruning replaces general distillation: it costs seconds."""
-    student_run = root / "task" / f"distilled-seed{r['student_seed']}"
+    student_run = root / "task" / f"pruned-seed{r['student_seed']}"
     rows = 67_349 * 21
     hours = {
         "teacher": 3 * 67_349 / last_rate(root / "teacher", "teacher", "examples_per_s") / 3600,
