@@ -100,7 +100,7 @@ def test_crashing_trial_is_recorded_and_the_sweep_goes_on(smoke_prereqs, runs_di
 @pytest.mark.parametrize(
     "args,message",
     [
-        (("distill.temprature=1,2",), "config key 'distill.temprature', which does not exist"),
+        (("distill.temprature=1,2",), "distill.temprature is not a tinykd key"),
         ((), "Empty sweep"),
     ],
 )

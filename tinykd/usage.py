@@ -246,12 +246,12 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, extra_dirs
         hint, missing, siblings = _lookup(key)
         if missing is not None:
             if added:  # Hydra would add the key, and nothing would ever read it
-                err = _unknown_key(key, missing, siblings, o.get_value_element_as_str())
+                err = _unknown_key(key, missing, siblings, _shown_value(o))
                 raise TinyKDError(f"{text}: '+' adds a new key, {key}, and nothing in tinykd reads it.", err.fix)
             if not siblings:
                 raise TinyKDError(f"{key} is not a tinykd key: {missing} is a value, not a group of keys.",
                                   f"set {missing}=<value>; every key and value: --cfg job.")
-            raise _unknown_key(key, missing, siblings, o.get_value_element_as_str())
+            raise _unknown_key(key, missing, siblings, _shown_value(o))
         if o.is_add():  # `++key=` sets a key whether or not it exists: on one that does, an ordinary override
             raise TinyKDError(f"{text}: {key} is already a tinykd key; '+' is for adding keys that do not exist.",
                               f"drop the '+': {text.lstrip('+')}.")
@@ -260,6 +260,11 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, extra_dirs
             if wrong:
                 raise TinyKDError(f"{key}={o.get_value_element_as_str()}: {key} takes {wrong}.",
                                   f"give {key} {wrong} (its default: --cfg job shows it).")
+
+
+def _shown_value(o) -> str:
+    """An override's value as typed (a sweep's, `a,b`, has no single value: empty)."""
+    return "" if o.is_sweep_override() else o.get_value_element_as_str()
 
 
 def _check_option(group: str, o, extra_dirs: Sequence[Path] = ()) -> None:
