@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 
 from tinykd import augment, build, data, userdata
 from tinykd.errors import TinyKDError
-from tinykd.run import atomic_directory, atomic_write_text, save_config
+from tinykd.run import atomic_directory, atomic_write_text, move_aside, save_config
 from tinykd.system import tune_allocator
 
 SHARDS = "shards"
@@ -106,15 +105,14 @@ def _save_table(table: pa.Table, feats: datasets.Features, out: Path, extra: dic
                                      "continues from them)")
 
 
-def _prepare(run_dir: Path, ident: dict) -> bool:
+def _prepare(run_dir: Path, ident: dict, keep_previous: int) -> bool:
     """Make `run_dir` ready. Returns True when it holds finished shards of this same setting
-    to continue from; a run of another setting is moved aside, never deleted."""
+    to continue from; a run of another setting is moved aside (`keep_previous` of those are kept)."""
     manifest = run_dir / MANIFEST
     if run_dir.exists() and manifest.is_file():
         if json.loads(manifest.read_text()) == ident:
             return True
-        aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(run_dir, aside)
+        aside = move_aside(run_dir, keep_previous)
         print(f"[tinykd] augment: {run_dir} held a run with other settings; moved to {aside}")
     (run_dir / SHARDS).mkdir(parents=True, exist_ok=True)
     atomic_write_text(manifest, json.dumps(ident, indent=2, sort_keys=True))
@@ -128,7 +126,7 @@ def run(cfg) -> dict:
     spec = build.task_spec(cfg)
     run_dir = Path(cfg.runs.augment)
     ident = identity(cfg, _source_file(cfg, spec))
-    continuing = _prepare(run_dir, ident)
+    continuing = _prepare(run_dir, ident, cfg.keep_previous)
     if continuing and (run_dir / "results.json").is_file() and (run_dir / DATA).is_dir():
         result = json.loads((run_dir / "results.json").read_text())
         print(f"[tinykd] augment: already finished with these settings: {run_dir / DATA}")

@@ -29,7 +29,7 @@ import onnxruntime
 import torch
 from omegaconf import OmegaConf
 
-from tinykd import build, data, latency, modelcard, models, onnxexport
+from tinykd import build, config, data, latency, modelcard, models, onnxexport
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
 from tinykd.run import atomic_write_text, command_line, save_config
@@ -127,8 +127,8 @@ def run(cfg) -> dict:
     model_dir = Path(source)
     tokenizer = models.load_tokenizer(source, "model")
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
-    check_ds = dev_ds.select(range(min(x.check_examples, len(dev_ds))))
-    real_ds = dev_ds.select(range(min(x.real_examples, len(dev_ds))))
+    check_ds = dev_ds.select(range(config.sample_size(cfg, "export.check_examples", len(dev_ds), "dev rows")))
+    real_ds = dev_ds.select(range(config.sample_size(cfg, "export.real_examples", len(dev_ds), "dev rows")))
     loaded = {"student": (model_dir, models.load_classifier(source, spec.num_labels, None, "model", spec.problem_type,
                                                             spec.type).eval())}
     t_dir = teacher_dir(cfg, model_dir)

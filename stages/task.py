@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from stages import task_bilstm
-from tinykd import build, data, gate, latency, models, teacher_outputs
+from tinykd import build, config, data, gate, latency, metrics, models, teacher_outputs
 from tinykd.distiller import layer_outputs
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
@@ -107,8 +107,9 @@ def run(cfg) -> dict:
     teacher_gate = None
     if phases != ["finetune"]:
         teacher.to(pick_device(cfg.engine.device))
+        gate_examples = config.sample_size(cfg, "distill.gate_examples", data.example_count(dev_ds), "dev examples")
         teacher_gate = gate.check_teacher(
-            teacher, teacher_dir, dev_ds, tokenizer, spec, examples=cfg.distill.gate_examples,
+            teacher, teacher_dir, dev_ds, tokenizer, spec, examples=gate_examples,
             margin=cfg.distill.gate_margin, allow_weak=cfg.distill.allow_weak_teacher,
             batch_size=cfg.train.task_prediction.eval_batch_size, device=pick_device(cfg.engine.device))
 
@@ -165,7 +166,7 @@ def run(cfg) -> dict:
         teacher_dir, spec.num_labels, None, "teacher", spec.problem_type, spec.type).to(device))
     m = spec.main_metric
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
-              "teacher_dev": teacher_dev, "retention": best["dev"][m] / teacher_dev[m] if teacher_dev else None,
+              "teacher_dev": teacher_dev, "retention": metrics.retention(best["dev"], teacher_dev, m),
               "test": test, "main_metric": m, "best_step": best["step"], "phases": phases,
               "teacher": teacher_dir, "teacher_gate": teacher_gate, "latency_seq64": timing, "init_dev": init_dev,
               "parameters": {"student": latency.parameters(exported), "teacher": latency.parameters(teacher)},

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import nn
 
-from tinykd import build, data, gate, latency, models, teacher_outputs
+from tinykd import build, config, data, gate, latency, models, teacher_outputs
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate, evaluate_and_keep_best
@@ -76,8 +76,9 @@ def run(cfg) -> dict:
     dev = build.task_split(cfg, spec, tokenizer, "dev")
     device = pick_device(cfg.engine.device)
     teacher.to(device)
+    gate_examples = config.sample_size(cfg, "distill.gate_examples", data.example_count(dev), "dev examples")
     teacher_gate = gate.check_teacher(
-        teacher, teacher_dir, dev, tokenizer, spec, examples=cfg.distill.gate_examples, margin=cfg.distill.gate_margin,
+        teacher, teacher_dir, dev, tokenizer, spec, examples=gate_examples, margin=cfg.distill.gate_margin,
         allow_weak=cfg.distill.allow_weak_teacher, batch_size=cfg.train.bilstm_logits.eval_batch_size, device=device)
     run_dir = prepare_run_dir(cfg.runs.task, cfg.resume, cfg.keep_previous)
     save_config(run_dir, cfg)

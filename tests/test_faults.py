@@ -335,6 +335,72 @@ def test_a_second_signal_stops_at_once(runs_dir):
     assert [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")] == []
 
 
+# ----------------------------------------------------------------------------- several ranks: a signal, a rank that dies
+
+
+def launch_ranks(runs_dir: Path, *overrides: str, world: int = 2) -> list:
+    """`world` ranks of one DeepSpeed job (gloo), started as a launcher would (RANK, WORLD_SIZE, ...): rank 0's
+    output piped, the others' dropped."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from tinykd import distributed
+
+    env = {k: v for k, v in os.environ.items() if k not in distributed.RENDEZVOUS}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(distributed._free_port()), WORLD_SIZE=str(world))
+    command = [sys.executable, "-m", "tinykd", "stage=general", "debug=smoke", "progress=false", "engine=deepspeed",
+               "train.general.max_steps=100000", "train.general.log_every=1", *overrides]
+    return [subprocess.Popen(command, cwd=REPO, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, text=True,
+                             stdout=subprocess.PIPE if r == 0 else subprocess.DEVNULL,
+                             stderr=subprocess.PIPE if r == 0 else subprocess.DEVNULL) for r in range(world)]
+
+
+@pytest.mark.slow  # two DeepSpeed ranks (~1 min)
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(runs_dir):
+    import signal
+
+    run_dir = runs_dir / "smoke" / "general" / "tiny-tiny"
+    ranks = launch_ranks(runs_dir, "train.general.save_every=100000")
+    try:
+        wait_for_steps(run_dir / "metrics.jsonl", 3, ranks[0])
+        ranks[1].send_signal(signal.SIGTERM)  # rank 0 is not signalled: it stops because rank 1 was
+        out, err = ranks[0].communicate(timeout=120)
+        assert ranks[1].wait(timeout=60) == ranks[0].returncode == 128 + signal.SIGTERM, err
+    finally:
+        for p in ranks:
+            p.kill()
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["step"] == len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
+    assert f"interrupted by SIGTERM in phase general after step {ckpt['step']}/100000 (checkpoint written)" in out
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow  # two DeepSpeed ranks, one killed (~1 min)
+def test_a_rank_that_dies_stops_the_others_with_a_clear_error(runs_dir):
+    import signal
+    import time
+
+    run_dir = runs_dir / "smoke" / "general" / "tiny-tiny"
+    ranks = launch_ranks(runs_dir, "train.general.save_every=2")
+    try:
+        wait_for_steps(run_dir / "metrics.jsonl", 5, ranks[0])
+        ranks[1].send_signal(signal.SIGKILL)
+        t0 = time.time()
+        out, err = ranks[0].communicate(timeout=120)  # not a hang: gloo sees the closed connection
+        elapsed = time.time() - t0
+    finally:
+        for p in ranks:
+            p.kill()
+    assert ranks[0].returncode == 1, err[-3000:]
+    assert "error: rank 0 of 2 lost the other ranks of this job in stage=general" in err
+    assert "Connection closed by peer" in err or "Connection reset by peer" in err
+    assert "relaunch all 2 ranks" in err and err.rstrip().endswith("resume=true")
+    assert "Traceback" not in err and elapsed < 60
+    assert load_checkpoint(run_dir)["step"] >= 4  # what was finished is intact
+
+
 # ----------------------------------------------------------------------------- model files that carry code
 
 

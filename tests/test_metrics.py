@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinykd.metrics import compute_metrics
+from tinykd.metrics import compute_metrics, retention
 
 # 3 examples x 3 labels
 GOLD = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]])
@@ -30,3 +30,9 @@ def test_single_label_macro_f1_by_hand():
 def test_exact_match_needs_a_label_matrix():
     with pytest.raises(ValueError, match="multi-label"):
         compute_metrics(("exact_match",), np.array([0, 1]), np.array([0, 1]))
+
+
+def test_retention_is_the_student_s_share_of_the_teacher_s_score_and_none_against_a_zero_teacher():
+    assert retention({"entity_f1": 0.45}, {"entity_f1": 0.5}, "entity_f1") == pytest.approx(0.9)
+    assert retention({"entity_f1": 0.2}, {"entity_f1": 0.0}, "entity_f1") is None  # a smoke NER teacher scores 0
+    assert retention({"accuracy": 0.8}, None, "accuracy") is None  # the baseline never runs the teacher

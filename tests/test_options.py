@@ -157,6 +157,19 @@ def test_numbers_in_bounds(make_cfg):
                           "augment.p=0", "augment.p=1", "train.general.warmup_ratio=1"))
 
 
+@pytest.mark.parametrize("key", ["student.prune_examples", "distill.gate_examples", "export.check_examples",
+                                 "export.real_examples"])
+def test_a_sample_larger_than_the_data_is_refused_unless_it_is_the_default(make_cfg, key):
+    default = config.schema_default(key)
+    assert config.sample_size(make_cfg("stage=general"), key, 40, "examples") == 40  # the default: every example
+    assert config.sample_size(make_cfg("stage=general", f"{key}=30"), key, 40, "examples") == 30
+    assert config.sample_size(make_cfg("stage=general", f"{key}=40"), key, 40, "examples") == 40
+    with pytest.raises(TinyKDError) as e:
+        config.sample_size(make_cfg("stage=general", f"{key}=41"), key, 40, "dev examples")
+    assert e.value.problem == f"{key}=41 asks for more dev examples than there are: 40."
+    assert e.value.fix.startswith(f"set {key} to at most 40, or leave it out (its default, {default},")
+
+
 def test_a_phase_with_zero_steps_is_refused_where_it_is_read(make_cfg):
     zero = ("train.general.max_steps=0", "train.general.epochs=0")
     assert "train.general has zero steps" in refused(make_cfg("stage=general", *zero)).problem

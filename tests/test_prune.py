@@ -201,6 +201,13 @@ def test_the_general_stage_starts_from_the_pruned_teacher(make_cfg):
     assert torch.equal(student.encoder.layer[-1].output.dense.bias, teacher.encoder.layer[-1].output.dense.bias[columns])
 
 
+def test_a_calibration_sample_larger_than_the_corpus_is_refused(make_cfg):
+    with pytest.raises(TinyKDError, match=r"student.prune_examples=100000 asks for more calibration examples than "
+                                          r"there are: \d+\.") as e:
+        run_stage(make_cfg("stage=general", "student.init=pruned", "debug=smoke", "student.prune_examples=100000"))
+    assert "set student.prune_examples to at most" in e.value.fix
+
+
 @pytest.mark.slow
 def test_the_task_stage_prunes_the_finetuned_teacher(make_cfg):
     run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke"))

@@ -89,6 +89,29 @@ def test_keep_previous_bounds_the_runs_moved_aside(tmp_path, monkeypatch):
     assert previous_runs(run_dir) == [] and not (run_dir / CHECKPOINT).exists()
 
 
+def test_a_run_directory_named_near_the_file_name_limit_gets_a_lock_and_moves_aside(tmp_path):
+    """A sweep trial's directory is named by its overrides: its lock and the runs moved aside from it still fit
+    in a file name (255 bytes), and each keeps one name."""
+    from tinykd.run import lock_path, lock_run_dir
+
+    run_dir = tmp_path / ("distill.temperature=1.0,distill.layer_map=[1,2]," + "x" * 202)
+    assert len(run_dir.name) == 250
+    lock_run_dir(run_dir)
+    assert lock_path(run_dir).is_file() and len(lock_path(run_dir).name) == 255
+    assert lock_path(run_dir) == lock_path(Path(str(run_dir)))
+    for i in range(3):
+        prepare_run_dir(str(run_dir), resume=False, keep_previous=1)
+        (run_dir / "results.json").write_text(json.dumps({"run": i}))
+        import time
+
+        time.sleep(1.1)  # moved-aside names end in the second they were moved
+    kept = previous_runs(run_dir)
+    assert len(kept) == 1 and json.loads((kept[0] / "results.json").read_text())["run"] == 1
+    assert len(kept[0].name) == 255 and kept[0].name.startswith("distill.temperature=1.0,distill.layer_map=[1,2],")
+    other = tmp_path / "short"  # a short name is kept whole
+    assert lock_path(other).name == ".short.lock"
+
+
 def test_the_command_line_is_saved_in_the_run_directory(cli, runs_dir, tmp_path):
     from test_errors import save_tiny_classifier
 

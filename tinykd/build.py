@@ -20,6 +20,7 @@ import torch
 
 from tinykd import attention, data, models, teachers
 from tinykd.choices import QA, RELATIONS, SEQUENCE
+from tinykd.config import sample_size
 from tinykd.data import Batcher
 from tinykd.distiller import (Distiller, RelationMatch, check_attention_capture, check_compatible, qkv_projections,
                               use_attention_target)
@@ -115,7 +116,7 @@ def pruned_student(cfg, teacher, student, ds, tokenizer, batch_size: int):
     if cfg.student.init_layers is not None:  # validated against both depths, as for teacher_layers
         models.check_init_layers(cfg.student.init_layers, teacher.config.num_hidden_layers,
                                  student.config.num_hidden_layers)
-    n = min(cfg.student.prune_examples, len(ds))
+    n = sample_size(cfg, "student.prune_examples", len(ds), "calibration examples")
     batcher = Batcher(ds, tokenizer, batch_size, cfg.seed, rank=0, world_size=1)
     batches = itertools.islice(batcher.iterate(), math.ceil(n / batch_size))
     # the last batch is cut to n examples: exactly student.prune_examples are measured
@@ -445,6 +446,7 @@ def student_card(cfg, spec: TaskSpec, *, run_dir: Path, export_dir: Path, studen
     teacher, the recipe and command, the dev scores, and the size and latency (`side_by_side_latency`) of
     student and teacher."""
     from tinykd import latency, modelcard
+    from tinykd.metrics import retention
     from tinykd.run import command_line
     from tinykd.system import cpu_name
 
@@ -460,7 +462,7 @@ def student_card(cfg, spec: TaskSpec, *, run_dir: Path, export_dir: Path, studen
                  "hub_config": spec.name if glue else cfg.task.hub_config, "dev_examples": dev_examples,
                  "description": f"task {spec.name} ({spec.type.replace('_', ' ')}{labels})"},
         "metrics": list(spec.metrics), "dev": dict(dev),
-        "retention": dev[m] / teacher_dev[m] if teacher_dev and teacher_dev.get(m) else None,
+        "retention": retention(dev, teacher_dev, m),
         "teacher": {"dir": str(teacher_dir), "base": modelcard.hub_id(cfg.teacher.path),
                     "dev": dict(teacher_dev) if teacher_dev else None, "params": latency.parameters(teacher)},
         "student": {"arch": s.arch, "description": f"{shape}student ({s.name})", "params": latency.parameters(student)},

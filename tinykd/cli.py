@@ -46,7 +46,7 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
     transformers.utils.logging.set_verbosity_error()
     name = cfg.stage.name
     if cfg.engine.name == "deepspeed":  # join the job's process group (or be a job of one) before anything is written
-        distributed.init(cfg.engine.device)
+        distributed.init(cfg.engine.device, cfg.engine.timeout_s)
         if not distributed.is_main():
             cfg = cfg.copy()
             with open_dict(cfg):
@@ -120,6 +120,19 @@ def report(e: TinyKDError) -> int:
     return 2
 
 
+def report_lost_rank(e: Exception, cfg: DictConfig) -> int:
+    """A rank of a job of several that lost the others (one died, was killed or hung): one message, no
+    traceback, exit status 1. Finished work is intact: checkpoints are written whole or not at all."""
+    again = command_line() or "the same command"
+    run_dir = cfg.runs.get(cfg.stage.name)
+    print(f"error: rank {distributed.rank()} of {distributed.world_size()} lost the other ranks of this job in "
+          f"stage={cfg.stage.name}: one of them died, was killed or stopped answering ({distributed.describe(e)})\n"
+          f"  fix: see the other ranks' output for why; every finished checkpoint"
+          + (f" in {run_dir}" if run_dir else "") + f" is intact: relaunch all {distributed.world_size()} ranks "
+          f"with {again}" + ("" if "resume=true" in again else " resume=true"), file=sys.stderr)
+    return 1
+
+
 @hydra.main(version_base="1.3", config_path=str(config.REPO_ROOT / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig):
     if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -128,6 +141,10 @@ def _hydra_main(cfg: DictConfig):
         result = run_stage(cfg, HydraConfig.get().overrides.task)
     except TinyKDError as e:
         sys.exit(report(e))
+    except Exception as e:
+        if not distributed.peer_lost(e):
+            raise
+        sys.exit(report_lost_rank(e, cfg))
     from tinykd.loop import STOP  # (imported here: the loop's imports would slow --help and refusals)
 
     if STOP.signum is not None and result.get("interrupted"):  # SIGTERM / Ctrl-C: checkpointed, say how to go on

@@ -357,6 +357,9 @@ class EngineConfig:
     zero_stage: int = one_of(2, choices.ZERO_STAGES)  # deepspeed: ZeRO stage 0, 1, 2 or 3
     config: Optional[str] = None  # deepspeed: a JSON file merged on top of the generated config
     fast_dropout: bool = True  # CPU dropout masks 15 random bits at a time (tinykd/dropout.py); false: torch's
+    # deepspeed, several ranks: the longest a collective waits for the other ranks before the job stops with
+    # an error (a rank that died: gloo notices at once, NCCL's watchdog after this many seconds)
+    timeout_s: int = bounded(600, ge=1)
 
 
 @dataclass
@@ -655,6 +658,31 @@ def _condition_note(cfg, unread) -> str:
     specs = (spec, *(STAGES[p] for p in spec.runs))
     keys = {k for s in specs for k, _, ps in s.when if any(_within(u, ps) for u, _ in unread)}
     return "".join(f" with {k}={OmegaConf.select(cfg, k)}" for k in sorted(keys))
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of a dotted key (`student.prune_examples` -> 512)."""
+    schema: Any = Config
+    *parents, name = key.split(".")
+    for part in parents:
+        schema = _dataclass_of(typing.get_type_hints(schema)[part])
+        if schema is None:
+            raise KeyError(key)
+    f = {f.name: f for f in dataclasses.fields(schema)}[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def sample_size(cfg, key: str, available: int, what: str) -> int:
+    """How many of `available` examples a sample option (`key`, e.g. `student.prune_examples`) takes. Its
+    schema default is an upper bound, so smaller data gives every example it has; a value set on purpose that
+    exceeds the data is refused with the data's size (it would be measuring something else than asked)."""
+    n = OmegaConf.select(cfg, key)
+    default = schema_default(key)
+    if n > available and n != default:
+        raise TinyKDError(f"{key}={n} asks for more {what} than there are: {available}.",
+                          f"set {key} to at most {available}, or leave it out (its default, {default}, "
+                          "takes every example of data smaller than that).")
+    return min(n, available)
 
 
 def _dataclass_of(tp) -> type | None:

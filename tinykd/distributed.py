@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -69,8 +71,9 @@ def strip_launcher_args(argv: list[str]) -> list[str]:
     return out
 
 
-def init(device_name: str = "auto") -> torch.device:
-    """Join (or create) the process group for a DeepSpeed job; returns this rank's device."""
+def init(device_name: str = "auto", timeout_s: float = 600) -> torch.device:
+    """Join (or create) the process group for a DeepSpeed job; returns this rank's device. A collective
+    waits at most `timeout_s` for the other ranks (`engine.timeout_s`)."""
     cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
@@ -81,9 +84,32 @@ def init(device_name: str = "auto") -> torch.device:
     if not initialized():
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False,
+                                   timeout=timedelta(seconds=timeout_s))
     if cuda:
         local = int(os.environ["LOCAL_RANK"])
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+# What the backends say when another rank of the job is gone: gloo's TCP transport (a peer's socket
+# closed or reset, a wait that timed out) and NCCL's watchdog.
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out",
+             "NCCL communicator was aborted", "Watchdog caught collective operation timeout")
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether `error`, raised in a job of several ranks, says that another rank died, was killed or stopped
+    answering (and not that this rank's own work failed)."""
+    if not (initialized() and world_size() > 1):
+        return False
+    return isinstance(error, getattr(dist, "DistError", ())) or (
+        isinstance(error, RuntimeError) and any(s in str(error) for s in PEER_LOST))
+
+
+def describe(error: BaseException) -> str:
+    """A backend's error in one short line: its first sentence, without the source-file prefix gloo adds."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # "[.../gloo/transport/tcp/pair.cc:553] Connection closed ..."
+    return text.split(". ")[0].rstrip(".")

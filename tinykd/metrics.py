@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
+from typing import Optional
+
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 
@@ -42,3 +44,11 @@ def compute_metrics(names: tuple[str, ...], predictions: np.ndarray, labels: np.
             raise ValueError(f"unknown metric {name}")
     return out
 
+
+
+def retention(dev: dict[str, float], teacher_dev: Optional[dict[str, float]], metric: str) -> Optional[float]:
+    """The share of the teacher's dev `metric` the student keeps; None without a teacher score, or when the
+    teacher scores 0 (a smoke teacher on NER can: a ratio to 0 means nothing)."""
+    if not teacher_dev or not teacher_dev.get(metric):
+        return None
+    return dev[metric] / teacher_dev[metric]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import sys
@@ -30,6 +31,31 @@ CHECKPOINT = f"{CHECKPOINT_DIR}/last.pt"  # the run's newest checkpoint: every s
 DEEPSPEED_CHECKPOINTS = "checkpoints/deepspeed"  # engine=deepspeed: its own files, named by last.pt
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, tmpfs, APFS)
+STAMP = "%Y%m%d-%H%M%S"  # the time a run was moved aside, in its new name
+
+
+def beside(run_dir: Path, prefix: str = "", suffix: str = "") -> Path:
+    """A name for something kept beside `run_dir` (its lock, the runs moved aside from it): `run_dir`'s name
+    between `prefix` and `suffix`. A sweep trial's directory is named by its overrides and may be near the
+    file system's limit; past it, the name keeps its start and ends in a hash of the whole (the same name
+    each time)."""
+    name = run_dir.name
+    room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
+    if len(name.encode()) > room:
+        import hashlib
+
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = name.encode()[: room - len(digest) - 1].decode(errors="ignore") + "-" + digest
+    return run_dir.parent / f"{prefix}{name}{suffix}"
+
+
+def _aside_prefix(run_dir: Path) -> str:
+    """What the names of the runs moved aside from `run_dir` start with (then the time)."""
+    width = len("20260101-000000")  # STAMP's
+    return beside(run_dir, suffix=".prev-" + "0" * width).name[:-width]
+
+
 def prepare_run_dir(path: str, resume: bool, keep_previous: int = 2) -> Path:
     """Create the run directory. Without `resume`, an earlier run there (a checkpoint or
     results) is moved aside (`<dir>.prev-<time>`), and of the runs moved aside from this directory the
@@ -47,19 +73,27 @@ def prepare_run_dir(path: str, resume: bool, keep_previous: int = 2) -> Path:
         distributed.barrier()
         return run_dir
     if (run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file():
-        aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(run_dir, aside)
+        aside = move_aside(run_dir, keep_previous)
         print(f"[tinykd] an earlier run in {run_dir} was moved to {aside}")
-        prune_previous(run_dir, keep_previous)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # left by a run that stopped before its first checkpoint
     distributed.barrier()
     return run_dir
 
 
+def move_aside(run_dir: Path, keep_previous: int) -> Path:
+    """Rename `run_dir` to `<dir>.prev-<time>` and delete all but the `keep_previous` newest runs moved aside
+    from it; returns the new name."""
+    aside = run_dir.with_name(_aside_prefix(run_dir) + time.strftime(STAMP))
+    os.replace(run_dir, aside)
+    prune_previous(run_dir, keep_previous)
+    return aside
+
+
 def previous_runs(run_dir: Path) -> list[Path]:
     """The runs moved aside from `run_dir`, oldest first (their names end in the time they were moved)."""
-    return sorted(p for p in run_dir.parent.glob(f"{run_dir.name}.prev-*") if p.is_dir())
+    prefix = _aside_prefix(run_dir)
+    return sorted(p for p in run_dir.parent.glob(glob.escape(prefix) + "*") if p.is_dir())
 
 
 def prune_previous(run_dir: Path, keep: int) -> list[Path]:
@@ -562,7 +596,7 @@ _LOCKS: dict[str, int] = {}  # run directory -> the open lock file this process 
 
 def lock_path(run_dir: Path) -> Path:
     """The lock of a run directory: beside it (the directory itself may be moved aside by a new run)."""
-    return run_dir.parent / f".{run_dir.name}.lock"
+    return beside(run_dir, ".", ".lock")
 
 
 def lock_run_dir(run_dir: Path) -> bool:
