@@ -86,6 +86,28 @@ def test_killed_sweep_rerun_skips_finished_trials(smoke_prereqs, runs_dir):
 
 
 @pytest.mark.slow
+def test_a_signalled_sweep_checkpoints_its_trial_records_it_interrupted_and_stops(smoke_prereqs, runs_dir):
+    sweep_dir = runs_dir / "sweep-signal"
+    args = ("distill.temperature=1,4", "train.task_intermediate.max_steps=2", "train.task_prediction.max_steps=100000",
+            "train.task_prediction.log_every=1")
+    proc = multirun(sweep_dir, *args, wait=False)
+    trial = sweep_dir / ("distill.temperature=1,train.task_intermediate.max_steps=2,train.task_prediction.log_every=1,"
+                         "train.task_prediction.max_steps=100000")
+    deadline = time.time() + 300
+    while not ((trial / "metrics.jsonl").is_file() and len((trial / "metrics.jsonl").read_text().splitlines()) >= 6):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    record = json.loads((trial / "trial.json").read_text())
+    assert record["status"] == "interrupted" and record["error"] == "stopped by SIGTERM"
+    assert "sweep stopped by SIGTERM in trial 0 (checkpointed); run the same command with reuse=true" in out
+    assert (trial / "checkpoints" / "last.pt").is_file()
+    assert [p.name for p in sweep_dir.iterdir() if (p / "trial.json").is_file()] == [trial.name]  # trial 1 never ran
+
+
+@pytest.mark.slow
 def test_crashing_trial_is_recorded_and_the_sweep_goes_on(smoke_prereqs, runs_dir):
     # layer 9 does not exist in the 4-layer tiny teacher: that trial fails, the other finishes
     sweep_dir = runs_dir / "sweep4"
