@@ -38,6 +38,20 @@ from tinykd.run import (MetricsLogger, atomic_write_text, check_upstream, load_c
                         remaining_phases, save_config)
 
 
+def general_command() -> str:
+    """The `stage=general` command that makes the student this task run looks for: this command line's
+    options that name it (debug, name, teacher, student, paths.runs, runs.general)."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    keep = [o for o in given if o.split("=", 1)[0].lstrip("+~") in ("debug", "name", "teacher", "student", "paths.runs",
+                                                                     "runs.general")
+            or o.startswith(("teacher.", "student.")) and not o.startswith("student.init=")]
+    return " ".join(["python -m tinykd stage=general", *(shlex.quote(o) for o in keep)])
+
+
 def build_student(cfg, spec, teacher, teacher_tok, train_ds):
     """The student classifier, initialised as `student.init` says (its vocabulary must be the teacher's), and
     the teacher layers it was pruned from (student.init=pruned; else None)."""
@@ -56,8 +70,8 @@ def build_student(cfg, spec, teacher, teacher_tok, train_ds):
         if init == "general":
             raise TinyKDError(
                 f"student.init=general, but there is no general-distilled student at {path}.",
-                "run `python -m tinykd stage=general` first (same teacher/student/debug options), or set "
-                "student.init=random, or student.init=<model directory>.",
+                f"run `{general_command()}` first, or set student.init=pruned (the fine-tuned teacher cut to "
+                "the student's shape: no general stage), random, or <model directory>.",
             )
         raise TinyKDError(f"student.init path {path} does not exist or has no config.json.",
                           "set student.init=general, random, teacher_layers, or an existing model directory.")

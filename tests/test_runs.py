@@ -158,3 +158,15 @@ def test_offline_wandb_looks_up_no_host(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "[tinykd] Weights & Biases (offline): sync it later with `wandb sync " in out
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] == 0.5
+
+
+def test_a_task_run_without_its_general_student_prints_the_command_that_makes_it(cli, make_cfg):
+    run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke", "name=walk"))
+    r = cli("stage=task", "task=sst2", "debug=smoke", "name=walk", "distill.temperature=2")
+    assert r.returncode == 2
+    assert "there is no general-distilled student at" in r.stderr and "runs/smoke/general/walk/student" in r.stderr
+    fix = r.stderr.split("fix: run `", 1)[1].split("`", 1)[0]
+    assert fix == "python -m tinykd stage=general debug=smoke name=walk"  # the task's own keys left out
+    made = cli(*fix.split()[3:], "train.general.max_steps=2")  # the printed command makes what was missing
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "runs/smoke/general/walk/student" in made.stdout
