@@ -34,22 +34,17 @@ from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate, evaluate_and_keep_best
 from tinykd.loop import StepBudget
 from tinykd.losses import prediction_loss, task_loss
-from tinykd.run import (MetricsLogger, atomic_write_text, check_upstream, load_checkpoint, prepare_run_dir,
-                        remaining_phases, save_config)
+from tinykd.run import (MetricsLogger, atomic_write_text, check_upstream, command_line, given_overrides,
+                        load_checkpoint, prepare_run_dir, remaining_phases, save_config)
 
 
 def general_command() -> str:
     """The `stage=general` command that makes the student this task run looks for: this command line's
     options that name it (debug, name, teacher, student, paths.runs, runs.general)."""
-    import shlex
-
-    from hydra.core.hydra_config import HydraConfig
-
-    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    keep = [o for o in given if o.split("=", 1)[0].lstrip("+~") in ("debug", "name", "teacher", "student", "paths.runs",
-                                                                     "runs.general")
+    naming = ("debug", "name", "teacher", "student", "paths.runs", "runs.general")
+    keep = [o for o in given_overrides() or [] if o.split("=", 1)[0].lstrip("+~") in naming
             or o.startswith(("teacher.", "student.")) and not o.startswith("student.init=")]
-    return " ".join(["python -m tinykd stage=general", *(shlex.quote(o) for o in keep)])
+    return command_line(["stage=general", *keep])
 
 
 def build_student(cfg, spec, teacher, teacher_tok, train_ds):

@@ -99,11 +99,11 @@ def test_a_run_directory_named_near_the_file_name_limit_gets_a_lock_and_moves_as
     lock_run_dir(run_dir)
     assert lock_path(run_dir).is_file() and len(lock_path(run_dir).name) == 255
     assert lock_path(run_dir) == lock_path(Path(str(run_dir)))
+    import time
+
     for i in range(3):
         prepare_run_dir(str(run_dir), resume=False, keep_previous=1)
         (run_dir / "results.json").write_text(json.dumps({"run": i}))
-        import time
-
         time.sleep(1.1)  # moved-aside names end in the second they were moved
     kept = previous_runs(run_dir)
     assert len(kept) == 1 and json.loads((kept[0] / "results.json").read_text())["run"] == 1

@@ -122,16 +122,23 @@ def save_config(run_dir: Path, cfg) -> None:
         atomic_write_text(log, f"{before}{time.strftime('%Y-%m-%dT%H:%M:%S')} {command}\n")
 
 
-def command_line() -> Optional[str]:
-    """The command that made this run, `python -m tinykd` and its overrides as given; None when the config
-    was composed in Python (no Hydra command line)."""
-    import shlex
-
+def given_overrides() -> Optional[list[str]]:
+    """The command line's overrides as given; None when the config was composed in Python (no Hydra
+    command line)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def command_line(overrides: Optional[list[str]] = None) -> Optional[str]:
+    """`python -m tinykd` and `overrides` (default: this run's, as given); None when the config was composed
+    in Python."""
+    import shlex
+
+    overrides = given_overrides() if overrides is None else overrides
+    if overrides is None:
         return None
-    return " ".join(["python -m tinykd", *(shlex.quote(o) for o in HydraConfig.get().overrides.task)])
+    return " ".join(["python -m tinykd", *(shlex.quote(o) for o in overrides)])
 
 
 def fsync_dir(directory: Path) -> None:
