@@ -25,9 +25,13 @@ import pyarrow as pa
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from tinykd import augment, build, data, userdata
+from tinykd import augment, build, data
+from tinykd.atomic import atomic_directory, atomic_write_text
+from tinykd.data.cache import file_fingerprint
+from tinykd.data.files import origin
+from tinykd.data.text import row_features
 from tinykd.errors import TinyKDError
-from tinykd.run import atomic_directory, atomic_write_text, move_aside, save_config
+from tinykd.run import is_finished, move_aside, read_results, save_config, write_results
 from tinykd.system import tune_allocator
 
 SHARDS = "shards"
@@ -39,11 +43,11 @@ OUTPUT_FREE = ("batch_size", "max_tokens")
 
 
 def row_schema(spec) -> datasets.Features:
-    """The task's rows (data.row_features; a token task's words and tags) and each row's source example."""
+    """The task's rows (tinykd.data.text.row_features; a token task's words and tags) and each row's source example."""
     if spec.is_token:
         rows = {"tokens": datasets.Sequence(datasets.Value("string")), "tags": datasets.Sequence(datasets.Value("int64"))}
     else:
-        rows = data.row_features(spec)
+        rows = row_features(spec)
     return datasets.Features({**rows, "source_index": datasets.Value("int64")})
 
 
@@ -73,14 +77,14 @@ def identity(cfg, source_file: str) -> dict:
 
 def _source_file(cfg, spec) -> str:
     if spec.glue is None:  # your own data
-        return userdata.origin(cfg.task, "train")
+        return origin(cfg.task, "train")
     if cfg.task.source != "tsv":
         return f"hub:{spec.glue.hub_name}"
     path = Path(cfg.task.data_dir) / spec.glue.train_file
-    return data.file_fingerprint(path) if path.is_file() else str(path)
+    return file_fingerprint(path) if path.is_file() else str(path)
 
 
-def _write_dataset(columns: dict, feats: datasets.Features, out: Path, extra: dict | None = None) -> None:
+def write_dataset(columns: dict, feats: datasets.Features, out: Path, extra: dict | None = None) -> None:
     """Save `columns` as a datasets directory at `out`, atomically (temp dir + rename)."""
     table = pa.Table.from_pydict(columns, schema=feats.arrow_schema)
     _save_table(table, feats, out, extra)
@@ -127,22 +131,16 @@ def run(cfg) -> dict:
     run_dir = Path(cfg.runs.augment)
     ident = identity(cfg, _source_file(cfg, spec))
     continuing = _prepare(run_dir, ident, cfg.keep_previous)
-    if continuing and (run_dir / "results.json").is_file() and (run_dir / DATA).is_dir():
-        result = json.loads((run_dir / "results.json").read_text())
+    if continuing and is_finished(run_dir) and (run_dir / DATA).is_dir():
+        result = read_results(run_dir)
         print(f"[tinykd] augment: already finished with these settings: {run_dir / DATA}")
         return result
     save_config(run_dir, cfg)
 
-    raw_cache = str(Path(cfg.paths.cache) / "datasets" / "raw")
-    if spec.is_token:  # words and tag ids; only words tagged O are replaced (augment.augment_tagged)
-        from tinykd import tokendata
-
-        raw = tokendata.load_split(cfg.task, spec.label_names, "train", raw_cache, cfg.task.train_limit)
-        outside = outside_tag(spec)
-    elif spec.glue is None:
-        raw = userdata.load_split(cfg.task, spec, "train", raw_cache, cfg.task.train_limit)
-    else:
-        raw = data.load_glue_split(spec, "train", cfg.task.source, cfg.task.data_dir, cfg.task.train_limit)
+    # the training rows: texts and labels, or (a token task) words and tag ids, of which only words tagged O are
+    # replaced (augment.augment_tagged)
+    raw = data.read(cfg.task, spec, "train", str(Path(build.data_cache(cfg)) / "raw"), cfg.task.train_limit)
+    outside = outside_tag(spec) if spec.is_token else None
     sources = build.augment_sources(cfg)
     if sources["note"]:
         print(f"[tinykd] {sources['note']}")
@@ -174,7 +172,7 @@ def run(cfg) -> dict:
             cols = augment.augment_examples(rows["text_a"], rows["text_b"] if spec.pair else None, rows["label"],
                                             include_originals=False, **common)
         stats["examples"], stats["augmented_rows"] = hi - lo, len(cols["source_index"])
-        _write_dataset(cols, feats, shards_dir / f"{i:05d}", stats)
+        write_dataset(cols, feats, shards_dir / f"{i:05d}", stats)
         written += hi - lo
         shards_here += 1
         bar.update(hi - lo)
@@ -212,7 +210,7 @@ def run(cfg) -> dict:
         "stats": totals, "seconds_this_run": round(seconds, 1),
         "sentences_per_s_this_run": round(written / seconds, 2) if written and seconds > 0 else None,
     }
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    write_results(run_dir, result)
     if totals.get("truncated_inputs") or totals.get("past_limit_words"):
         print(f"[tinykd] augment: {totals.get('truncated_inputs', 0)} masked-LM inputs were cut at the model's "
               f"limit; {totals.get('past_limit_words', 0)} words past it took word-vector candidates instead")

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from tinykd import build, data, models
+from tinykd.atomic import atomic_write_text
 from tinykd.engine import pick_device
 from tinykd.evaluate import evaluate
-from tinykd.run import atomic_write_text, save_config
+from tinykd.run import save_config, write_results
 
 HISTORY = "evaluations.jsonl"
 
@@ -35,7 +36,7 @@ def run(cfg) -> dict:
     history = run_dir / HISTORY
     before = history.read_text() if history.is_file() else ""
     atomic_write_text(history, before + json.dumps(result) + "\n")
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    write_results(run_dir, result)
     print(f"[tinykd] {cfg.model}: dev " + ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items())
           + f" ({data.example_count(dev_ds)} examples)")
     print(f"[tinykd] run_dir={run_dir} (every evaluation made there: {HISTORY})")

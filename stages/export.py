@@ -30,9 +30,11 @@ import torch
 from omegaconf import OmegaConf
 
 from tinykd import build, config, data, latency, modelcard, models, onnxexport
+from tinykd.atomic import atomic_write_text
+from tinykd.data.batches import batch_view, collator
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
-from tinykd.run import atomic_write_text, command_line, save_config
+from tinykd.run import RESULTS, command_line, save_config
 from tinykd.system import cpu_name
 
 BACKENDS = {"pytorch": "PyTorch fp32", "onnx": "ONNX Runtime fp32", "int8": "ONNX Runtime int8"}
@@ -48,7 +50,7 @@ def teacher_dir(cfg, model_dir: Path) -> Optional[str]:
     facts = modelcard.load_facts(model_dir)
     if facts and facts.get("teacher", {}).get("dir"):
         return facts["teacher"]["dir"]
-    results = model_dir.parent / "results.json"  # <run dir>/student: the run's own record
+    results = model_dir.parent / RESULTS  # <run dir>/student: the run's own record
     if results.is_file():
         return json.loads(results.read_text()).get("teacher")
     return None
@@ -59,7 +61,7 @@ def to_onnx(model, model_dir: Path, out: Path, spec, tokenizer, check_ds, x, bat
     exported graph's node -> module map (for `export.exclude` and the sensitivity table)."""
     t0 = time.perf_counter()
     fp32, candidate = out / onnxexport.FP32, out / onnxexport.CANDIDATE  # installed only once checked
-    first = data.collator(check_ds, tokenizer)(data.batch_view(check_ds).select(range(min(8, len(check_ds)))).to_list())
+    first = collator(check_ds, tokenizer)(batch_view(check_ds).select(range(min(8, len(check_ds)))).to_list())
     onnxexport.export(model, first, candidate, spec.type, x.opset, x.attention)
     modules = onnxexport.node_modules(candidate)  # before fusing, which drops the exporter's metadata
     fused = onnxexport.optimize(candidate, model.config) if x.optimize else {}

@@ -12,16 +12,14 @@ loss (`distill=minilm`, distill.weights.relation). Build → loop → export `<r
 
 from __future__ import annotations
 
-import json
-
 import torch
 from torch import nn
 
-from stages import general_distilbert
-from tinykd import build, models
+from tinykd import build, models, students
 from tinykd.distiller import layer_outputs
 from tinykd.loop import StepBudget
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
+from tinykd.run import MetricsLogger, load_checkpoint, prepare_run_dir, save_config, write_results
+from tinykd.stages import general_distilbert
 
 
 def run(cfg) -> dict:
@@ -34,7 +32,7 @@ def run(cfg) -> dict:
     tokenizer = models.load_tokenizer(source)
     teacher = models.freeze(models.load_encoder(source))
     corpus = build.corpus(cfg, tokenizer)
-    student, kept = build.general_student(cfg, teacher, head="none", corpus=corpus, tokenizer=tokenizer)
+    student, kept = students.general_student(cfg, teacher, head="none", corpus=corpus, tokenizer=tokenizer)
     distiller = build.distiller(cfg, student, teacher, kept=kept)  # kept: a pruned student's own layers
 
     run_dir = prepare_run_dir(cfg.runs.general, cfg.resume, cfg.keep_previous)
@@ -69,6 +67,6 @@ def run(cfg) -> dict:
     with engine.gathered():  # ZeRO-3: the full weights, on every rank, for rank 0 to write
         out = models.export(student, tokenizer, run_dir / "student")
     result = {"stage": "general", "run_dir": str(run_dir), "export": str(out), "steps": loop.step}
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    write_results(run_dir, result)
     print(f"[tinykd] exported general student: {out}")
     return result

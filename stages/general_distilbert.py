@@ -14,16 +14,14 @@ student loads as `DistilBertForMaskedLM`) that the task stage takes as `student.
 
 from __future__ import annotations
 
-import json
-
 import torch
 
-from tinykd import build, models
+from tinykd import build, models, students
 from tinykd.errors import TinyKDError
 from tinykd.loop import StepBudget
 from tinykd.losses import distilbert_triple
 from tinykd.mlm import Masker, head_logits
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
+from tinykd.run import MetricsLogger, load_checkpoint, prepare_run_dir, save_config, write_results
 
 
 def run(cfg) -> dict:
@@ -34,7 +32,7 @@ def run(cfg) -> dict:
     source, teacher = build.mlm_teacher(cfg)
     teacher = models.freeze(teacher)
     tokenizer = models.load_tokenizer(source, "masked-LM teacher")
-    student, _ = build.general_student(cfg, teacher, head="mlm")  # never pruned (config.check refuses it)
+    student, _ = students.general_student(cfg, teacher, head="mlm")  # never pruned (config.check refuses it)
     s_width = student.config.hidden_size  # DistilBertConfig maps it to `dim`
     if d.alpha_cos and s_width != teacher.config.hidden_size:
         raise TinyKDError(
@@ -89,6 +87,6 @@ def run(cfg) -> dict:
     result = {"stage": "general", "method": "distilbert", "run_dir": str(run_dir), "export": str(out), "steps": loop.step,
               "teacher": source, "student_type": student.config.model_type,
               "last_loss": {k: float(v) for k, v in parts.items()} or None}
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    write_results(run_dir, result)
     print(f"[tinykd] exported general student: {out}")
     return result

@@ -12,16 +12,14 @@ positions. It reports masked-token top-1/top-5 accuracy on held-out corpus block
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from tinykd import build, models
-from tinykd.data import eval_batches
+from tinykd.data.batches import eval_batches
 from tinykd.errors import TinyKDError
 from tinykd.loop import StepBudget
 from tinykd.mlm import Masker, masked_positions, mlm_loss, topk_correct
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
+from tinykd.run import MetricsLogger, load_checkpoint, prepare_run_dir, save_config, write_results
 
 EVAL_OFFSET = 1 << 40  # masking indices of held-out batches: never those of a training batch
 
@@ -117,7 +115,7 @@ def run(cfg) -> dict:
         out = models.export(model, tokenizer, run_dir / "mlm")
     result = {"stage": "mlm_head", "run_dir": str(run_dir), "export": str(out), "steps": loop.step, "encoder": source,
               "heldout": metrics, "heldout_blocks": len(eval_ds)}
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    write_results(run_dir, result)
     print(f"[tinykd] held-out masked tokens: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
           f"({metrics['masked_tokens']} tokens)")
     print(f"[tinykd] exported masked LM: {out}  (augment with: augment.mlm={out})")

@@ -15,14 +15,13 @@ recipe starts from the fine-tuned teacher.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from stages import augment, general, task, teacher
 from tinykd import build
-from tinykd.run import CHECKPOINT, atomic_write_text, check_start, holding
+from tinykd.run import CHECKPOINT, check_start, holding, is_finished, read_results, write_results
+from tinykd.stages import augment, general, task, teacher
 
 STEPS = (("teacher", teacher), ("general", general), ("augment", augment), ("task", task))
 
@@ -30,7 +29,7 @@ STEPS = (("teacher", teacher), ("general", general), ("augment", augment), ("tas
 def step_config(cfg, name: str):
     """A copy of `cfg` for one step: resume only what was started and not finished."""
     run_dir = Path(cfg.runs[name])
-    finished = (run_dir / "results.json").is_file()
+    finished = is_finished(run_dir)
     started = (run_dir / CHECKPOINT).is_file()
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(sub):
@@ -60,7 +59,7 @@ def run(cfg) -> dict:
             with open_dict(sub):
                 sub.task.augmented = str(Path(cfg.runs.augment) / augment.DATA)
         if cfg.resume and finished and name != "augment":  # augment checks its own settings and shards
-            results[name] = json.loads((Path(cfg.runs[name]) / "results.json").read_text())
+            results[name] = read_results(Path(cfg.runs[name]))
             print(f"[tinykd] pipeline: {name} already finished in {cfg.runs[name]}; skipped")
             continue
         with holding(Path(cfg.runs[name])):
@@ -85,7 +84,7 @@ def run(cfg) -> dict:
         "student_export": results["task"]["export"],
         "run_dir": str(out_dir),
     }
-    atomic_write_text(out_dir / "results.json", json.dumps(summary, indent=2))
+    write_results(out_dir, summary)
     m = summary["main_metric"]
     print(f"[tinykd] pipeline done: teacher dev {m} = {summary['teacher_dev'][m]:.4f}, "
           f"student dev {m} = {summary['student_dev'][m]:.4f}")

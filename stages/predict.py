@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from tinykd import build, models, onnxexport, predict, tasks
 from tinykd.choices import QA, SEQUENCE, TOKEN
-from tinykd.data import length_sorted_batches
+from tinykd.data.batches import length_sorted_batches
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
 

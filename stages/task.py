@@ -18,7 +18,6 @@ The best dev checkpoint is exported as `<run_dir>/student`, a plain
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -26,56 +25,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages import task_bilstm
-from tinykd import build, config, data, gate, latency, metrics, models, teacher_outputs
+from tinykd import build, config, data, gate, latency, metrics, modelcard, models, students, teacher_outputs
 from tinykd.distiller import layer_outputs
 from tinykd.engine import pick_device
-from tinykd.errors import TinyKDError
-from tinykd.evaluate import evaluate, evaluate_and_keep_best
+from tinykd.evaluate import evaluate, evaluate_and_keep_best, test_score
 from tinykd.loop import StepBudget
-from tinykd.losses import prediction_loss, task_loss
-from tinykd.run import (MetricsLogger, atomic_write_text, check_upstream, command_line, given_overrides,
-                        load_checkpoint, prepare_run_dir, remaining_phases, save_config)
-
-
-def general_command() -> str:
-    """The `stage=general` command that makes the student this task run looks for: this command line's
-    options that name it (debug, name, teacher, student, paths.runs, runs.general)."""
-    naming = ("debug", "name", "teacher", "student", "paths.runs", "runs.general")
-    keep = [o for o in given_overrides() or [] if o.split("=", 1)[0].lstrip("+~") in naming
-            or o.startswith(("teacher.", "student.")) and not o.startswith("student.init=")]
-    return command_line(["stage=general", *keep])
-
-
-def build_student(cfg, spec, teacher, teacher_tok, train_ds):
-    """The student classifier, initialised as `student.init` says (its vocabulary must be the teacher's), and
-    the teacher layers it was pruned from (student.init=pruned; else None)."""
-    init = cfg.student.init
-    if init in ("random", "teacher_layers", "pruned"):
-        student = models.random_student(build.student_config(cfg, teacher.config, spec), cfg.seed, head=spec.type)
-        if init == "teacher_layers":  # the fine-tuned teacher's embeddings and layers (its classifier is not copied)
-            copied = models.init_from_teacher_layers(student, teacher, cfg.student.init_layers)
-            print(f"[tinykd] student initialised from the fine-tuned teacher: embeddings and layers {copied}")
-        elif init == "pruned":  # the fine-tuned teacher, head included, pruned on a sample of the training data
-            return student, build.pruned_student(cfg, teacher, student, train_ds, teacher_tok,
-                                                 cfg.train.task_prediction.eval_batch_size)
-        return student, None
-    path = Path(cfg.stage.general_dir if init == "general" else init)
-    if not (path / "config.json").is_file():
-        if init == "general":
-            raise TinyKDError(
-                f"student.init=general, but there is no general-distilled student at {path}.",
-                f"run `{general_command()}` first, or set student.init=pruned (the fine-tuned teacher cut to "
-                "the student's shape: no general stage), random, or <model directory>.",
-            )
-        raise TinyKDError(f"student.init path {path} does not exist or has no config.json.",
-                          "set student.init=general, random, teacher_layers, or an existing model directory.")
-    if init == "general":
-        check_upstream(cfg, path.parent, "general")  # distilled from another teacher: refused, both named
-    check_vocab = models.load_tokenizer(str(path), "student")
-    models.check_same_vocab(check_vocab, teacher_tok, str(path), "teacher")
-    return models.load_classifier(str(path), spec.num_labels, spec.label_names, "student", spec.problem_type,
-                                  spec.type), None
+from tinykd.losses import gold_labels, prediction_loss, prediction_mask, task_loss
+from tinykd.run import (MetricsLogger, check_upstream, load_checkpoint, prepare_run_dir, remaining_phases, save_config,
+                        write_results)
+from tinykd.stages import task_bilstm
 
 
 def teacher_cache_precision(cfg, examples: int) -> str:
@@ -105,7 +63,7 @@ def run(cfg) -> dict:
     tokenizer = models.load_tokenizer(teacher_dir)  # the student keeps the teacher's tokenizer
     train_ds = build.task_split(cfg, spec, tokenizer, "train")
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
-    student, kept = build_student(cfg, spec, teacher, tokenizer, train_ds)
+    student, kept = students.task_student(cfg, spec, teacher, tokenizer, train_ds)
     init_dev = None
     if cfg.student.init == "pruned":  # what pruning alone keeps, before any training
         init_dev = evaluate(student, dev_ds, tokenizer, spec, cfg.train.task_prediction.eval_batch_size,
@@ -167,12 +125,15 @@ def run(cfg) -> dict:
     exported = models.load_classifier(str(out), spec.num_labels, None, "student", task_type=spec.type).to(device)
     test = None
     if cfg.task.test and spec.glue is None:  # the dev-selected student (as exported) and the teacher on task.test
-        test = {"student": build.test_score(cfg, spec, exported, tokenizer, batch_size, device),
-                "teacher": teacher_dev and build.test_score(cfg, spec, teacher.to(device), tokenizer, batch_size, device)}
+        cache = build.data_cache(cfg)
+        test = {"student": test_score(exported, spec, tokenizer, cfg.task, cache, batch_size, device),
+                "teacher": teacher_dev and test_score(teacher.to(device), spec, tokenizer, cfg.task, cache, batch_size,
+                                                      device)}
     # timed as a user loads them: the exported student and the teacher's own directory (the baseline never
     # runs the teacher: its card has no speed-up)
-    timing = build.side_by_side_latency(cfg, exported, None if phases == ["finetune"] else models.load_classifier(
-        teacher_dir, spec.num_labels, None, "teacher", spec.problem_type, spec.type).to(device))
+    timing = latency.side_by_side(exported, None if phases == ["finetune"] else models.load_classifier(
+        teacher_dir, spec.num_labels, None, "teacher", spec.problem_type, spec.type).to(device),
+        repeats=cfg.stage.latency_repeats)
     m = spec.main_metric
     result = {"stage": "task", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": best["dev"],
               "teacher_dev": teacher_dev, "retention": metrics.retention(best["dev"], teacher_dev, m),
@@ -181,10 +142,10 @@ def run(cfg) -> dict:
               "parameters": {"student": latency.parameters(exported), "teacher": latency.parameters(teacher)},
               "wall_s": round(time.perf_counter() - started, 1)}  # this invocation's (a resumed run: since resuming)
     # --- the model card (README.md) beside the export: its facts, and its speed beside the teacher's
-    build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
-                       teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
-                       dev_examples=data.example_count(dev_ds), recipe=recipe(cfg, phases), timing=timing)
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    modelcard.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
+                           teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
+                           dev_examples=data.example_count(dev_ds), recipe=recipe(cfg, phases), timing=timing)
+    write_results(run_dir, result)
     print(f"[tinykd] student dev {m} = {best['dev'][m]:.4f} (best step {best['step']})"
           + (f"; teacher {teacher_dev[m]:.4f}" if teacher_dev else ""))
     print(f"[tinykd] exported student: {out}")
@@ -194,8 +155,7 @@ def run(cfg) -> dict:
 def recipe(cfg, phases: list[str]) -> str:
     """The model card's one-line account of how the student was trained."""
     def steps(block: str) -> str:
-        hp = cfg.train[block]
-        return f"{hp.max_steps} steps" if hp.max_steps else f"{hp.epochs:g} epochs"
+        return modelcard.phase_length(cfg.train[block])
 
     init = {"general": "the general-distilled student", "random": "random weights",
             "teacher_layers": "the teacher's layers",
@@ -247,7 +207,7 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
         elif name == "finetune":  # no distillation: the gold labels only
             with engine.autocast():
                 s_logits = models.head_logits(student(**models.model_inputs(student, batch)))
-                loss = task_loss(s_logits, data.gold_labels(batch, spec.type), spec.problem_type, spec.type)
+                loss = task_loss(s_logits, gold_labels(batch, spec.type), spec.problem_type, spec.type)
                 parts = {"task": loss.detach()}
         else:
             # logits per text (B, C), per token (B, L, C) or an answer's start and end per token (B, L, 2)
@@ -260,11 +220,11 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
                 s_logits = models.head_logits(student(**models.model_inputs(student, batch)))
                 # a token task compares its labelled tokens (a word's first sub-token), QA every real token
                 pred = prediction_loss(s_logits, t_logits, cfg.distill.pred_loss, cfg.distill.temperature,
-                                       spec.problem_type, spec.type, data.prediction_mask(batch, spec.type))
+                                       spec.problem_type, spec.type, prediction_mask(batch, spec.type))
                 parts = {"prediction": pred.detach()}
                 loss = w.prediction * pred
                 if w.hard_label:
-                    hard = task_loss(s_logits, data.gold_labels(batch, spec.type), spec.problem_type, spec.type)
+                    hard = task_loss(s_logits, gold_labels(batch, spec.type), spec.problem_type, spec.type)
                     parts["hard_label"] = hard.detach()
                     loss = loss + w.hard_label * hard
         if not loop.update(loss, parts, items=batch["input_ids"].size(0)):

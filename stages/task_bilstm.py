@@ -24,32 +24,27 @@ The student is evaluated on dev as it goes; the best is exported as `<run_dir>/s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch.nn.functional as F
 from torch import nn
 
-from tinykd import build, config, data, gate, latency, models, teacher_outputs
+from tinykd import build, config, data, gate, latency, modelcard, models, students, teacher_outputs
+from tinykd.choices import SINGLE_LABEL
 from tinykd.engine import pick_device
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate, evaluate_and_keep_best
 from tinykd.loop import StepBudget
-from tinykd.choices import SINGLE_LABEL
 from tinykd.losses import prediction_loss, task_loss
-from tinykd.run import (MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, remaining_phases,
-                        save_config)
+from tinykd.run import MetricsLogger, load_checkpoint, prepare_run_dir, remaining_phases, save_config, write_results
 
 
 def transfer_set(cfg, spec, tokenizer, labelled_count: int):
     """The unlabeled transfer data, tokenised (its labels are never read)."""
     where, limit = cfg.stage.transfer, cfg.stage.transfer_limit
     # the whole training set (no task.train_limit), or the datasets directory `where`
-    ds = data.load_task_split(spec, "train", tokenizer, source=cfg.task.source,
-                              data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=None,
-                              cache_dir=str(Path(cfg.paths.cache) / "datasets"),
-                              augmented=None if where in ("train", "rest") else where,
-                              task=cfg.task if spec.glue is None else None)
+    ds = data.load_split(spec, "train", tokenizer, cfg.task, build.data_cache(cfg),
+                         augmented=None if where in ("train", "rest") else where).dataset
     if where == "rest":
         ds = ds.select(range(labelled_count, len(ds)))
     if limit is not None:
@@ -68,7 +63,7 @@ def run(cfg) -> dict:
     # --- build: the fine-tuned teacher (frozen), the student and its projection, the data
     teacher_dir, teacher = build.finetuned_teacher(cfg, spec)  # classes matched to the task's by name
     tokenizer = models.load_tokenizer(teacher_dir)
-    student = build.bilstm_student(cfg, teacher, tokenizer, spec)
+    student = students.bilstm_student(cfg, teacher, tokenizer, spec)
     # the representation's projection to the teacher's width: beside the student, never exported
     projection = nn.Linear(student.config.representation_size, teacher.config.hidden_size)
     trainable = nn.ModuleDict({"student": student, "projection": projection})
@@ -113,7 +108,7 @@ def run(cfg) -> dict:
     out = run_dir / "student"
     exported = models.load_classifier(str(out), spec.num_labels, spec.label_names, "student",
                                       spec.problem_type).to(device)
-    timing = build.side_by_side_latency(cfg, exported, teacher)
+    timing = latency.side_by_side(exported, teacher, repeats=cfg.stage.latency_repeats)
     teacher_dev = evaluate(teacher.to(device), dev, tokenizer, spec, cfg.train.bilstm_finetune.eval_batch_size, device)
     result = {"stage": "task", "student": "bilstm", "task": spec.name, "run_dir": str(run_dir), "export": str(out),
               "dev": best["dev"], "teacher_dev": teacher_dev, "main_metric": spec.main_metric, "best_step": best["step"],
@@ -122,10 +117,10 @@ def run(cfg) -> dict:
               "transfer_targets": cfg.distill.transfer_targets,
               "student_params": latency.parameters(exported), "teacher_params": latency.parameters(teacher),
               "latency_seq64": timing}
-    build.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
-                       teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
-                       dev_examples=data.example_count(dev), recipe=recipe(cfg, phases), timing=timing)
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    modelcard.student_card(cfg, spec, run_dir=run_dir, export_dir=out, student=exported, teacher=teacher,
+                           teacher_dir=teacher_dir, dev=best["dev"], teacher_dev=teacher_dev,
+                           dev_examples=data.example_count(dev), recipe=recipe(cfg, phases), timing=timing)
+    write_results(run_dir, result)
     print(f"[tinykd] BiLSTM student dev {spec.main_metric} = {best['dev'][spec.main_metric]:.4f} "
           f"(best: {best['phase']} step {best['step']}); {result['student_params'] / 1e6:.2f}M parameters vs the "
           f"teacher's {result['teacher_params'] / 1e6:.2f}M; batch 32 x 64 tokens: "
@@ -137,8 +132,7 @@ def run(cfg) -> dict:
 def recipe(cfg, phases: list[str]) -> str:
     """The model card's one-line account of how the BiLSTM student was trained."""
     def steps(block: str) -> str:
-        hp = cfg.train[block]
-        return f"{hp.max_steps} steps" if hp.max_steps else f"{hp.epochs:g} epochs"
+        return modelcard.phase_length(cfg.train[block])
 
     what = {"representation": "its sentence representation matched to the teacher's (MSE through a projection)",
             "logits": f"the teacher's {cfg.distill.transfer_targets} targets on the transfer data "

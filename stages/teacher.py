@@ -6,13 +6,11 @@ pretrained encoder. Build → loop → evaluate → export `<run_dir>/teacher`.
 
 from __future__ import annotations
 
-import json
-
-from tinykd import build, data, models
-from tinykd.evaluate import evaluate
+from tinykd import build, models
+from tinykd.evaluate import evaluate, test_score
 from tinykd.loop import StepBudget
-from tinykd.losses import task_loss
-from tinykd.run import MetricsLogger, atomic_write_text, load_checkpoint, prepare_run_dir, save_config
+from tinykd.losses import gold_labels, task_loss
+from tinykd.run import MetricsLogger, load_checkpoint, prepare_run_dir, save_config, write_results
 
 
 def run(cfg) -> dict:
@@ -41,7 +39,7 @@ def run(cfg) -> dict:
     for batch in loop:
         with engine.autocast():
             logits = models.head_logits(model(**models.model_inputs(model, batch)))
-            loss = task_loss(logits, data.gold_labels(batch, spec.type), spec.problem_type, spec.type)
+            loss = task_loss(logits, gold_labels(batch, spec.type), spec.problem_type, spec.type)
         if loop.update(loss, {"task": loss.detach()}, items=batch["input_ids"].size(0)):
             if loop.eval_due and not loop.finished:  # the last step's evaluation follows the loop
                 loop.log_eval("dev", evaluate(model, dev_ds, tokenizer, spec, hp.eval_batch_size, device))
@@ -53,13 +51,13 @@ def run(cfg) -> dict:
     # --- evaluate and export
     metrics = evaluate(model, dev_ds, tokenizer, spec, hp.eval_batch_size, device)
     loop.log_eval("dev", metrics)
-    test = build.test_score(cfg, spec, model, tokenizer, hp.eval_batch_size, device)
+    test = test_score(model, spec, tokenizer, cfg.task, build.data_cache(cfg), hp.eval_batch_size, device)
     logger.close()
     with engine.gathered():  # ZeRO-3: the full weights for rank 0 to write
         out = models.export(model, tokenizer, run_dir / "teacher")
     result = {"stage": "teacher", "task": spec.name, "run_dir": str(run_dir), "export": str(out), "dev": metrics,
               "test": test, "main_metric": spec.main_metric, "steps": loop.step}
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2))
+    write_results(run_dir, result)
     print(f"[tinykd] teacher dev {spec.main_metric} = {metrics[spec.main_metric]:.4f}")
     print(f"[tinykd] exported teacher: {out}")
     return result

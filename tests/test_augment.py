@@ -112,7 +112,7 @@ def test_last_layer_at_masked_positions_equals_the_full_layer(mlm):
     full layer's output there, with and without padding."""
     torch.manual_seed(1)
     encoder = mlm.base_model
-    layers = augment._bert_layers(encoder)
+    layers = augment.bert_layers(encoder)
     assert layers is not None and len(layers) == 2
     ids = torch.randint(5, len(VOCAB), (3, 11))
     keep = torch.ones_like(ids)
@@ -121,12 +121,12 @@ def test_last_layer_at_masked_positions_equals_the_full_layer(mlm):
     at = torch.tensor([4, 7, 2])
     with torch.no_grad():
         full = encoder(input_ids=ids, attention_mask=keep)[0][torch.arange(3), at]
-        with augment._without_last_layer(encoder, layers):
+        with augment.without_last_layer(encoder, layers):
             assert len(encoder.encoder.layer) == 1
             hidden = encoder(input_ids=ids, attention_mask=keep)[0]
         assert encoder.encoder.layer is layers  # restored
-        fast = augment._last_layer_at(layers[-1], hidden, at, keep)
-        unpadded = augment._last_layer_at(layers[-1], hidden, at, None)
+        fast = augment.last_layer_at(layers[-1], hidden, at, keep)
+        unpadded = augment.last_layer_at(layers[-1], hidden, at, None)
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
     # the padding mask matters: without it the padded rows come out different
     assert not torch.allclose(unpadded[1], full[1], atol=1e-3)

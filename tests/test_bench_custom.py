@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from tinykd import userdata
+from tinykd import data
 from tinykd.bench.custom import mrpc_jsonl, parse_tree, sst2_csv, tree_labels
 from tinykd.config import TaskConfig
-from tinykd.data import read_glue_tsv
+from tinykd.data.text import read_glue_tsv
 from tinykd.tasks import get_task
 
 # "Not -LRB- very -RRB- good , but fun" with a very negative word and a positive two-word phrase
@@ -56,7 +56,7 @@ def test_conversions_read_back_as_glue(tmp_path):
     ):
         files = convert(glue_dir, tmp_path / f"{name}-out")
         cfg = _task(train=str(files["train"]), dev=str(files["dev"]), **task)
-        spec = userdata.build_spec(cfg, cache)
-        got = userdata.load_split(cfg, spec, "dev", cache)
+        spec = data.build_spec(cfg, cache)
+        got = data.read(cfg, spec, "dev", cache)
         want = read_glue_tsv(glue_dir / "dev.tsv", get_task(name))
         assert got["text_a"] == want["text_a"] and got["text_b"] == want["text_b"] and got["label"] == want["label"]

@@ -78,7 +78,7 @@ def test_glove_embeddings_copy_known_words_and_bare_pieces():
 
 
 def test_gradual_unfreezing_schedule(bilstm):
-    from stages.task_bilstm import trainable_groups
+    from tinykd.stages.task_bilstm import trainable_groups
 
     assert [trainable_groups(bilstm, s, 2) for s in range(9)] == [1, 1, 2, 2, 3, 3, 4, 4, 4]
     assert trainable_groups(bilstm, 0, 0) == 4

@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from conftest import run_stage
 from tinykd import build, models
 from tinykd.config import REPO_ROOT
-from tinykd.data import Batcher
+from tinykd.data.batches import Batcher
 from tinykd.errors import TinyKDError
 
 GLUE = REPO_ROOT.parent / "shared" / "data" / "glue"

@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import BertTokenizer
 
-from tinykd import config, data
+from tinykd import config
+from tinykd.data import batches as batching, cache, corpus, text
 from tinykd.errors import TinyKDError
 from tinykd.metrics import compute_metrics
 from tinykd.tasks import get_task
@@ -35,7 +36,7 @@ def tiny_ds(tokenizer):
     """Seven examples of different lengths (so batches need padding), labels 0..6."""
     texts = ["a", "a b", "b c d", "c", "d e f g", "e f", "g a b c d"]
     enc = tokenizer(texts)
-    return datasets.Dataset.from_dict({**{k: enc[k] for k in data.MODEL_INPUTS}, "labels": list(range(7))})
+    return datasets.Dataset.from_dict({**{k: enc[k] for k in batching.MODEL_INPUTS}, "labels": list(range(7))})
 
 
 # ----------------------------------------------------------------------------- GLUE files
@@ -47,7 +48,7 @@ def tiny_ds(tokenizer):
 ])
 def test_read_glue_dev_row_counts(task, folder, rows):
     spec = get_task(task)
-    cols = data.read_glue_tsv(GLUE / folder / "dev.tsv", spec)
+    cols = text.read_glue_tsv(GLUE / folder / "dev.tsv", spec)
     assert len(cols["text_a"]) == len(cols["text_b"]) == len(cols["label"]) == rows
     assert all(isinstance(a, str) and a for a in cols["text_a"])
     if not spec.pair:
@@ -62,21 +63,21 @@ def test_read_glue_dev_row_counts(task, folder, rows):
 
 def test_read_glue_sst2_train_and_dev_labels():
     spec = get_task("sst2")
-    assert len(data.read_glue_tsv(GLUE / "SST-2" / "train.tsv", spec)["label"]) == 67349
-    assert Counter(data.read_glue_tsv(GLUE / "SST-2" / "dev.tsv", spec)["label"]) == {0: 428, 1: 444}
+    assert len(text.read_glue_tsv(GLUE / "SST-2" / "train.tsv", spec)["label"]) == 67349
+    assert Counter(text.read_glue_tsv(GLUE / "SST-2" / "dev.tsv", spec)["label"]) == {0: 428, 1: 444}
 
 
 def test_read_glue_limit_takes_first_rows():
     spec = get_task("mrpc")
-    full = data.read_glue_tsv(GLUE / "MRPC" / "dev.tsv", spec)
-    five = data.read_glue_tsv(GLUE / "MRPC" / "dev.tsv", spec, limit=5)
+    full = text.read_glue_tsv(GLUE / "MRPC" / "dev.tsv", spec)
+    five = text.read_glue_tsv(GLUE / "MRPC" / "dev.tsv", spec, limit=5)
     assert {k: v[:5] for k, v in full.items()} == five
     assert len(five["label"]) == 5
 
 
 def test_read_glue_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(TinyKDError, match="not found") as e:
-        data.read_glue_tsv(tmp_path / "dev.tsv", get_task("sst2"))
+        text.read_glue_tsv(tmp_path / "dev.tsv", get_task("sst2"))
     assert "task.data_dir" in e.value.fix
 
 
@@ -84,7 +85,7 @@ def test_read_glue_bad_label_names_file_and_line(tmp_path):
     f = tmp_path / "dev.tsv"
     f.write_text("sentence\tlabel\ngood film\t1\nbad film\t7\n", encoding="utf-8")
     with pytest.raises(TinyKDError) as e:
-        data.read_glue_tsv(f, get_task("sst2"))
+        text.read_glue_tsv(f, get_task("sst2"))
     assert "line 3" in e.value.problem and str(f) in e.value.problem and "'7'" in e.value.problem
 
 
@@ -93,35 +94,35 @@ def test_read_glue_bad_label_names_file_and_line(tmp_path):
 
 def test_pack_blocks_by_hand_keeps_last_short_block():
     CLS, SEP = 2, 3
-    blocks = data.pack_blocks([[10, 11, 12], [13], [14, 15, 16, 17]], block_len=5, cls_id=CLS, sep_id=SEP)
+    blocks = corpus.pack_blocks([[10, 11, 12], [13], [14, 15, 16, 17]], block_len=5, cls_id=CLS, sep_id=SEP)
     # body of 5 − 2 = 3 tokens per block; 8 tokens -> 3 + 3 + 2
     assert blocks == [[CLS, 10, 11, 12, SEP], [CLS, 13, 14, 15, SEP], [CLS, 16, 17, SEP]]
 
 
 def test_pack_blocks_exact_multiple_and_empty():
-    assert data.pack_blocks([[1, 2], [3, 4]], block_len=4, cls_id=7, sep_id=8) == [[7, 1, 2, 8], [7, 3, 4, 8]]
-    assert data.pack_blocks([], block_len=4, cls_id=7, sep_id=8) == []
+    assert corpus.pack_blocks([[1, 2], [3, 4]], block_len=4, cls_id=7, sep_id=8) == [[7, 1, 2, 8], [7, 3, 4, 8]]
+    assert corpus.pack_blocks([], block_len=4, cls_id=7, sep_id=8) == []
 
 
 # ----------------------------------------------------------------------------- batch order
 
 
 def test_epoch_batches_cover_every_index_once_with_short_last_batch():
-    batches = data.epoch_batches(10, 3, seed=0, epoch=0, shuffle=True)
+    batches = batching.epoch_batches(10, 3, seed=0, epoch=0, shuffle=True)
     assert [len(b) for b in batches] == [3, 3, 3, 1]
     assert sorted(i for b in batches for i in b) == list(range(10))
 
 
 def test_epoch_batches_without_shuffle_are_in_order():
-    assert data.epoch_batches(7, 3, seed=5, epoch=2, shuffle=False) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert batching.epoch_batches(7, 3, seed=5, epoch=2, shuffle=False) == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 def test_epoch_batches_order_depends_only_on_seed_and_epoch():
-    a = data.epoch_batches(50, 8, seed=3, epoch=1, shuffle=True)
-    assert a == data.epoch_batches(50, 8, seed=3, epoch=1, shuffle=True)
-    assert a != data.epoch_batches(50, 8, seed=3, epoch=2, shuffle=True)
-    assert a != data.epoch_batches(50, 8, seed=4, epoch=1, shuffle=True)
-    assert a != data.epoch_batches(50, 8, seed=3, epoch=1, shuffle=False)
+    a = batching.epoch_batches(50, 8, seed=3, epoch=1, shuffle=True)
+    assert a == batching.epoch_batches(50, 8, seed=3, epoch=1, shuffle=True)
+    assert a != batching.epoch_batches(50, 8, seed=3, epoch=2, shuffle=True)
+    assert a != batching.epoch_batches(50, 8, seed=4, epoch=1, shuffle=True)
+    assert a != batching.epoch_batches(50, 8, seed=3, epoch=1, shuffle=False)
 
 
 def _take(it, n):
@@ -137,7 +138,7 @@ def _same_batches(xs, ys):
 
 
 def test_batcher_first_epoch_covers_every_example(tiny_ds):
-    b = data.Batcher(tiny_ds, tokenizer=BertTokenizer(vocab=dict(VOCAB)), batch_size=3, seed=0)
+    b = batching.Batcher(tiny_ds, tokenizer=BertTokenizer(vocab=dict(VOCAB)), batch_size=3, seed=0)
     assert b.batches_per_epoch == 3
     epoch = _take(b.iterate(), 3)
     assert [len(x["labels"]) for x in epoch] == [3, 3, 1]
@@ -153,14 +154,14 @@ def test_batcher_first_epoch_covers_every_example(tiny_ds):
 
 @pytest.mark.parametrize("k", [1, 3, 4, 7])
 def test_batcher_resume_equals_skipping(tiny_ds, tokenizer, k):
-    b = data.Batcher(tiny_ds, tokenizer, batch_size=3, seed=11)
+    b = batching.Batcher(tiny_ds, tokenizer, batch_size=3, seed=11)
     from_zero = _take(b.iterate(0), k + 4)
     resumed = _take(b.iterate(start_micro_step=k), 4)
     _same_batches(from_zero[k:], resumed)
 
 
 def test_batcher_epochs_differ_in_order(tiny_ds, tokenizer):
-    b = data.Batcher(tiny_ds, tokenizer, batch_size=3, seed=11)
+    b = batching.Batcher(tiny_ds, tokenizer, batch_size=3, seed=11)
     six = _take(b.iterate(), 6)
     order = [[int(y) for y in x["labels"]] for x in six]
     assert sorted(sum(order[3:], [])) == list(range(7))
@@ -169,11 +170,11 @@ def test_batcher_epochs_differ_in_order(tiny_ds, tokenizer):
 
 def test_batcher_rejects_empty_dataset(tokenizer):
     with pytest.raises(TinyKDError, match="empty"):
-        data.Batcher(datasets.Dataset.from_dict({"input_ids": []}), tokenizer, batch_size=2, seed=0)
+        batching.Batcher(datasets.Dataset.from_dict({"input_ids": []}), tokenizer, batch_size=2, seed=0)
 
 
 def test_eval_batches_yield_every_example_in_order(tiny_ds, tokenizer):
-    batches = list(data.eval_batches(tiny_ds, tokenizer, batch_size=3))
+    batches = list(batching.eval_batches(tiny_ds, tokenizer, batch_size=3))
     assert [len(x["labels"]) for x in batches] == [3, 3, 1]
     assert [int(y) for x in batches for y in x["labels"]] == list(range(7))
     rows = [ids[m.bool()].tolist() for x in batches for ids, m in zip(x["input_ids"], x["attention_mask"])]
@@ -224,12 +225,12 @@ def test_cached_dataset_builds_once_then_loads(tmp_path):
         calls.append(1)
         return datasets.Dataset.from_dict({"x": [1, 2, 3], "y": ["a", "b", "c"]})
 
-    first = data.cached_dataset(tmp_path, "k1", build)
-    second = data.cached_dataset(tmp_path, "k1", build)
+    first = cache.cached_dataset(tmp_path, "k1", build)
+    second = cache.cached_dataset(tmp_path, "k1", build)
     assert len(calls) == 1
     assert first.to_dict() == second.to_dict() == {"x": [1, 2, 3], "y": ["a", "b", "c"]}
     # a different key is a different entry
-    data.cached_dataset(tmp_path, "k2", build)
+    cache.cached_dataset(tmp_path, "k2", build)
     assert len(calls) == 2
     # written atomically: only the final entries remain, no temporary directories
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k1", "k2"]
@@ -240,6 +241,6 @@ def test_cached_dataset_failed_build_leaves_no_entry(tmp_path):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        data.cached_dataset(tmp_path, "k", broken)
+        cache.cached_dataset(tmp_path, "k", broken)
     assert not (tmp_path / "k").exists()
-    assert data.cached_dataset(tmp_path, "k", lambda: datasets.Dataset.from_dict({"x": [7]}))["x"] == [7]
+    assert cache.cached_dataset(tmp_path, "k", lambda: datasets.Dataset.from_dict({"x": [7]}))["x"] == [7]

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tinykd import distributed
-from tinykd.data import Batcher
+from tinykd.data.batches import Batcher
 from tinykd.engine import DeepSpeedEngine, deepspeed_config
 from tinykd.errors import TinyKDError
 

@@ -130,7 +130,7 @@ def test_the_model_card_parses_and_its_metrics_are_the_runs(exported):
     assert rows["ONNX Runtime int8"]["score"] == report["dev"]["student"]["int8"]["accuracy"]
     assert rows["PyTorch fp32"]["b1"] == report["latency"]["student"]["pytorch"]["b1"]["median_ms"]
     assert "| ONNX Runtime int8 |" in card.text and "stage=pipeline" not in card.text  # composed in Python
-    assert (model_dir / modelcard.CONFIG).read_text() == (Path(task["run_dir"]) / "config.yaml").read_text()
+    assert (model_dir / modelcard.SHIPPED_CONFIG).read_text() == (Path(task["run_dir"]) / "config.yaml").read_text()
 
 
 @pytest.mark.slow  # a smoke pipeline, then stage=export with its teacher: the default tier keeps the cheaper ones

@@ -12,9 +12,9 @@ import pytest
 import torch
 from test_loop import make_loop, train
 
+from tinykd.atomic import atomic_write_text
 from tinykd.errors import TinyKDError
-from tinykd.run import (CHECKPOINT, CheckpointError, atomic_write_text, checkpoint_paths, load_checkpoint,
-                        read_checkpoint, restore)
+from tinykd.run import CHECKPOINT, CheckpointError, checkpoint_paths, load_checkpoint, read_checkpoint, restore
 
 
 def two_checkpoints(tmp_path, parts) -> tuple[Path, Path]:
@@ -349,7 +349,7 @@ def launch_ranks(runs_dir: Path, *overrides: str, world: int = 2) -> list:
     from tinykd import distributed
 
     env = {k: v for k, v in os.environ.items() if k not in distributed.RENDEZVOUS}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(distributed._free_port()), WORLD_SIZE=str(world))
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(distributed.free_port()), WORLD_SIZE=str(world))
     command = [sys.executable, "-m", "tinykd", "stage=general", "debug=smoke", "progress=false", "engine=deepspeed",
                "train.general.max_steps=100000", "train.general.log_every=1", *overrides]
     return [subprocess.Popen(command, cwd=REPO, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, text=True,
@@ -468,15 +468,15 @@ def test_a_full_disk_while_writing_an_augmentation_shard_or_a_cache_entry(tmp_pa
     import datasets
     import pyarrow as pa
 
-    from stages.augment import _write_dataset
-    from tinykd.data import cached_dataset
+    from tinykd.stages.augment import write_dataset
+    from tinykd.data.cache import cached_dataset
 
     feats = datasets.Features({"text": datasets.Value("string")})
     shard = tmp_path / "augment" / "shard-00000"
-    _write_dataset({"text": ["a", "b"]}, feats, shard)
+    write_dataset({"text": ["a", "b"]}, feats, shard)
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", full_disk)
     with pytest.raises(TinyKDError, match=r"No space left to write .*shard-00001.*the shards written before it"):
-        _write_dataset({"text": ["c"]}, feats, tmp_path / "augment" / "shard-00001")
+        write_dataset({"text": ["c"]}, feats, tmp_path / "augment" / "shard-00001")
     with pytest.raises(TinyKDError, match=r"No space left to write .*teacher_outputs"):
         cached_dataset(tmp_path / "cache", "teacher_outputs", lambda: datasets.Dataset(pa.table({"x": [1]})))
     monkeypatch.undo()

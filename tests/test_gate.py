@@ -11,7 +11,7 @@ from conftest import run_stage
 from transformers import AutoConfig, BertConfig
 
 from tinykd import gate, models
-from tinykd.data import Batcher
+from tinykd.data.batches import Batcher
 from tinykd.errors import TinyKDError
 from tinykd.tasks import get_task
 

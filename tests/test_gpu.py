@@ -22,7 +22,7 @@ CUDA = ("engine.device=cuda",)
 
 def test_task_distillation_runs_on_cuda_in_bf16_for_teacher_and_student(make_cfg, monkeypatch):
     """Both models' layer outputs come out of bf16 autocast on the GPU, in a real smoke run."""
-    import stages.task as task_stage
+    import tinykd.stages.task as task_stage
 
     run_stage(make_cfg("stage=teacher", *SMOKE, *CUDA, "engine.precision=bf16"))
     seen = []

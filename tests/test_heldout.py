@@ -30,7 +30,7 @@ def test_counts_labels_and_no_overlap_with_sst2():
     assert len({heldout.match_key(t) for t in texts}) == len(texts)
     assert all(t == t.lower() and "  " not in t for t in texts)
     # no text is a GLUE SST-2 train/dev row, whether compared as-is (lowercase, whitespace) or on the key
-    glue = list(heldout._glue_rows(heldout.sst2_dir()))
+    glue = list(heldout.glue_rows(heldout.sst2_dir()))
     assert len(glue) == 67349 + 872
     plain = {" ".join(s.lower().split()) for s, _ in glue}
     assert not any(" ".join(t.split()) in plain for t in texts)
@@ -42,7 +42,7 @@ def test_counts_labels_and_no_overlap_with_sst2():
 @needs_sst2
 def test_sample_is_balanced_and_deterministic():
     a = heldout.load_heldout(limit=301)
-    heldout._load_all.cache_clear()
+    heldout.load_all.cache_clear()
     b = heldout.load_heldout(limit=301)
     assert a == b
     texts, labels = a

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tinykd.data import Batcher
+from tinykd.data.batches import Batcher
 from tinykd.engine import TorchEngine
 from tinykd.errors import NonFiniteLossError, TinyKDError
 from tinykd.loop import PhaseLoop, StepBudget

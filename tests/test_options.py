@@ -37,7 +37,7 @@ def _schema_options(schema=config.Config, prefix="") -> list[tuple[str, object]]
     out = []
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
-        sub = config._dataclass_of(hints[f.name])
+        sub = config.dataclass_of(hints[f.name])
         if sub is not None:
             out += _schema_options(sub, f"{prefix}{f.name}.")
         elif "choices" in f.metadata:

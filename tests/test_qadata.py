@@ -1,4 +1,4 @@
-"""Extractive QA data (tinykd/qadata.py): SQuAD JSON and flat files read to the same questions, each bad input
+"""Extractive QA data (tinykd/data/qa.py): SQuAD JSON and flat files read to the same questions, each bad input
 refused with the file, the question and the fix, and windows labelled with exactly the answer's tokens (checked
 through the offsets, with the real MiniLM WordPiece tokenizer), on hand-built cases and on the shared SQuAD files."""
 
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from tinykd import qadata, squad
+from tinykd import squad
+from tinykd.data import qa as qadata
 from tinykd.errors import TinyKDError
 
 SQUAD_DIR = Path("/work/shared/data/squad")

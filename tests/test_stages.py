@@ -96,7 +96,7 @@ def test_task_stage_two_phases_and_best_export(distilled):
     facts = card.data.to_dict()["tinykd"]
     assert facts["teacher"]["dev"] == res["teacher_dev"] and facts["teacher"]["dir"] == res["teacher"]
     assert facts["latency"]["student"]["b32"] == res["latency_seq64"]["student"]["b32"]["median_ms"]
-    assert (Path(res["export"]) / modelcard.CONFIG).read_text() == (run_dir / "config.yaml").read_text()
+    assert (Path(res["export"]) / modelcard.SHIPPED_CONFIG).read_text() == (run_dir / "config.yaml").read_text()
 
 
 def test_exported_student_reloads_with_identical_logits(distilled):
@@ -150,7 +150,7 @@ def test_pipeline_chains_all_stages(make_cfg):
 def test_regression_task_uses_mse(distilled, monkeypatch):
     """STS-B: one output, MSE prediction loss (by hand from the logits the stage passed in, against
     the values it logged), Pearson/Spearman metrics. Soft cross-entropy over one output is always 0."""
-    import stages.task as task_stage
+    import tinykd.stages.task as task_stage
 
     seen = []
     real = task_stage.prediction_loss
@@ -210,7 +210,7 @@ def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monk
         return real_freeze(model)
 
     monkeypatch.setattr(models, "freeze", spy)
-    import stages.task as task_stage
+    import tinykd.stages.task as task_stage
 
     real_evaluate = task_stage.evaluate
 
@@ -273,7 +273,7 @@ def test_prediction_phase_reads_cached_teacher_logits(distilled, cache_dir, monk
     (("train.task_prediction.max_steps=0", "train.task_prediction.epochs=3"), "fp16"),
 ])
 def test_teacher_cache_auto_caches_only_when_the_set_is_read_twice(make_cfg, overrides, expected):
-    from stages.task import teacher_cache_precision
+    from tinykd.stages.task import teacher_cache_precision
 
     cfg = make_cfg("stage=task", "task=sst2", "debug=smoke", *overrides)
     examples = cfg.task.train_limit

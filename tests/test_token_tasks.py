@@ -142,7 +142,8 @@ def test_the_gate_samples_whole_sentences_not_windows():
 def test_cached_teacher_logits_per_token_equal_a_live_teacher_forward(make_cfg, tmp_path, task):
     """distill.teacher_cache for token and QA tasks: an example's L x K logits stored flat, padded back to
     the batch by the collator, equal the teacher's own output on the batch at every real token."""
-    from tinykd import build, data, models, teacher_outputs
+    from tinykd import build, models, teacher_outputs
+    from tinykd.data.batches import Batcher
 
     cfg = make_cfg("stage=task", f"task={task}", "debug=smoke")
     spec = build.task_spec(cfg)
@@ -155,7 +156,7 @@ def test_cached_teacher_logits_per_token_equal_a_live_teacher_forward(make_cfg, 
     cached = teacher_outputs.with_teacher_outputs(teacher, source, train, tok, batch_size=7, device="cpu",
                                                   cache_dir=str(tmp_path), progress=False, precision="fp32",
                                                   representations=False)
-    batch = next(data.Batcher(cached, tok, 16, seed=0).iterate(0))
+    batch = next(Batcher(cached, tok, 16, seed=0).iterate(0))
     with torch.no_grad():
         live = models.head_logits(teacher(**models.model_inputs(teacher, batch)))
     real = batch["attention_mask"].bool()

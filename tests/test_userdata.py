@@ -1,4 +1,4 @@
-"""Your own data (tinykd/userdata.py): every supported file kind read to the same rows, labels by
+"""Your own data (tinykd/data/files.py and text.py): every supported file kind read to the same rows, labels by
 problem type, and each bad input refused with the file, the row or line, and the fix."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import datasets
 import pandas as pd
 import pytest
 
-from tinykd import userdata
+from tinykd import data
 from tinykd.choices import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from tinykd.config import REPO_ROOT
 from tinykd.errors import TinyKDError
@@ -27,8 +27,8 @@ def task(make_cfg, tmp_path, train, dev, *overrides):
 
 def spec_and_rows(make_cfg, tmp_path, train, dev, *overrides, split="dev"):
     t, raw = task(make_cfg, tmp_path, train, dev, *overrides)
-    spec = userdata.build_spec(t, raw)
-    return spec, userdata.load_split(t, spec, split, raw)
+    spec = data.build_spec(t, raw)
+    return spec, data.read(t, spec, split, raw)
 
 
 def write(path, text: str | bytes):
@@ -206,7 +206,7 @@ def test_a_bad_file_exits_with_status_2_from_the_command_line(cli, tmp_path):
 def test_a_hub_dataset_offline_is_a_clear_error(make_cfg, tmp_path):
     cfg = make_cfg("stage=task", "task=custom", "task.hub=someone/reviews", "task.train=train", "task.dev=validation")
     with pytest.raises(TinyKDError) as err:
-        userdata.build_spec(cfg.task, str(tmp_path / "raw"))
+        data.build_spec(cfg.task, str(tmp_path / "raw"))
     assert "split 'train' of hub dataset someone/reviews" in err.value.problem and "HF_HUB_OFFLINE" in err.value.fix
 
 

@@ -261,7 +261,7 @@ def _mlm_parts(model):
     return model.base_model, head
 
 
-def _check_vocab(model, tokenizer) -> None:
+def check_vocab(model, tokenizer) -> None:
     size = model.config.vocab_size
     if len(tokenizer) > size:
         raise TinyKDError(
@@ -270,13 +270,13 @@ def _check_vocab(model, tokenizer) -> None:
         )
 
 
-def _uses_segments(model) -> bool:
+def uses_segments(model) -> bool:
     # RoBERTa-style models have a single segment embedding: segment 1 would be out of range.
     return getattr(model.config, "type_vocab_size", 0) >= 2
 
 
 @contextlib.contextmanager
-def _eval_mode(model):
+def eval_mode(model):
     was_training = model.training
     model.eval()  # candidates must not depend on dropout
     try:
@@ -285,7 +285,7 @@ def _eval_mode(model):
         model.train(was_training)
 
 
-def _pick(logits: torch.Tensor, tokenizer, k: int) -> list[list[str]]:
+def pick(logits: torch.Tensor, tokenizer, k: int) -> list[list[str]]:
     """Top-k tokens of each row (rows: masked positions), best first; ``##`` pieces and
     special tokens are then dropped, so a list may hold fewer than k words.
     Logits past the tokenizer's vocabulary (a padded head) are never picked."""
@@ -296,9 +296,9 @@ def _pick(logits: torch.Tensor, tokenizer, k: int) -> list[list[str]]:
             for row in top]
 
 
-def _bert_layers(encoder) -> Optional[torch.nn.ModuleList]:
+def bert_layers(encoder) -> Optional[torch.nn.ModuleList]:
     """The encoder's layer list when its last layer can be run at chosen positions only
-    (`_last_layer_at`): a BERT-style post-LayerNorm encoder layer (BERT, RoBERTa and their
+    (`last_layer_at`): a BERT-style post-LayerNorm encoder layer (BERT, RoBERTa and their
     copies in transformers) with absolute positions. None otherwise (the full forward is used)."""
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList) or len(layers) < 2:
@@ -314,7 +314,7 @@ def _bert_layers(encoder) -> Optional[torch.nn.ModuleList]:
 
 
 @contextlib.contextmanager
-def _without_last_layer(encoder, layers: torch.nn.ModuleList):
+def without_last_layer(encoder, layers: torch.nn.ModuleList):
     """Run `encoder` with its last layer left out (restored afterwards, whatever happens)."""
     encoder.encoder.layer = torch.nn.ModuleList(list(layers)[:-1])
     try:
@@ -323,7 +323,7 @@ def _without_last_layer(encoder, layers: torch.nn.ModuleList):
         encoder.encoder.layer = layers
 
 
-def _last_layer_at(layer, hidden: torch.Tensor, at: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+def last_layer_at(layer, hidden: torch.Tensor, at: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
     """A BERT encoder layer's output at one position per row: `hidden` (B, T, d) is the
     layer's input, `at` (B,) the position wanted, `keep` (B, T) 1 for real tokens (None: no
     padding). Returns (B, d), equal to `layer(hidden)[arange(B), at]` up to float rounding.
@@ -345,7 +345,7 @@ def _last_layer_at(layer, hidden: torch.Tensor, at: torch.Tensor, keep: Optional
     return layer.output(layer.intermediate(attended), attended)
 
 
-def _max_len(model, max_len: Optional[int]) -> int:
+def position_limit(model, max_len: Optional[int]) -> int:
     return max_len or getattr(model.config, "max_position_embeddings", 512)
 
 
@@ -468,10 +468,10 @@ def _run_jobs(model, tokenizer, jobs: Sequence[_MLMJob], n_sentences: int, k: in
         return results
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    segments = _uses_segments(model)
-    layers = _bert_layers(encoder) if last_layer_at_mask else None
+    segments = uses_segments(model)
+    layers = bert_layers(encoder) if last_layer_at_mask else None
     jobs = sorted(jobs, key=lambda j: len(j.ids))  # stable: equal lengths keep their order
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for rows in length_batches([len(j.ids) for j in jobs], batch_size, max_tokens, same_length):
             batch = [jobs[r] for r in rows]
             width = max(len(j.ids) for j in batch)
@@ -494,13 +494,13 @@ def _run_jobs(model, tokenizer, jobs: Sequence[_MLMJob], n_sentences: int, k: in
                 hidden = encoder(**inputs)[0]  # (batch, width, hidden)
                 read = hidden[row_of, at_of]
             else:  # one position per row: every layer but the last on the whole input, the last there
-                with _without_last_layer(encoder, layers):
+                with without_last_layer(encoder, layers):
                     hidden = encoder(**inputs)[0]
-                read = _last_layer_at(layers[-1], hidden, at_of, inputs.get("attention_mask"))
+                read = last_layer_at(layers[-1], hidden, at_of, inputs.get("attention_mask"))
             logits = head(read).float()  # (positions, vocab)
             if exclude_input:
                 logits[torch.arange(len(which), device=device), inputs["input_ids"][row_of, at_of]] = -torch.inf
-            for (r, pos, _), words in zip(which, _pick(logits, tokenizer, k)):
+            for (r, pos, _), words in zip(which, pick(logits, tokenizer, k)):
                 results[batch[r].sentence][pos] = words
     return [dict(sorted(r.items())) for r in results]
 
@@ -534,7 +534,7 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     - only the encoder runs on the whole sequence, and with `last_layer_at_mask` (default,
       BERT-style encoders) only up to its last layer: that layer computes keys and values for
       every position but its query, attention output and feed-forward at the masked position
-      only (`_last_layer_at`), since nothing else of it is read;
+      only (`last_layer_at`), since nothing else of it is read;
     - the vocabulary head (the costly hidden x vocab product) is applied to the masked rows
       only, not to every position.
     Results are identical to the reference up to float rounding between batched and unbatched
@@ -551,9 +551,9 @@ def mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]], p
     """
     if mode not in MLM_MODES:
         raise TinyKDError(f"Unknown masked-LM candidate mode {mode!r}.", f"use one of {', '.join(MLM_MODES)}.")
-    _check_vocab(model, tokenizer)
+    check_vocab(model, tokenizer)
     counts = {"mlm_inputs": 0, "truncated_inputs": 0, "past_limit_words": 0}
-    jobs = _JOB_BUILDERS[mode](tokenizer, sentences_words, positions, _max_len(model, max_len), counts)
+    jobs = _JOB_BUILDERS[mode](tokenizer, sentences_words, positions, position_limit(model, max_len), counts)
     if stats is not None:
         for key, value in counts.items():
             stats[key] = stats.get(key, 0) + value

@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from tinykd.augment import (WordVectors, _check_vocab, _eval_mode, _max_len, _pick, _uses_segments,
-                            augment_sentence, is_eligible, sentence_rng, split_words)
+from tinykd.augment import (WordVectors, augment_sentence, check_vocab, eval_mode, is_eligible, pick, position_limit,
+                            sentence_rng, split_words, uses_segments)
 
 
 def reference_mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequence[str]],
@@ -26,12 +26,12 @@ def reference_mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequenc
     size 1, and take the top k at the masked position. It runs under `no_grad` (the
     original script does not), which makes it a slightly faster, fairer baseline.
     """
-    _check_vocab(model, tokenizer)
-    limit = _max_len(model, max_len)
+    check_vocab(model, tokenizer)
+    limit = position_limit(model, max_len)
     device = next(model.parameters()).device
-    segments = _uses_segments(model)
+    segments = uses_segments(model)
     results: list[dict[int, list[str]]] = [{} for _ in sentences_words]
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for s, (words, wanted) in enumerate(zip(sentences_words, positions)):
             pieces = tokenizer.tokenize(" ".join(words))
             for pos in wanted:
@@ -54,7 +54,7 @@ def reference_mlm_candidates(model, tokenizer, sentences_words: Sequence[Sequenc
                 if segments:
                     inputs["token_type_ids"] = torch.tensor([token_types], device=device)
                 logits = model(**inputs).logits  # (1, length, vocab): the head at every position
-                results[s][pos] = _pick(logits[0, found[0]][None].float(), tokenizer, k)[0]
+                results[s][pos] = pick(logits[0, found[0]][None].float(), tokenizer, k)[0]
     return results
 
 

@@ -1,17 +1,18 @@
 """Small functions that turn one part of the config into plain objects for the stages: a model
-source, a student, a dataset, a list of layer matches, the augmentation's candidate sources.
+source, the task and its splits, a list of layer matches, a distiller, a phase's loop, the augmentation's
+candidate sources.
 
 The models, data, losses and layer maps they call take plain values. Besides the stages and
 these, `cfg` is read only by the plumbing around them: `config` (the schemas and the start-up
 check, which has already refused unknown values and impossible combinations by the time these
-run), `cli` (dispatch), `engine.build_engine` and `loop.PhaseLoop` (the engine node and a phase's
+run), `cli` (dispatch), `students` (where a student starts: `student.*`), `modelcard.student_card`
+(the card's facts), `engine.build_engine` and `loop.PhaseLoop` (the engine node and a phase's
 train.<block>), `run` (saving and comparing configs, the metrics logger) and `sweep` (Hydra's sweep
 callback).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -19,9 +20,8 @@ from typing import Optional, Sequence
 import torch
 
 from tinykd import attention, data, models, teachers
-from tinykd.choices import QA, RELATIONS, SEQUENCE
-from tinykd.config import sample_size
-from tinykd.data import Batcher
+from tinykd.choices import QA, RELATIONS
+from tinykd.data.batches import Batcher
 from tinykd.distiller import (Distiller, RelationMatch, check_attention_capture, check_compatible, qkv_projections,
                               use_attention_target)
 from tinykd.engine import build_engine
@@ -29,7 +29,7 @@ from tinykd.errors import TinyKDError
 from tinykd.layermap import FEATURES, LayerMatch, format_table, resolve_matches
 from tinykd.loop import PhaseLoop
 from tinykd.run import check_upstream, seed_everything
-from tinykd.tasks import TaskSpec, described_in_config, get_task
+from tinykd.tasks import TaskSpec
 
 
 def teacher_source(cfg) -> str:
@@ -50,110 +50,6 @@ def teacher_source(cfg) -> str:
         print(f"[tinykd] teacher.path={t.path} is set: the tiny teacher of teacher={t.name} is not built")
     package = None if Path(t.path).expanduser().is_dir() else t.package
     return models.resolve_source(t.path, package, "teacher")
-
-
-def student_config(cfg, teacher_config, spec: Optional[TaskSpec] = None):
-    """The student's HF config from `cfg.student`: null sizes take the teacher's value (layers:
-    half the teacher's, rounded up); a task spec adds its labels and problem type."""
-    config = _student_config(cfg, teacher_config, spec)
-    if spec is not None and spec.type == SEQUENCE:  # token and QA heads have no problem type
-        config.problem_type = spec.problem_type
-    return config
-
-
-def _student_config(cfg, teacher_config, spec: Optional[TaskSpec]):
-    s, tc = cfg.student, teacher_config
-    layers = s.num_layers if s.num_layers is not None else math.ceil(tc.num_hidden_layers / 2)
-    labels = dict(num_labels=spec.num_labels, label_names=spec.label_names) if spec is not None else {}
-    if s.arch == "bilstm":
-        from tinykd.bilstm import BiLSTMConfig
-
-        kw = models.label_kwargs(spec.num_labels, spec.label_names, spec.problem_type) if spec is not None else {}
-        return BiLSTMConfig(vocab_size=tc.vocab_size, embedding_dim=s.embedding_dim or tc.hidden_size,
-                            hidden_size=s.hidden_size or tc.hidden_size, num_layers=s.num_layers or 1,
-                            representation_size=s.representation_size or tc.hidden_size, dropout=s.dropout,
-                            pad_token_id=getattr(tc, "pad_token_id", 0) or 0, **kw)
-    if s.arch == "distilbert":
-        fixed = {"hidden_size": tc.hidden_size, "num_heads": tc.num_attention_heads,
-                 "intermediate_size": tc.intermediate_size}
-        odd = {k: getattr(s, k) for k, v in fixed.items() if getattr(s, k) not in (None, v)}
-        if odd:
-            raise TinyKDError(f"A DistilBERT student has the teacher's shape ({fixed}); got student.{odd}.",
-                              "leave those keys null with student.arch=distilbert, or use student.arch=bert.")
-        return models.distilbert_config(tc, num_layers=layers, dropout=s.dropout, **labels)
-    return models.student_config(
-        tc, num_layers=layers, hidden_size=s.hidden_size or tc.hidden_size,
-        num_heads=s.num_heads or tc.num_attention_heads, intermediate_size=s.intermediate_size or tc.intermediate_size,
-        dropout=s.dropout, **labels)
-
-
-def general_student(cfg, teacher, head: str, corpus=None, tokenizer=None):
-    """The general stage's student: random (seeded); with `student.general_init=teacher_layers` (or
-    `student.init=teacher_layers`), the teacher's embeddings and layers `student.init_layers` copied in
-    (DistilBERT); with `pruned` (either key), the teacher pruned to the student's shape, ranked on
-    `corpus` blocks. `head`: none | mlm. Returns (the student, the teacher layers it was pruned from or
-    None)."""
-    s = cfg.student
-    student = models.random_student(student_config(cfg, teacher.config), cfg.seed, head=head)
-    inits = (s.general_init, s.init)
-    if "pruned" in inits:
-        return student, pruned_student(cfg, teacher, student, corpus, tokenizer, cfg.train.general.eval_batch_size)
-    if "teacher_layers" in inits:
-        copied = models.init_from_teacher_layers(student, teacher, s.init_layers)
-        print(f"[tinykd] student initialised from the teacher: embeddings and layers {copied}")
-    return student, None
-
-
-def pruned_student(cfg, teacher, student, ds, tokenizer, batch_size: int):
-    """`student.init=pruned`: copy into `student` the teacher's units of highest activation importance on
-    `student.prune_examples` examples of `ds` (the first of the seeded shuffle), `student.init_layers` (if
-    set) fixing the layers kept (tinykd/prune.py). Returns the teacher layers kept (from 1), for
-    `distill.layer_map=kept`."""
-    from tinykd import prune
-    from tinykd.engine import pick_device
-
-    prune.check_shape(student.config, teacher.config)
-    if cfg.student.init_layers is not None:  # validated against both depths, as for teacher_layers
-        models.check_init_layers(cfg.student.init_layers, teacher.config.num_hidden_layers,
-                                 student.config.num_hidden_layers)
-    n = sample_size(cfg, "student.prune_examples", len(ds), "calibration examples")
-    batcher = Batcher(ds, tokenizer, batch_size, cfg.seed, rank=0, world_size=1)
-    batches = itertools.islice(batcher.iterate(), math.ceil(n / batch_size))
-    # the last batch is cut to n examples: exactly student.prune_examples are measured
-    sample = ({k: v[: n - i * batch_size] for k, v in b.items()} for i, b in enumerate(batches))
-    device = pick_device(cfg.engine.device)
-    plan = prune.prune(teacher, student, sample, layers=cfg.student.init_layers, device=device)
-    print(f"[tinykd] student pruned from the teacher on {n} examples: {plan.summary()}")
-    return [i + 1 for i in plan.layers]
-
-
-def bilstm_student(cfg, teacher, tokenizer, spec):
-    """A BiLSTM classifier for `cfg.student`, its input embeddings from `student.embeddings`:
-    the teacher's (SVD-reduced to embedding_dim when narrower), GloVe, or random."""
-    from tinykd import augment
-    from tinykd.bilstm import glove_embeddings, svd_reduce
-
-    config = student_config(cfg, teacher.config, spec)
-    student = models.random_student(config, cfg.seed, head="classifier")
-    kind = cfg.student.embeddings
-    if kind == "teacher":
-        table = teacher.get_input_embeddings().weight
-        if config.embedding_dim != table.size(1):
-            table = svd_reduce(table, config.embedding_dim)
-        note = f"the teacher's input embeddings ({teacher.config.hidden_size} -> {config.embedding_dim} by SVD)" \
-            if config.embedding_dim != teacher.config.hidden_size else "the teacher's input embeddings"
-    elif kind == "glove":
-        vectors = augment.load_word_vectors(cfg.augment.vectors, None)
-        table, covered = glove_embeddings(tokenizer.get_vocab(), vectors, config.embedding_dim, cfg.seed)
-        note = f"GloVe ({covered} of {len(tokenizer)} tokens; the rest random)"
-    else:  # random (config.check refuses any other value)
-        table, note = None, "random"
-    if table is not None:
-        with torch.no_grad():
-            student.get_input_embeddings().weight[: table.size(0)].copy_(table[: config.vocab_size])
-    print(f"[tinykd] BiLSTM student: {sum(p.numel() for p in student.parameters()) / 1e6:.2f}M parameters, "
-          f"embeddings from {note}")
-    return student
 
 
 def mlm_teacher(cfg):
@@ -248,50 +144,31 @@ def finetuned_teacher(cfg, spec: TaskSpec):
     return source, models.freeze(teacher)
 
 
+def data_cache(cfg) -> str:
+    """Where featurised splits and the corpus are cached (`paths.cache`/datasets; the raw files' own cache in
+    its raw/)."""
+    return str(Path(cfg.paths.cache) / "datasets")
+
+
 def task_spec(cfg) -> TaskSpec:
     """The task: a GLUE task's registry entry, or (your own data) one built from `task.*` and the training split."""
-    if described_in_config(cfg.task):
-        from tinykd import userdata
-
-        return userdata.build_spec(cfg.task, str(Path(cfg.paths.cache) / "datasets" / "raw"))
-    return get_task(cfg.task.name)
+    return data.build_spec(cfg.task, str(Path(data_cache(cfg)) / "raw"))
 
 
 def task_split(cfg, spec: TaskSpec, tokenizer, split: str, *, limit: Optional[int] | str = "config"):
-    """A split (train, dev or test) of the task, tokenised. `limit`: the first N rows; by default
-    task.train_limit / task.dev_limit (none for test)."""
+    """A split (train, dev or test) of the task, featurised (`data.load_split`). `limit`: the first N rows; by
+    default task.train_limit / task.dev_limit (none for test)."""
     if limit == "config":
         # an augmented set is used whole: stage=augment already applied train_limit to its sources
         limit = {"train": None if cfg.task.augmented else cfg.task.train_limit, "dev": cfg.task.dev_limit}.get(split)
-    return data.load_task_split(
-        spec, split, tokenizer,
-        source=cfg.task.source, data_dir=cfg.task.data_dir, max_len=cfg.task.max_seq_len, limit=limit,
-        cache_dir=str(Path(cfg.paths.cache) / "datasets"),
-        augmented=cfg.task.augmented if split == "train" else None,
-        task=cfg.task if spec.glue is None else None,
-    )
-
-
-def test_score(cfg, spec: TaskSpec, model, tokenizer, batch_size: int, device) -> Optional[dict]:
-    """The model's scores on `task.test` (your own data), when it is set and labelled; else None. Only
-    models already selected on dev are scored here: nothing is chosen by it."""
-    if spec.glue is not None or not cfg.task.test:
-        return None
-    from tinykd import userdata
-    from tinykd.evaluate import evaluate
-
-    if not userdata.has_labels(cfg.task, "test", str(Path(cfg.paths.cache) / "datasets" / "raw")):
-        return None
-    test = task_split(cfg, spec, tokenizer, "test")
-    scores = evaluate(model, test, tokenizer, spec, batch_size, device)
-    print("[tinykd] test: " + ", ".join(f"{k} = {v:.4f}" for k, v in scores.items()) + f" ({len(test)} examples)")
-    return scores
+    return data.load_split(spec, split, tokenizer, cfg.task, data_cache(cfg), limit=limit,
+                           augmented=cfg.task.augmented).dataset
 
 
 def corpus(cfg, tokenizer):
     return data.load_corpus(
         tokenizer, corpus_dir=cfg.paths.corpus_dir, patterns=list(cfg.corpus.files), exclude=list(cfg.corpus.exclude),
-        max_lines=cfg.corpus.max_lines, max_len=cfg.corpus.max_seq_len, cache_dir=str(Path(cfg.paths.cache) / "datasets"),
+        max_lines=cfg.corpus.max_lines, max_len=cfg.corpus.max_seq_len, cache_dir=data_cache(cfg),
     )
 
 
@@ -428,53 +305,6 @@ def augment_sources(cfg) -> dict:
         out["vectors"] = augment.embedding_word_vectors(encoder.get_input_embeddings().weight, tok.get_vocab(),
                                                         tok.all_special_tokens)
     return out
-
-
-def side_by_side_latency(cfg, student, teacher=None) -> dict:
-    """The student's and (when given) the teacher's CPU latency, timed side by side (taking turns): batch 1
-    and 32 x 64 tokens, the median of `stage.latency_repeats` forwards each (tinykd/latency.py)."""
-    from tinykd import latency
-
-    timed = {"student": student, **({"teacher": teacher} if teacher is not None else {})}
-    by_batch = {b: latency.measure_side_by_side(timed, b, 64, repeats=cfg.stage.latency_repeats) for b in (1, 32)}
-    return {name: {f"b{b}": by_batch[b][name] for b in by_batch} for name in timed}
-
-
-def student_card(cfg, spec: TaskSpec, *, run_dir: Path, export_dir: Path, student, teacher, teacher_dir: str,
-                 dev: dict, teacher_dev: Optional[dict], dev_examples: int, recipe: str, timing: dict) -> Path:
-    """Write the exported student's model card (tinykd/modelcard.py) with the run's facts: the task, the
-    teacher, the recipe and command, the dev scores, and the size and latency (`side_by_side_latency`) of
-    student and teacher."""
-    from tinykd import latency, modelcard
-    from tinykd.metrics import retention
-    from tinykd.run import command_line
-    from tinykd.system import cpu_name
-
-    timing = {name: {b: t["median_ms"] for b, t in by_batch.items()} for name, by_batch in timing.items()}
-    s, m = cfg.student, spec.main_metric
-    shape = (f"{student.config.num_hidden_layers}-layer, {student.config.hidden_size}-wide {s.arch} "
-             if s.arch != "bilstm" else f"{student.config.num_layers}-layer BiLSTM ")
-    glue = spec.glue is not None
-    labels = f", labels {', '.join(spec.label_names)}" if spec.label_names and len(spec.label_names) <= 12 else ""
-    facts = {
-        "name": f"tinykd-{spec.name}-{s.name}",
-        "task": {"name": spec.name, "type": spec.type, "hub": modelcard.GLUE_HUB if glue else cfg.task.hub,
-                 "hub_config": spec.name if glue else cfg.task.hub_config, "dev_examples": dev_examples,
-                 "description": f"task {spec.name} ({spec.type.replace('_', ' ')}{labels})"},
-        "metrics": list(spec.metrics), "dev": dict(dev),
-        "retention": retention(dev, teacher_dev, m),
-        "teacher": {"dir": str(teacher_dir), "base": modelcard.hub_id(cfg.teacher.path),
-                    "dev": dict(teacher_dev) if teacher_dev else None, "params": latency.parameters(teacher)},
-        "student": {"arch": s.arch, "description": f"{shape}student ({s.name})", "params": latency.parameters(student)},
-        "latency": {**timing, **({f"speedup_{b}": timing["teacher"][b] / timing["student"][b] for b in ("b1", "b32")}
-                                 if "teacher" in timing else {}),
-                    "seq_len": 64, "repeats": cfg.stage.latency_repeats, "threads": latency.threads(),
-                    "machine": cpu_name()},
-        "recipe": recipe, "auto_class": modelcard.AUTO_CLASSES[spec.type],
-        "command": command_line() or (f"# composed in Python: stage=task task={spec.name} teacher={cfg.teacher.name} "
-                                      f"student={s.name} seed={cfg.seed} (the full config: tinykd_config.yaml)"),
-    }
-    return modelcard.write(export_dir, facts, run_dir / "config.yaml")
 
 
 def trained_model(model: str, task_type: str, task_name: str, num_labels: Optional[int] = None):

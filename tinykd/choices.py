@@ -36,7 +36,7 @@ SEQUENCE, TOKEN, QA = "sequence_classification", "token_classification", "questi
 TASK_TYPES = (SEQUENCE, TOKEN, QA)
 TAG_SCHEMES = ("iob2", "none")  # token tasks: B-X/I-X/O entity tags (entity metrics) | any tag set (POS)
 OVERFLOWS = ("window", "truncate")  # token tasks, a training sentence longer than max_seq_len
-# token and QA tasks' metrics (tinykd/tokendata.py: seqeval; tinykd/squad.py: the official SQuAD script's rules)
+# token and QA tasks' metrics (tinykd/data/tokens.py: seqeval; tinykd/squad.py: the official SQuAD script's rules)
 TOKEN_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
 QA_METRICS = ("squad_f1", "squad_em")
 # task.problem_type: Hugging Face's config.problem_type values

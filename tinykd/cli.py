@@ -27,12 +27,12 @@ from omegaconf import DictConfig, open_dict
 
 from tinykd import config, distributed, sweep, usage
 from tinykd.errors import TinyKDError
-from tinykd.run import CHECKPOINT, check_start, command_line, config_differences, holding
+from tinykd.run import (CHECKPOINT, CONFIG, check_start, command_line, config_differences, holding, is_finished,
+                        read_results)
 
 STAGES = tuple(config.STAGES)
 
 config.register()
-sys.path.insert(0, str(config.REPO_ROOT))  # so that `stages` imports from a source checkout
 
 
 def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
@@ -54,8 +54,8 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
     run_dir = Path(cfg.runs[name]) if name in cfg.runs else None
     with holding(run_dir):  # one process per run directory: a second one is refused with this one's PID
         if cfg.reuse and run_dir is not None:
-            if (run_dir / "results.json").is_file():
-                diff = config_differences(run_dir / "config.yaml", cfg)
+            if is_finished(run_dir):
+                diff = config_differences(run_dir / CONFIG, cfg)
                 if diff:
                     raise TinyKDError(
                         f"{run_dir} holds a finished run with a different configuration (differs in: {diff[:8]}).",
@@ -63,14 +63,14 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
                         "or drop reuse=true to start over (the old run is moved aside).",
                     )
                 print(f"[tinykd] reuse: {name} already finished in {run_dir}")
-                return json.loads((run_dir / "results.json").read_text())
+                return read_results(run_dir)
             if (run_dir / CHECKPOINT).is_file() and not cfg.resume:
                 cfg = cfg.copy()
                 with open_dict(cfg):
                     cfg.resume = True
         if run_dir is not None:
             check_start(cfg, run_dir, name)
-        return importlib.import_module(f"stages.{name}").run(cfg)
+        return importlib.import_module(f"tinykd.stages.{name}").run(cfg)
 
 
 def run_trial(cfg: DictConfig) -> float | None:

@@ -123,7 +123,7 @@ class TaskConfig:
     # GLUE: tsv (its TSV files in data_dir) | hub (datasets.load_dataset("nyu-mll/glue", name))
     source: str = one_of("tsv", choices.TASK_SOURCES)
     data_dir: Optional[str] = None  # GLUE: the directory of the task's TSV files
-    # --- your own data (tinykd/userdata.py; README "Your own data"). Files: CSV, TSV, JSON, JSON Lines, Parquet, or a
+    # --- your own data (tinykd/data/; README "Your own data"). Files: CSV, TSV, JSON, JSON Lines, Parquet, or a
     # directory written by datasets' save_to_disk; with `hub`, the split names of that hub dataset.
     train: Optional[str] = None
     dev: Optional[str] = None  # checkpoints and sweeps select on it
@@ -142,7 +142,7 @@ class TaskConfig:
     metrics: Optional[List[str]] = None
     # --- what the model predicts: sequence_classification | token_classification | question_answering
     type: str = one_of(choices.SEQUENCE, choices.TASK_TYPES)
-    # token classification (tinykd/tokendata.py): a tokens column and a tags column, or CoNLL column files
+    # token classification (tinykd/data/tokens.py): a tokens column and a tags column, or CoNLL column files
     tokens_column: str = "tokens"
     tags_column: str = "tags"
     conll_token_column: Optional[int] = bounded(None, ge=0)  # 0-based; null: 0 (.conll), 1 = FORM (.conllu)
@@ -150,7 +150,7 @@ class TaskConfig:
     tag_scheme: str = one_of("iob2", choices.TAG_SCHEMES)  # iob2: B-X/I-X/O, scored by entity; none: any tags
     label_all_subtokens: bool = False  # false: a word's first sub-token carries its tag, the rest are ignored
     overflow: str = one_of("window", choices.OVERFLOWS)  # a training sentence too long: windows | truncated
-    # extractive QA (tinykd/qadata.py, tinykd/squad.py): SQuAD JSON, or columns id/question/context/answers
+    # extractive QA (tinykd/data/qa.py, tinykd/squad.py): SQuAD JSON, or columns id/question/context/answers
     id_column: str = "id"
     question_column: str = "question"
     context_column: str = "context"
@@ -665,7 +665,7 @@ def schema_default(key: str) -> Any:
     schema: Any = Config
     *parents, name = key.split(".")
     for part in parents:
-        schema = _dataclass_of(typing.get_type_hints(schema)[part])
+        schema = dataclass_of(typing.get_type_hints(schema)[part])
         if schema is None:
             raise KeyError(key)
     f = {f.name: f for f in dataclasses.fields(schema)}[name]
@@ -685,7 +685,7 @@ def sample_size(cfg, key: str, available: int, what: str) -> int:
     return min(n, available)
 
 
-def _dataclass_of(tp) -> type | None:
+def dataclass_of(tp) -> type | None:
     if dataclasses.is_dataclass(tp):
         return tp
     if typing.get_origin(tp) is typing.Union:
@@ -700,7 +700,7 @@ def _check_fields(schema: type, node, prefix: str) -> list:
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         key = prefix + f.name
-        sub = _dataclass_of(hints[f.name])
+        sub = dataclass_of(hints[f.name])
         if sub is not None:
             child = node[f.name]
             if child is not None:

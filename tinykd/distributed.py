@@ -44,7 +44,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -79,7 +79,7 @@ def init(device_name: str = "auto", timeout_s: float = 600) -> torch.device:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
     if not any(k in os.environ for k in ("RANK", "WORLD_SIZE")):  # a single process outside a launcher
         os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": os.environ.get("MASTER_PORT", str(_free_port()))})
+                           "MASTER_PORT": os.environ.get("MASTER_PORT", str(free_port()))})
     os.environ.setdefault("LOCAL_RANK", os.environ.get("RANK", "0"))
     if not initialized():
         import deepspeed

@@ -1,5 +1,5 @@
 """Dev-set evaluation: every example, logits in dataset order (computed in batches of similar length),
-scored by the task's metrics: per text (tinykd/metrics.py), per word with its tag (tinykd/tokendata.py,
+scored by the task's metrics: per text (tinykd/metrics.py), per word with its tag (tinykd/tokens.py,
 windows joined back into sentences), or per question (tinykd/squad.py, windows merged by an n-best
 answer search)."""
 
@@ -11,8 +11,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from tinykd import models
-from tinykd.data import length_sorted_batches
+from tinykd import data, models
+from tinykd.data.batches import length_sorted_batches
 from tinykd.metrics import compute_metrics
 from tinykd.tasks import TaskSpec
 
@@ -53,10 +53,10 @@ def predict_token_logits(model, ds, tokenizer, batch_size: int, device) -> list[
 
 def token_predictions(model, ds, tokenizer, batch_size: int, device) -> tuple[list[list[int]], list[list[int]]]:
     """A token task's (predicted, gold) tag ids per word of every sentence, windows joined."""
-    from tinykd import tokendata
+    from tinykd.data import tokens
 
     logits = predict_token_logits(model, ds, tokenizer, batch_size, device)
-    return tokendata.word_predictions(ds, [x.argmax(-1) for x in logits]), tokendata.word_gold(ds)
+    return tokens.word_predictions(ds, [x.argmax(-1) for x in logits]), tokens.word_gold(ds)
 
 
 def qa_answers(model, ds, tokenizer, batch_size: int, device, spec: TaskSpec) -> dict[str, str]:
@@ -90,9 +90,9 @@ def gold(ds, spec: TaskSpec) -> np.ndarray:
 def evaluate(model, ds, tokenizer, spec: TaskSpec, batch_size: int, device) -> dict[str, float]:
     """The model's scores on `ds` by every metric of the task (its main one first)."""
     if spec.is_token:
-        from tinykd import tokendata
+        from tinykd.data import tokens
 
-        return tokendata.scores(*token_predictions(model, ds, tokenizer, batch_size, device), spec.label_names,
+        return tokens.scores(*token_predictions(model, ds, tokenizer, batch_size, device), spec.label_names,
                                 spec.metrics)
     if spec.is_qa:
         from tinykd import squad
@@ -118,3 +118,14 @@ def evaluate_and_keep_best(loop, model, ds, tokenizer, spec: TaskSpec, best: Opt
     with loop.engine.gathered():  # ZeRO-3: the full weights for rank 0 to write
         models.export(model, tokenizer, export_dir)
     return {"dev": metrics, "step": loop.step, "phase": loop.name}
+
+
+def test_score(model, spec: TaskSpec, tokenizer, task, cache_dir: str, batch_size: int, device) -> Optional[dict]:
+    """The model's scores on `task.test` (your own data), when it is set and labelled; else None. Only models
+    already selected on dev are scored here: nothing is chosen by it. `cache_dir`: the datasets cache."""
+    if spec.glue is not None or not task.test or not data.has_labels(task, "test", str(Path(cache_dir) / "raw")):
+        return None
+    test = data.load_split(spec, "test", tokenizer, task, cache_dir).dataset
+    scores = evaluate(model, test, tokenizer, spec, batch_size, device)
+    print("[tinykd] test: " + ", ".join(f"{k} = {v:.4f}" for k, v in scores.items()) + f" ({len(test)} examples)")
+    return scores

@@ -62,11 +62,11 @@ def teacher_score(teacher, dev_ds, tokenizer, spec: TaskSpec, examples: int, bat
     """The gate's figures on the first `examples` dev examples: the teacher's score, chance and the metric's name."""
     sample = first_examples(dev_ds, examples, spec)
     if spec.is_token:
-        from tinykd import tokendata
+        from tinykd.data import tokens
 
         predicted, gold_tags = token_predictions(teacher, sample, tokenizer, batch_size, device)
         metric = spec.main_metric
-        score = tokendata.scores(predicted, gold_tags, spec.label_names, (metric,))[metric]
+        score = tokens.scores(predicted, gold_tags, spec.label_names, (metric,))[metric]
         words = np.concatenate([np.asarray(g) for g in gold_tags])
         chance = 0.0 if metric != "token_accuracy" else float(np.bincount(words).max() / len(words))
         return {"metric": metric, "score": float(score), "chance": chance, "examples": len(gold_tags)}

@@ -87,7 +87,7 @@ def measure_dataset_side_by_side(models_: dict, ds, tokenizer, batch_size: int, 
     length-sorted batches of `batch_size`, each padded to its own longest example (as evaluation and
     stage=predict batch), after `warmup` passes, the models taking turns pass by pass; per model:
     milliseconds per example, examples per second and the mean length."""
-    from tinykd.data import length_sorted_batches
+    from tinykd.data.batches import length_sorted_batches
 
     collated = [b for _, b in length_sorted_batches(ds, tokenizer, batch_size)]
     n = sum(b["input_ids"].size(0) for b in collated)
@@ -105,3 +105,11 @@ def measure_dataset_side_by_side(models_: dict, ds, tokenizer, batch_size: int, 
 
 def parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def side_by_side(student, teacher=None, *, repeats: int) -> dict:
+    """The student's and (when given) the teacher's CPU latency, timed side by side (taking turns): batch 1
+    and 32 x 64 tokens, the median of `repeats` forwards each."""
+    timed = {"student": student, **({"teacher": teacher} if teacher is not None else {})}
+    by_batch = {b: measure_side_by_side(timed, b, 64, repeats=repeats) for b in (1, 32)}
+    return {name: {f"b{b}": by_batch[b][name] for b in by_batch} for name in timed}

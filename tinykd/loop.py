@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tinykd import distributed
-from tinykd.data import Batcher
+from tinykd.data.batches import Batcher
 from tinykd.engine import Engine
 from tinykd.errors import NonFiniteLossError
 from tinykd.run import CHECKPOINT, MetricsLogger, restore, save_checkpoint

@@ -260,3 +260,23 @@ def distilbert_triple(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     cos = cosine_hidden_loss(student_hidden, teacher_hidden, mask)
     total = alpha_ce * ce + alpha_mlm * mlm + alpha_cos * cos
     return total, {"ce": ce.detach(), "mlm": mlm.detach(), "cos": cos.detach()}
+
+
+# ----------------------------------------------------------------------------- a batch's loss targets
+
+
+def gold_labels(batch: dict, task_type: str) -> torch.Tensor:
+    """A batch's gold labels as `task_loss` takes them: QA's start and end positions as (B, 2)."""
+    if task_type == QA:
+        return torch.stack((batch["start_positions"], batch["end_positions"]), dim=-1)
+    return batch["labels"]
+
+
+def prediction_mask(batch: dict, task_type: str) -> Optional[torch.Tensor]:
+    """Where `prediction_loss` compares teacher and student: a token task's labelled tokens, a QA window's
+    real tokens; None for a text task (one prediction per example)."""
+    if task_type == TOKEN:
+        return batch["labels"] != IGNORE
+    if task_type == QA:
+        return batch["attention_mask"].bool()
+    return None

@@ -32,7 +32,7 @@ from transformers import (
 
 from tinykd import bilstm  # noqa: F401  (registers the BiLSTM student with the Auto classes)
 from tinykd.choices import QA, SEQUENCE, TOKEN
-from tinykd.data import MODEL_INPUTS
+from tinykd.data.batches import MODEL_INPUTS
 from tinykd.errors import TinyKDError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -399,7 +399,7 @@ def build_tiny_model(out_dir: str, *, num_layers, hidden_size, num_heads, interm
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
-    from tinykd.run import atomic_directory
+    from tinykd.atomic import atomic_directory
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -425,7 +425,7 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: 
     out = Path(out_dir)
     if not distributed.is_main():
         return out
-    from tinykd.run import atomic_directory
+    from tinykd.atomic import atomic_directory
 
     impl = model.config._attn_implementation
     attention = getattr(model, "_supports_sdpa", False)

@@ -27,7 +27,7 @@ import torch
 
 from tinykd import models
 from tinykd.choices import QA
-from tinykd.data import MODEL_INPUTS, length_sorted_batches
+from tinykd.data.batches import MODEL_INPUTS, length_sorted_batches
 from tinykd.errors import TinyKDError
 
 FP32 = "model.onnx"  # <model dir>/onnx/model.onnx

@@ -8,8 +8,8 @@ and `.json` (JSON Lines, or a list of objects): the columns or fields named by `
 `TinyKDError` naming the file, the line (or row) and the fix, raised before any model runs.
 
 Features. Texts longer than `max_len` tokens are truncated and counted; a token task's sentence that does not
-fit is cut into windows of whole words (tinykd/tokendata.py: every word gets a tag, as on dev); a QA context
-into overlapping windows and a question longer than `max_question_len` truncated (tinykd/qadata.py).
+fit is cut into windows of whole words (tinykd/tokens.py: every word gets a tag, as on dev); a QA context
+into overlapping windows and a question longer than `max_question_len` truncated (tinykd/qa.py).
 
 Records. Per example, in input order: a text task's label and every label's probability (softmax; multi-label:
 the labels whose sigmoid exceeds 1/2, and every sigmoid; regression: the score); a token task's words, one
@@ -29,10 +29,11 @@ from typing import Optional, Sequence, Union
 import datasets
 import numpy as np
 
-from tinykd import squad, tokendata, userdata
+from tinykd import squad
+from tinykd.atomic import atomic_write_text
 from tinykd.choices import MULTI_LABEL, QA, REGRESSION, TOKEN
+from tinykd.data import files, tokens
 from tinykd.errors import TinyKDError
-from tinykd.run import atomic_write_text
 from tinykd.tasks import AnswerSearch
 
 FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
@@ -90,7 +91,7 @@ def read_examples(path: Path, columns: Columns, task_name: str) -> list[Example]
             "question and a context per example.",
             f"write a .jsonl or .csv file with the columns {columns.names[0]!r} and {columns.names[1]!r} "
             "(task.question_column, task.context_column).")
-    text = userdata._utf8(path)
+    text = files.read_utf8(path)
     if not text.strip():
         raise TinyKDError(f"input={path} is empty: no examples to predict.",
                           "point input at a file with one example per line (.txt) or per row.")
@@ -139,7 +140,7 @@ def _records(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
     """The file's rows as dicts, and how to name each in an error ('line 7', or 'row 3' in a JSON list)."""
     if kind in ("csv", "tsv"):
         delimiter = "\t" if kind == "tsv" else ","
-        header, lines = userdata._scan_delimited(path, text, delimiter)  # refuses a row of another width
+        header, lines = files.scan_delimited(path, text, delimiter)  # refuses a row of another width
         if not lines:
             raise TinyKDError(f"input={path} holds no rows under its header: no examples to predict.",
                               "add rows, one example each, under the header.")
@@ -161,13 +162,13 @@ def _records(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
         elif document is not None and (not isinstance(document, dict) or "\n" in text.strip()):
             raise TinyKDError(f"{path} holds a JSON {_kind(document)}, not a list of rows.",
                               "write a list of objects, or one object per line (JSON Lines).")
-    lines = userdata._scan_json_lines(path, text)  # refuses a line that is not a JSON object
+    lines = files.scan_json_lines(path, text)  # refuses a line that is not a JSON object
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     return records, [f"{path} line {n}" for n in lines]
 
 
 def _kind(value) -> str:
-    return userdata._json_kind(value) or "null"
+    return files.json_kind(value) or "null"
 
 
 def _example(record: dict, columns: Columns, where: str, task_name: str) -> Example:
@@ -220,23 +221,23 @@ def text_features(examples: Sequence[Example], tokenizer, max_len: int) -> tuple
 
 
 def token_features(examples: Sequence[Example], tokenizer, max_len: int) -> tuple[datasets.Dataset, Notes]:
-    """A token task's windows of whole words (tokendata.features, overflow=window: every word predicted once)."""
+    """A token task's windows of whole words (tokens.features, overflow=window: every word predicted once)."""
     words = [e[0] for e in examples]
     raw = datasets.Dataset.from_dict({"tokens": words, "tags": [[0] * len(w) for w in words]})  # tags unread
-    feats, stats = tokendata.features(raw, tokenizer, max_len, overflow="window")
+    feats, stats = tokens.features(raw, tokenizer, max_len, overflow="window")
     return feats, Notes(windowed=stats["windowed"])
 
 
 def qa_features(examples: Sequence[Example], tokenizer, *, max_len: int, doc_stride: int,
                 max_question_len: int) -> tuple[datasets.Dataset, Notes]:
-    """A QA task's evaluation windows (qadata.eval_features), the example of each in its `example` column."""
-    from tinykd import qadata
+    """A QA task's evaluation windows (qa.eval_features), the example of each in its `example` column."""
+    from tinykd.data import qa
 
     raw = datasets.Dataset.from_dict(
         {"id": [str(i) for i in range(len(examples))], "question": [e[0] for e in examples],
          "context": [e[1] for e in examples], "answers": [{"text": [], "answer_start": []}] * len(examples)},
-        features=qadata.EXAMPLE_FEATURES)
-    feats, stats = qadata.eval_features(raw, tokenizer, max_len=max_len, doc_stride=doc_stride,
+        features=qa.EXAMPLE_FEATURES)
+    feats, stats = qa.eval_features(raw, tokenizer, max_len=max_len, doc_stride=doc_stride,
                                         max_question_len=max_question_len)
     windows = np.bincount(np.asarray(feats["example"]), minlength=len(examples))
     return feats, Notes(truncated=stats["questions_truncated"], windowed=int((windows > 1).sum()))
@@ -284,14 +285,14 @@ def token_records(examples: Sequence[Example], feats: datasets.Dataset, logits: 
     scores: list[list] = [[None] * len(e[0]) for e in examples]
     for f, (word_ids, s) in enumerate(zip(feats["word_ids"], feats["sentence"])):
         probs = _softmax(np.asarray(logits[f], dtype=np.float64))
-        previous = tokendata.NO_WORD
+        previous = tokens.NO_WORD
         for t, w in enumerate(word_ids):
-            if w != tokendata.NO_WORD and w != previous:  # a word's first sub-token carries its tag
+            if w != tokens.NO_WORD and w != previous:  # a word's first sub-token carries its tag
                 k = int(probs[t].argmax())
                 tags[s][w], scores[s][w] = names[k], _round(probs[t, k])
             previous = w
     for s, row in enumerate(tags):
-        if None in row:  # windows cover every word (tokendata.features, overflow=window)
+        if None in row:  # windows cover every word (tokens.features, overflow=window)
             raise ValueError(f"sentence {s}: word {row.index(None)} has no token")
     return [{"tokens": list(e[0]), "tags": t, "scores": p} for e, t, p in zip(examples, tags, scores)]
 
@@ -310,7 +311,7 @@ def qa_records(n_examples: int, feats: datasets.Dataset, logits: Sequence[np.nda
         is_context = spans[:, 0] >= 0
         allowed = is_context.copy()
         allowed[0] |= search.version_2
-        if not allowed.any():  # a window without context (qadata.check_lengths leaves room for some): no answer
+        if not allowed.any():  # a window without context (qa.check_lengths leaves room for some): no answer
             continue
         p_start = np.where(allowed, _softmax(np.where(allowed, start, -np.inf)), 0.0)
         p_end = np.where(allowed, _softmax(np.where(allowed, end, -np.inf)), 0.0)

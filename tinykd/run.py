@@ -24,11 +24,16 @@ import torch
 from omegaconf import OmegaConf
 
 from tinykd import distributed
+from tinykd.atomic import atomic_write_text, disk_full, fsync_dir
 from tinykd.errors import TinyKDError
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT = f"{CHECKPOINT_DIR}/last.pt"  # the run's newest checkpoint: every stage's, every phase's
 DEEPSPEED_CHECKPOINTS = "checkpoints/deepspeed"  # engine=deepspeed: its own files, named by last.pt
+RESULTS = "results.json"  # a finished run's record (its scores, where its export is): written last, so it marks the end
+CONFIG = "config.yaml"  # the resolved config the run ran with
+METRICS = "metrics.jsonl"  # one JSON line per logged step and evaluation
+COMMANDS = "commands.txt"  # every command that ran in a run directory, one line each: its time, then the command
 
 
 NAME_MAX = 255  # bytes in one file name (ext4, xfs, tmpfs, APFS)
@@ -72,11 +77,11 @@ def prepare_run_dir(path: str, resume: bool, keep_previous: int = 2) -> Path:
     if not distributed.is_main():
         distributed.barrier()
         return run_dir
-    if (run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file():
+    if (run_dir / CHECKPOINT).is_file() or (run_dir / RESULTS).is_file():
         aside = move_aside(run_dir, keep_previous)
         print(f"[tinykd] an earlier run in {run_dir} was moved to {aside}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # left by a run that stopped before its first checkpoint
+    (run_dir / METRICS).unlink(missing_ok=True)  # left by a run that stopped before its first checkpoint
     distributed.barrier()
     return run_dir
 
@@ -108,13 +113,23 @@ def prune_previous(run_dir: Path, keep: int) -> list[Path]:
     return doomed
 
 
-COMMANDS = "commands.txt"  # every command that ran in a run directory, one line each: its time, then the command
+def write_results(run_dir: Path, result: dict) -> None:
+    """The run's record (`RESULTS`), written whole: a run directory with it is finished."""
+    atomic_write_text(run_dir / RESULTS, json.dumps(result, indent=2))
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / RESULTS).read_text())
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / RESULTS).is_file()
 
 
 def save_config(run_dir: Path, cfg) -> None:
     """The resolved config (`config.yaml`), and the command line with its overrides appended to `commands.txt`
     (a resumed run adds its own line)."""
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     command = command_line()
     if command is not None:
         log = run_dir / COMMANDS
@@ -139,105 +154,6 @@ def command_line(overrides: Optional[list[str]] = None) -> Optional[str]:
     if overrides is None:
         return None
     return " ".join(["python -m tinykd", *(shlex.quote(o) for o in overrides)])
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or a new entry in `directory` durable (a crash after it keeps it)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def disk_full(path: Path, error: OSError, kept: str = "") -> TinyKDError:
-    """The one message for a write that ran out of space (ENOSPC) or quota (EDQUOT)."""
-    import shutil
-
-    try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free"
-    except OSError:
-        free = "free space unknown"
-    return TinyKDError(
-        f"No space left to write {path} ({error.strerror}; {free} on that disk). Nothing half-written was left "
-        f"there{kept}.",
-        "free space on that disk (or point paths.runs / paths.cache at another one), then run the same command "
-        "again (with resume=true to continue from the last checkpoint).")
-
-
-def atomic_write(path: Path, write, *, mode: int = 0o644, kept: str = "") -> None:
-    """Write `path` whole or not at all: `write(tmp_path)` fills a temp file beside it, which is fsynced,
-    renamed over `path`, and the directory fsynced; on any failure the temp file is removed and `path`
-    is as it was. A full disk is a `TinyKDError` (`disk_full`); `kept` names what is intact."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # mkstemp creates 0600; a run directory is meant to be shared and read
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full(path, e, kept) from None
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_directory(out: Path, fill, *, kept: str = "", if_exists: str = "replace") -> bool:
-    """Write the directory `out` whole or not at all: `fill(tmp)` fills a temp directory beside it, whose
-    files are fsynced before it is renamed to `out` (the parent fsynced after). On any failure the temp
-    directory is removed and `out` is as it was; a full disk is a `TinyKDError` (`disk_full`; `kept` names
-    what is intact). An existing `out` is replaced (`if_exists="replace"`: moved aside, then deleted) or
-    kept (`"keep"`: another process wrote the same entry first; False is returned)."""
-    import shutil
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
-        fill(tmp)
-        for f in tmp.rglob("*"):  # every file on disk before the directory counts as written
-            if f.is_file():
-                with open(f, "rb+") as handle:
-                    os.fsync(handle.fileno())
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full(out, e, kept) from None
-        raise
-    old = out.with_name(f".{out.name}-old")
-    if if_exists == "keep":
-        try:
-            os.replace(tmp, out)  # fails when another process put its copy there first
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if out.exists():
-                return False
-            raise
-        fsync_dir(out.parent)
-        return True
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    fsync_dir(out.parent)
-    return True
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file whole or not at all (`atomic_write`; rank 0 only in a job of several ranks)."""
-    if not distributed.is_main():
-        return
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-
-    atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -419,7 +335,7 @@ class MetricsLogger:
     """`metrics.jsonl` always; Weights & Biases too when `logger.name=wandb`. Rank 0 only."""
 
     def __init__(self, run_dir: Path, logger_cfg, cfg, job: str):
-        self.path = run_dir / "metrics.jsonl"
+        self.path = run_dir / METRICS
         self.wandb = None
         self.enabled = distributed.is_main()
         if not self.enabled:
@@ -494,7 +410,7 @@ def config_changes(stored_yaml: Path, cfg) -> list[tuple[str, Any, Any]]:
     schema since) whose value now is their default: the run behaved as the default does. A missing
     config.yaml is one change, ("config.yaml", "missing", None)."""
     if not stored_yaml.is_file():
-        return [("config.yaml", "missing", None)]
+        return [(CONFIG, "missing", None)]
     a = _flatten(OmegaConf.to_container(OmegaConf.load(stored_yaml), resolve=True))
     b = _flatten(OmegaConf.to_container(cfg, resolve=True))
     from tinykd.config import result_depends_on, stage_phases
@@ -558,7 +474,7 @@ def identity_changes(made_by: Path, cfg, stage: str) -> list[tuple[str, Any, Any
     """(key, value in the `stage` run in `made_by`, value in `cfg`) for each of `UPSTREAM_KEYS[stage]` that
     differs: the run was made for other data, task or teacher. Empty when `made_by` holds no tinykd
     config.yaml of that stage (a model of your own)."""
-    stored = made_by / "config.yaml"
+    stored = made_by / CONFIG
     if not stored.is_file():
         return []
     a = _flatten(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
@@ -587,7 +503,7 @@ def check_upstream(cfg, made_by: Path, stage: str) -> None:
 def check_replaceable(cfg, run_dir: Path, stage: str) -> None:
     """A new `stage` run would move aside the one in `run_dir`: refuse when that one was made for other data or
     another teacher (the stages that read `run_dir` would then read this one without a word)."""
-    if stage not in UPSTREAM_KEYS or not ((run_dir / "results.json").is_file() or (run_dir / CHECKPOINT).is_file()):
+    if stage not in UPSTREAM_KEYS or not ((run_dir / RESULTS).is_file() or (run_dir / CHECKPOINT).is_file()):
         return
     diff = identity_changes(run_dir, cfg, stage)
     if diff:
@@ -659,7 +575,7 @@ def check_start(cfg, run_dir: Path, stage: str) -> None:
     if not (cfg.resume and (run_dir / CHECKPOINT).is_file()):
         check_replaceable(cfg, run_dir, stage)
         return
-    conflicts = resume_conflicts(run_dir / "config.yaml", cfg)
+    conflicts = resume_conflicts(run_dir / CONFIG, cfg)
     if conflicts:
         more = f" (and {len(conflicts) - 8} more)" if len(conflicts) > 8 else ""
         raise TinyKDError(

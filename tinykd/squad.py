@@ -23,7 +23,7 @@ import numpy as np
 
 _PUNCTUATION = frozenset(string.punctuation)  # ASCII only: the official script keeps "’", "–", "«" and the like
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-NO_OFFSET = (-1, -1)  # qadata.eval_features' offset for every token that is not context
+NO_OFFSET = (-1, -1)  # tinykd.data.qa.eval_features' offset for every token that is not context
 
 
 # ----------------------------------------------------------------------------- the official rules
@@ -127,7 +127,7 @@ def best_answers(features, start_logits: Sequence[np.ndarray], end_logits: Seque
                  max_answer_len: int, version_2: bool = False, null_threshold: float = 0.0) -> dict[str, str]:
     """Each example's answer text (id -> text), from its windows' logits.
 
-    features: qadata.eval_features' Dataset (columns `id`, `context`, `offset_mapping`: [start, end] characters of
+    features: tinykd.data.qa.eval_features' Dataset (columns `id`, `context`, `offset_mapping`: [start, end] characters of
     each context token, [-1, -1] for every other token). start_logits[i], end_logits[i]: (tokens of feature i,), no
     padding. The best span over all of an example's windows wins, and its text is cut from the context by its
     offsets; an example with no valid span answers "". version_2: the null score is the lowest [CLS] score

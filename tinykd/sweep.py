@@ -22,8 +22,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from tinykd.atomic import atomic_write, atomic_write_text
 from tinykd.errors import TinyKDError
-from tinykd.run import atomic_write, atomic_write_text
 
 TRIAL = "trial.json"
 

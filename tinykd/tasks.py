@@ -2,7 +2,7 @@
 texts (`TaskSpec`); and the GLUE registry, where each task's file layout is data (`GlueFiles`).
 
 A task is either one of the GLUE tasks below (task=sst2, ...) or your own data described in the
-config (`task.train`, `task.text_columns`, ...: tinykd/userdata.py builds its spec, reading the
+config (`task.train`, `task.text_columns`, ...: tinykd/data/ builds its spec, reading the
 label set from the training split). Both give the same `TaskSpec`; everything after loading
 (losses, metrics, the teacher gate, export) reads only that.
 """
@@ -131,7 +131,7 @@ def get_task(name: str) -> TaskSpec:
 
 
 def described_in_config(task) -> bool:
-    """Whether the `task` config node describes the user's own data (tinykd/userdata.py) rather than
+    """Whether the `task` config node describes the user's own data (read by tinykd/data/) rather than
     naming a GLUE task: `task.train` or `task.hub` is set."""
     return task.train is not None or task.hub is not None
 
@@ -155,7 +155,7 @@ def default_metrics(task_type: str, problem_type: str, tag_scheme: str = "iob2")
 
 def check_settings(task) -> None:
     """What the config alone can say is wrong with a task described in `task.*` (the start-up check;
-    its files are read, and checked row by row, by tinykd/userdata.py, tokendata.py and qadata.py)."""
+    its files are read, and checked row by row, by tinykd/data/files.py with text.py, tokens.py and qa.py)."""
     if not task.train or not task.dev:
         raise TinyKDError(f"task={task.name} reads your own data, but task.train and task.dev are not both set.",
                           "set task.train=<file> task.dev=<file> (CSV, TSV, JSON, JSON Lines, Parquet or a "

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from tinykd import models
 from tinykd.choices import CACHE_PRECISIONS
-from tinykd.data import cache_key, cached_dataset, length_sorted_batches, tokenizer_fingerprint
+from tinykd.data.batches import length_sorted_batches
+from tinykd.data.cache import cache_key, cached_dataset, tokenizer_fingerprint
 
 
 def model_fingerprint(model_dir: str) -> list[str]:

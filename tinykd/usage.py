@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from tinykd.config import REPO_ROOT, STAGES, Config, _dataclass_of
+from tinykd.config import REPO_ROOT, STAGES, Config, dataclass_of
 from tinykd.errors import TinyKDError
 
 CONF = REPO_ROOT / "conf"
@@ -127,7 +127,7 @@ def _fields(tp: type) -> dict[str, Any]:
 def _all_keys(tp: type = Config, prefix: str = "") -> list[str]:
     out = []
     for name, hint in _fields(tp).items():
-        sub = _dataclass_of(hint)
+        sub = dataclass_of(hint)
         out += _all_keys(sub, f"{prefix}{name}.") if sub is not None else [prefix + name]
     return out
 
@@ -153,7 +153,7 @@ def _lookup(key: str) -> tuple[Any, str | None, list[str]]:
         if part not in fields:
             return None, ".".join(parts[: i + 1]), list(fields)
         hint = fields[part]
-        tp = _dataclass_of(hint)
+        tp = dataclass_of(hint)
     return hint, None, []
 
 

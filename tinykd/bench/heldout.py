@@ -139,7 +139,7 @@ def sst2_dir() -> Path:
     return Path(DATA) / "glue" / "SST-2"
 
 
-def _glue_rows(sst2: Path) -> Iterator[tuple[str, int]]:
+def glue_rows(sst2: Path) -> Iterator[tuple[str, int]]:
     for split in ("train", "dev"):
         path = sst2 / f"{split}.tsv"
         if not path.is_file():
@@ -170,7 +170,7 @@ def _tree_sentences(trees: Path) -> Iterator[str]:
 def sst2_keys(sst2: Optional[Path] = None) -> set[str]:
     """Match keys of every GLUE SST-2 train/dev row, plus SST train/dev tree sentences if present."""
     sst2 = sst2 or sst2_dir()
-    keys = {match_key(s) for s, _ in _glue_rows(sst2)}
+    keys = {match_key(s) for s, _ in glue_rows(sst2)}
     keys.update(match_key(s) for s in _tree_sentences(sst2.parent.parent / "sst" / "trees"))
     keys.discard("")
     return keys
@@ -184,7 +184,7 @@ def _read_package() -> Iterable[tuple[str, int]]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_all(sst2: Path) -> tuple[tuple[str, int], ...]:
+def load_all(sst2: Path) -> tuple[tuple[str, int], ...]:
     known = sst2_keys(sst2)
     rows: dict[str, tuple[str, int]] = {}
     conflicting: set[str] = set()
@@ -210,7 +210,7 @@ def load_heldout(limit: Optional[int] = None) -> tuple[list[str], list[int]]:
     positive sentences with the smallest SHA-1 of their text, shuffled together by the same hash.
     """
     csv_path()  # fail fast (before torch and SST-2 are loaded) when the package is missing
-    rows = _load_all(sst2_dir().resolve())
+    rows = load_all(sst2_dir().resolve())
     if limit is not None:
         by_label = {lab: sorted((t for t, l in rows if l == lab), key=_order) for lab in (0, 1)}
         want = {0: limit // 2, 1: limit - limit // 2}

@@ -18,11 +18,12 @@ import os
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from tinykd import latency, models
 from tinykd.bench.augment import cpu_name
 from tinykd.config import REPO_ROOT
-from tinykd.data import load_task_split
+from tinykd.data import load_split
 from tinykd.evaluate import evaluate
 from tinykd.tasks import get_task
 
@@ -68,8 +69,8 @@ def main(argv=None) -> dict:
         model = models.load_classifier(str(path), spec.num_labels, spec.label_names, name).eval()
         tok = models.load_tokenizer(str(path))
         if dev is None:
-            dev = load_task_split(spec, "dev", tok, source="tsv", data_dir=str(DEFAULT_DATA / "glue" / "SST-2"),
-                                  max_len=64, limit=None, cache_dir=str(REPO_ROOT / ".cache" / "datasets"))
+            task = OmegaConf.create({"source": "tsv", "data_dir": str(DEFAULT_DATA / "glue" / "SST-2"), "max_seq_len": 64})
+            dev = load_split(spec, "dev", tok, task, str(REPO_ROOT / ".cache" / "datasets")).dataset
         rescored = evaluate(model, dev, tok, spec, 128, torch.device("cpu"))["accuracy"]
         entry = {"what": what, "path": os.path.relpath(path, REPO_ROOT), "type": model.config.model_type,
                  "dev_accuracy": round(rescored, 4), "dev_accuracy_recorded": round(results["dev"]["accuracy"], 4),

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tinykd.atomic import atomic_write_text
 from tinykd.config import REPO_ROOT
-from tinykd.run import atomic_write_text
 
 CASES = (  # (what is wrong, the command line's arguments)
     ("typo in distill.pred_loss", ("stage=task", "task=sst2", "distill.pred_loss=softce")),

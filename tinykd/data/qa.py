@@ -2,7 +2,7 @@
 
 `load_split` reads a split as Hugging Face's squad columns (`id`, `question`, `context`, `answers` = {"text": [...],
 "answer_start": [...]}) from SQuAD's nested JSON (`task.format=squad`, or a `.json` file whose top level holds a
-"data" list) or from any file `userdata.read_rows` reads, with one row per question in the columns
+"data" list) or from any file `tinykd.data.files.read_rows` reads, with one row per question in the columns
 `task.id_column`, `task.question_column`, `task.context_column` and `task.answers_column`. Every question is checked
 (a context, a question, an id of its own, an answer unless the task is SQuAD 2.0); each problem is a `TinyKDError`
 naming the file, the question id or row, and the fix. An answer that is not where `answer_start` says is counted,
@@ -23,8 +23,11 @@ from typing import Any, Optional, Sequence
 
 import datasets
 
+from tinykd.choices import QA
+from tinykd.data.cache import tokenizer_fingerprint
+from tinykd.data.files import Rows, data_format, origin, read_rows, read_utf8, require_columns, split_source
 from tinykd.errors import TinyKDError
-from tinykd.userdata import Rows, _require_columns, _utf8, read_rows, split_source
+from tinykd.tasks import AnswerSearch, TaskSpec
 
 SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 CLS_POSITION = 0  # where the tokenizer puts [CLS] with the question first: the "no answer here" label
@@ -42,6 +45,48 @@ EXAMPLE_FEATURES = datasets.Features({
     "answers": {"text": datasets.List(datasets.Value("string")),
                 "answer_start": datasets.List(datasets.Value("int64"))},
 })
+
+
+# ----------------------------------------------------------------------------- the task type's functions
+
+
+def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
+    """The task's spec: no classes (the two outputs are an answer's start and end) and how answers are searched."""
+    search = AnswerSearch(task.n_best, task.max_answer_len, task.version_2_with_negative)
+    return TaskSpec(task.name, task.problem_type, None, metrics, type=QA, answer_search=search)
+
+
+def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+    """The questions of `split` and what reading them counted (`load_split`)."""
+    return load_split(task, split, cache_dir, limit)
+
+
+def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) -> tuple[datasets.Dataset, dict]:
+    """Training windows labelled with the answer's tokens, or evaluation windows with their offsets."""
+    make = train_features if split == "train" else eval_features
+    return make(raw, tokenizer, max_len=max_len, doc_stride=task.doc_stride, max_question_len=task.max_question_len)
+
+
+def augmented_settings(task) -> tuple:
+    return ()  # stage=augment writes no QA rows (it refuses QA tasks)
+
+
+def cache_parts(task, spec: TaskSpec, split: str, tokenizer, max_len: int, limit: Optional[int]) -> tuple:
+    """Everything a featurised split depends on, for its cache key."""
+    settings = (task.id_column, task.question_column, task.context_column, task.answers_column,
+                task.version_2_with_negative, task.doc_stride, task.max_question_len)
+    return (QA, spec, split, origin(task, split), tokenizer_fingerprint(tokenizer), max_len, limit, task.format,
+            *settings)
+
+
+def has_labels(task, split: str, cache_dir: str) -> bool:
+    """Whether `split` carries answers: SQuAD's nested JSON always does; a table, when it has the answers column."""
+    if not task.hub:
+        path = Path(split_source(task, split)).expanduser()
+        kind = data_format(path, task.format)
+        if kind == "squad" or (kind == "json" and squad_document(path, required=False) is not None):
+            return True
+    return task.answers_column in read_rows(task, split, cache_dir).ds.column_names
 
 
 # ----------------------------------------------------------------------------- reading
@@ -94,7 +139,7 @@ def _answers(where: str, value: Any) -> list[tuple[str, int]]:
 
 def squad_document(path: Path, required: bool) -> Optional[dict]:
     """The parsed file when it is SQuAD's nested JSON; None (format auto or json) when it is some other JSON."""
-    text = _utf8(path)
+    text = read_utf8(path)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as e:
@@ -137,7 +182,7 @@ def _flat_questions(task, rows: Rows) -> list[Question]:
     keys = {"task.id_column": task.id_column, "task.question_column": task.question_column,
             "task.context_column": task.context_column, "task.answers_column": task.answers_column}
     for key, column in keys.items():
-        _require_columns(rows, [column], key)
+        require_columns(rows, [column], key)
     columns = zip(rows.ds[task.id_column], rows.ds[task.question_column], rows.ds[task.context_column],
                   rows.ds[task.answers_column])
     out = []

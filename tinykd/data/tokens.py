@@ -2,14 +2,14 @@
 
 Reading. A split is a list of sentences, each a list of words and a list of string tags, from a CoNLL
 column file (`.conll`: a token per line, sentences separated by a blank or whitespace-only line;
-`.conllu`: CoNLL-U, FORM and UPOS by default) or from any file `tinykd/userdata.py` reads (two list
+`.conllu`: CoNLL-U, FORM and UPOS by default) or from any file `tinykd.data.files` reads (two list
 columns, `task.tokens_column` and `task.tags_column`: JSON Lines, Parquet, a save_to_disk directory, a hub
 dataset). Integer tags are indices into `task.labels` when it is set, else into the names of the
 column's `ClassLabel` (hub datasets), else they stand for themselves ("0", "1", ...). Every problem is
 a `TinyKDError` naming the file and the line (column files) or row, and the fix.
 
 Tags. The tag set is `task.labels` (its order gives the ids), else every tag of the training split,
-sorted (numerically when every tag is an integer, as userdata does for class labels). With
+sorted (numerically when every tag is an integer, as `tinykd.data.text` does for class labels). With
 `task.tag_scheme=iob2` every tag must be `O`, `B-<type>` or `I-<type>`. An `I-X` that follows neither
 `B-X` nor `I-X` is accepted: seqeval and conlleval read it as the start of an entity (`ill_formed_count`
 counts them, for the caller to report).
@@ -33,10 +33,15 @@ import datasets
 import numpy as np
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from tinykd import userdata
-from tinykd.choices import OVERFLOWS, TOKEN_METRICS
-from tinykd.losses import IGNORE
+from tinykd.choices import OVERFLOWS, TOKEN, TOKEN_METRICS
+from tinykd.data.cache import tokenizer_fingerprint
+from tinykd.data.files import (Rows, data_format, origin, read_rows, read_utf8, require_columns, sorted_labels,
+                               split_source)
 from tinykd.errors import TinyKDError
+from tinykd.losses import IGNORE
+from tinykd.tasks import TaskSpec
+
+AUGMENTED_KEY = "aug-token"  # the cache key's first part for stage=augment's rows of this type
 
 NO_WORD = -1  # word_ids of a special token ([CLS], [SEP])
 COLUMN_FORMATS = ("conll", "conllu")
@@ -48,6 +53,50 @@ COLUMNS_FIX = ("give every token line its token and its tag (separated by a tab,
                "sentences; or set task.conll_token_column / task.conll_tag_column (0-based) to the file's columns.")
 
 
+# ----------------------------------------------------------------------------- the task type's functions
+
+
+def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
+    """The task's spec: its tags (`tag_names`) in id order."""
+    return TaskSpec(task.name, task.problem_type, tag_names(task, cache_dir), metrics, type=TOKEN)
+
+
+def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+    """The split as `tokens` and `tags` (`load_split`); nothing is counted until the words are featurised."""
+    return load_split(task, spec.label_names, split, cache_dir, limit), {}
+
+
+def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) -> tuple[datasets.Dataset, dict]:
+    """`features` with the task's settings."""
+    return features(raw, tokenizer, max_len, label_all_subtokens=task.label_all_subtokens,
+                    overflow=_overflow(task, split))
+
+
+def _overflow(task, split: str) -> str:
+    """What a sentence longer than a window becomes: task.overflow in training; dev and test score every word."""
+    return task.overflow if split == "train" else "window"
+
+
+def augmented_settings(task) -> tuple:
+    """What, beside the rows, changes stage=augment's featurised rows (a training split's)."""
+    return (task.label_all_subtokens, task.overflow)
+
+
+def cache_parts(task, spec: TaskSpec, split: str, tokenizer, max_len: int, limit: Optional[int]) -> tuple:
+    """Everything a featurised split depends on, for its cache key."""
+    settings = (task.tokens_column, task.tags_column, task.conll_token_column, task.conll_tag_column,
+                task.tag_scheme, task.label_all_subtokens, _overflow(task, split))
+    return (TOKEN, spec, split, origin(task, split), tokenizer_fingerprint(tokenizer), max_len, limit, task.format,
+            *settings)
+
+
+def has_labels(task, split: str, cache_dir: str) -> bool:
+    """Whether `split` carries tags: CoNLL column files always do; a table, when it has the tags column."""
+    if not task.hub and data_format(Path(split_source(task, split)).expanduser(), task.format) in COLUMN_FORMATS:
+        return True
+    return task.tags_column in read_rows(task, split, cache_dir).ds.column_names
+
+
 # ----------------------------------------------------------------------------- where a sentence came from
 
 
@@ -57,7 +106,7 @@ class Where:
 
     source: str  # the file, or the hub split
     lines: Optional[list[list[int]]] = None  # column files: the line of each word of each sentence
-    rows: Optional[userdata.Rows] = None  # files read by userdata: its row (and line) naming
+    rows: Optional[Rows] = None  # files read by tinykd.data.files: its row (and line) naming
 
     def at(self, i: int, j: Optional[int] = None) -> str:
         """Sentence i (0-based): its first line or its row; with j, word j's line (or the row and the word)."""
@@ -77,16 +126,16 @@ def read_sentences(task, split: str, cache_dir: str) -> tuple[list[list[str]], l
     spaces; the token in column task.conll_token_column (default 0), the tag in task.conll_tag_column (default
     the last field); a blank or whitespace-only line ends a sentence; `-DOCSTART-` lines are skipped.
     `.conllu`: comments, multiword-token ranges (3-4) and empty nodes (8.1) skipped; FORM and UPOS by default.
-    Anything else is read by userdata: list columns task.tokens_column and task.tags_column.
+    Anything else is read by tinykd.data.files: list columns task.tokens_column and task.tags_column.
     """
-    source = userdata.split_source(task, split)
+    source = split_source(task, split)
     if source is None:
         raise TinyKDError(f"task.{split} is not set.", f"set task.{split} to your {split} file.")
     path = Path(source).expanduser()
-    kind = None if task.hub or not path.is_file() else userdata.data_format(path, task.format)
+    kind = None if task.hub or not path.is_file() else data_format(path, task.format)
     if kind in COLUMN_FORMATS:
         words, tags, where = _read_columns(path, kind, task.conll_token_column, task.conll_tag_column)
-    else:  # everything else (and a missing file, which read_rows names) goes through userdata
+    else:  # everything else (and a missing file, which read_rows names) goes through tinykd.data.files
         words, tags, where = _read_table(task, split, cache_dir)
     if not words:
         raise TinyKDError(f"{where.source} holds no sentences.", f"point task.{split} at a file with sentences.")
@@ -102,7 +151,7 @@ def _read_columns(path: Path, kind: str, token_col: Optional[int],
     tag_col = default_tag if tag_col is None else tag_col
     blocks: list[list[tuple[str, str, int]]] = [[]]  # each sentence's (token, tag, line)
     # split on "\n" only: str.splitlines would also break at characters a tweet may hold (U+2028, U+0085)
-    for n, raw in enumerate(userdata._utf8(path).split("\n"), start=1):
+    for n, raw in enumerate(read_utf8(path).split("\n"), start=1):
         line = raw.rstrip("\r")
         fields = _fields(line, conllu)
         if fields is None or (not conllu and fields[0] == DOCSTART):
@@ -146,10 +195,10 @@ def _fields(line: str, conllu: bool) -> Optional[list[str]]:
 
 
 def _read_table(task, split: str, cache_dir: str) -> tuple[list[list[str]], list[list[str]], Where]:
-    """Two list columns of a file userdata reads (JSON Lines, Parquet, a datasets directory, a hub split)."""
-    rows = userdata.read_rows(task, split, cache_dir)
-    userdata._require_columns(rows, [task.tokens_column], "task.tokens_column")
-    userdata._require_columns(rows, [task.tags_column], "task.tags_column")
+    """Two list columns of a file tinykd.data.files reads (JSON Lines, Parquet, a datasets directory, a hub split)."""
+    rows = read_rows(task, split, cache_dir)
+    require_columns(rows, [task.tokens_column], "task.tokens_column")
+    require_columns(rows, [task.tags_column], "task.tags_column")
     names = _int_tag_names(task, rows)
     where = Where(rows.where, rows=rows)
     sentences, tags = [], []
@@ -174,7 +223,7 @@ def _read_table(task, split: str, cache_dir: str) -> tuple[list[list[str]], list
     return sentences, tags, where
 
 
-def _int_tag_names(task, rows: userdata.Rows) -> Optional[list[str]]:
+def _int_tag_names(task, rows: Rows) -> Optional[list[str]]:
     """What integer tags stand for: task.labels, else the column's ClassLabel names (hub datasets), else nothing."""
     if task.labels:
         return [str(x).strip() for x in task.labels]
@@ -222,7 +271,7 @@ def tag_names(task, cache_dir: str) -> tuple[str, ...]:
                           "data at least two tags.")
     # integer tags (ids without names) in numeric order, so that "10" follows "9" and ids keep their order
     numeric = all(re.fullmatch(r"-?\d+", k) for k in keys)
-    return tuple(userdata._sorted_labels(keys, numeric))
+    return tuple(sorted_labels(keys, numeric))
 
 
 def _is_iob2(tag: str) -> bool:
@@ -251,7 +300,7 @@ def ill_formed_count(tags: Sequence[Sequence[int]], names: Sequence[str]) -> int
     return count
 
 
-def split_features(names: Sequence[str]) -> datasets.Features:
+def raw_features(names: Sequence[str]) -> datasets.Features:
     """The columns of a loaded split: the words, and their tags as ids into `names`."""
     return datasets.Features({"tokens": datasets.List(datasets.Value("string")),
                               "tags": datasets.List(datasets.ClassLabel(names=list(names)))})
@@ -277,7 +326,7 @@ def load_split(task, names: tuple[str, ...], split: str, cache_dir: str,
             row.append(index[tag])
         ids.append(row)
     n = len(words) if limit is None else min(limit, len(words))
-    return datasets.Dataset.from_dict({"tokens": words[:n], "tags": ids[:n]}, features=split_features(names))
+    return datasets.Dataset.from_dict({"tokens": words[:n], "tags": ids[:n]}, features=raw_features(names))
 
 
 # ----------------------------------------------------------------------------- sub-tokens and windows
