@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from tinykd import build, config, data, latency, modelcard, models, onnxexport
 from tinykd.atomic import atomic_write_text
 from tinykd.data.batches import batch_view, collator
+from tinykd.data.cache import cache_key
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
 from tinykd.run import RESULTS, command_line, save_config
@@ -204,7 +205,7 @@ def onnx_dir(model_dir: Path, cfg) -> Path:
     the cache when that directory cannot be written."""
     if os.access(model_dir, os.W_OK):
         return model_dir / "onnx"
-    return Path(cfg.paths.cache) / "onnx" / data.cache_key(str(model_dir.resolve()))
+    return Path(cfg.paths.cache) / "onnx" / cache_key(str(model_dir.resolve()))
 
 
 def runtimes_of(model, shipped: dict, threads: int) -> dict:

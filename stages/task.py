@@ -125,10 +125,10 @@ def run(cfg) -> dict:
     exported = models.load_classifier(str(out), spec.num_labels, None, "student", task_type=spec.type).to(device)
     test = None
     if cfg.task.test and spec.glue is None:  # the dev-selected student (as exported) and the teacher on task.test
-        cache = build.data_cache(cfg)
-        test = {"student": test_score(exported, spec, tokenizer, cfg.task, cache, batch_size, device),
-                "teacher": teacher_dev and test_score(teacher.to(device), spec, tokenizer, cfg.task, cache, batch_size,
-                                                      device)}
+        datasets_cache = build.data_cache(cfg)
+        test = {"student": test_score(exported, spec, tokenizer, cfg.task, datasets_cache, batch_size, device),
+                "teacher": teacher_dev and test_score(teacher.to(device), spec, tokenizer, cfg.task, datasets_cache,
+                                                      batch_size, device)}
     # timed as a user loads them: the exported student and the teacher's own directory (the baseline never
     # runs the teacher: its card has no speed-up)
     timing = latency.side_by_side(exported, None if phases == ["finetune"] else models.load_classifier(

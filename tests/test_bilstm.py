@@ -127,11 +127,11 @@ def test_hard_targets_and_finetune_only_with_frozen_lower_layers(make_cfg, teach
     res = run_stage(bilstm_cfg(make_cfg, "stage.bilstm_phases=[finetune]", "stage.unfreeze_every=1000",
                                "runs.task=${paths.runs}/task/frozen"))
     cfg = bilstm_cfg(make_cfg)
-    from tinykd import build
+    from tinykd import build, students
 
     teacher_dir = build.finetuned_teacher_dir(cfg, build.task_spec(cfg))
     teacher = models.load_classifier(teacher_dir, 2, None)
-    fresh = build.bilstm_student(cfg, teacher, models.load_tokenizer(teacher_dir), build.task_spec(cfg))
+    fresh = students.bilstm_student(cfg, teacher, models.load_tokenizer(teacher_dir), build.task_spec(cfg))
     trained = AutoModelForSequenceClassification.from_pretrained(res["export"])
     assert torch.equal(trained.embeddings.weight, fresh.embeddings.weight)
     assert torch.equal(trained.lstm.weight_hh_l0, fresh.lstm.weight_hh_l0)

@@ -100,3 +100,49 @@ def test_no_module_uses_another_module_s_private_name():
 ])
 def test_the_private_name_scan_finds_what_it_should(source, uses):
     assert private_uses(source, "x.py") == uses
+
+
+# ----------------------------------------------------------------------------- the stages' package
+
+
+def test_the_stages_install_as_tinykd_stages_and_no_top_level_stages(tmp_path):
+    """Outside the checkout the environment holds tinykd (with tinykd.stages) and no package named `stages`."""
+    probe = ("import importlib.util as u, tinykd.stages.task as t; "
+             "print(t.__file__); print(u.find_spec('stages'))")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    where, top = proc.stdout.split()
+    assert Path(where).resolve() == (REPO_ROOT / "stages" / "task.py").resolve() and top == "None"
+
+
+def test_a_tinykd_without_its_stages_says_to_reinstall(tmp_path):
+    """An environment whose tinykd lacks tinykd.stages (installed before they moved there): a TinyKDError with
+    the fix, not Python's ModuleNotFoundError."""
+    shutil.copytree(REPO_ROOT / "tinykd", tmp_path / "tinykd", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+             f"sys.path.insert(0, {str(tmp_path)!r}); "
+             "from tinykd.cli import stage_module; from tinykd.errors import TinyKDError\n"
+             "try:\n    stage_module('eval')\nexcept TinyKDError as e:\n    print(e.problem); print(e.fix)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "tinykd.stages" in proc.stdout and "are not installed" in proc.stdout and "make install" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- the data wing's task types
+
+
+def test_every_task_type_module_gives_the_same_functions():
+    """text, tokens and qa (tinykd.data.TYPES) give the functions tinykd.data calls, with the same parameters: a
+    fourth task type is one module beside them."""
+    import inspect
+
+    from tinykd import data
+
+    interface = ("spec", "read", "featurise", "cache_parts", "has_labels", "augmented_settings")
+    reference = data.TYPES["sequence_classification"]
+    assert set(data.TYPES) == {"sequence_classification", "token_classification", "question_answering"}
+    for kind, module in data.TYPES.items():
+        for name in interface:
+            assert list(inspect.signature(getattr(module, name)).parameters) == \
+                list(inspect.signature(getattr(reference, name)).parameters), (kind, name)
+        assert hasattr(module, "AUGMENTED_KEY"), kind

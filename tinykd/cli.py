@@ -70,7 +70,20 @@ def run_stage(cfg: DictConfig, explicit: Sequence[str] = ()) -> dict:
                     cfg.resume = True
         if run_dir is not None:
             check_start(cfg, run_dir, name)
-        return importlib.import_module(f"tinykd.stages.{name}").run(cfg)
+        return stage_module(name).run(cfg)
+
+
+def stage_module(name: str):
+    """The stage script `stages/<name>.py`, installed as tinykd.stages.<name>."""
+    try:
+        return importlib.import_module(f"tinykd.stages.{name}")
+    except ModuleNotFoundError as e:
+        if e.name not in ("tinykd.stages", f"tinykd.stages.{name}"):
+            raise
+        raise TinyKDError(
+            f"The stage scripts (tinykd.stages) are not installed: this environment's tinykd was installed before "
+            f"stages/ became tinykd.stages, or from a copy without them ({e}).",
+            "reinstall tinykd from the checkout: make install, or pip install -e '.[dev]'.") from e
 
 
 def run_trial(cfg: DictConfig) -> float | None:

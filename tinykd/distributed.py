@@ -5,7 +5,7 @@ hostfile) the rendezvous variables come from it; a single process outside a laun
 here (rank 0 of 1, a free local port), so `python -m tinykd ... engine=deepspeed` just works.
 On CPU the process group uses gloo and DeepSpeed's CPU accelerator.
 
-Every rank runs the same loop on its own slice of each global batch (`tinykd.data.Batcher`);
+Every rank runs the same loop on its own slice of each global batch (`tinykd.data.batches.Batcher`);
 only rank 0 writes: run directory, config, metrics, checkpoints' index file, exports, progress.
 """
 

@@ -1,5 +1,5 @@
 """Dev-set evaluation: every example, logits in dataset order (computed in batches of similar length),
-scored by the task's metrics: per text (tinykd/metrics.py), per word with its tag (tinykd/tokens.py,
+scored by the task's metrics: per text (tinykd/metrics.py), per word with its tag (tinykd/data/tokens.py,
 windows joined back into sentences), or per question (tinykd/squad.py, windows merged by an n-best
 answer search)."""
 

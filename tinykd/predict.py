@@ -8,8 +8,8 @@ and `.json` (JSON Lines, or a list of objects): the columns or fields named by `
 `TinyKDError` naming the file, the line (or row) and the fix, raised before any model runs.
 
 Features. Texts longer than `max_len` tokens are truncated and counted; a token task's sentence that does not
-fit is cut into windows of whole words (tinykd/tokens.py: every word gets a tag, as on dev); a QA context
-into overlapping windows and a question longer than `max_question_len` truncated (tinykd/qa.py).
+fit is cut into windows of whole words (tinykd/data/tokens.py: every word gets a tag, as on dev); a QA context
+into overlapping windows and a question longer than `max_question_len` truncated (tinykd/data/qa.py).
 
 Records. Per example, in input order: a text task's label and every label's probability (softmax; multi-label:
 the labels whose sigmoid exceeds 1/2, and every sigmoid; regression: the score); a token task's words, one
@@ -238,7 +238,7 @@ def qa_features(examples: Sequence[Example], tokenizer, *, max_len: int, doc_str
          "context": [e[1] for e in examples], "answers": [{"text": [], "answer_start": []}] * len(examples)},
         features=qa.EXAMPLE_FEATURES)
     feats, stats = qa.eval_features(raw, tokenizer, max_len=max_len, doc_stride=doc_stride,
-                                        max_question_len=max_question_len)
+                                    max_question_len=max_question_len)
     windows = np.bincount(np.asarray(feats["example"]), minlength=len(examples))
     return feats, Notes(truncated=stats["questions_truncated"], windowed=int((windows > 1).sum()))
 

@@ -146,7 +146,7 @@ def task_student(cfg, spec: TaskSpec, teacher, teacher_tok, train_ds):
             print(f"[tinykd] student initialised from the fine-tuned teacher: embeddings and layers {copied}")
         elif init == "pruned":  # the fine-tuned teacher, head included, pruned on a sample of the training data
             return student, pruned_student(cfg, teacher, student, train_ds, teacher_tok,
-                                                 cfg.train.task_prediction.eval_batch_size)
+                                           cfg.train.task_prediction.eval_batch_size)
         return student, None
     path = Path(cfg.stage.general_dir if init == "general" else init)
     if not (path / "config.json").is_file():

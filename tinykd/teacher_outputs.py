@@ -10,7 +10,7 @@ tokenizer and the precision, so a change in any of them computes the outputs aga
 
 Cost on disk: C numbers per example for the logits (2 bytes each in fp16: 4 bytes an SST-2
 example; a token or QA task's L x K, its tokens' tag or start/end logits, stored flat and padded
-back by `data.collator`), D more for the representation (768 bytes an example at D=384 in fp16). Intermediate
+back by `tinykd.data.batches.collator`), D more for the representation (768 bytes an example at D=384 in fp16). Intermediate
 features (every layer's hidden states and attention maps, L x D and H x L x L numbers per layer)
 would take megabytes per example and are not cached.
 """

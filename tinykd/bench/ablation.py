@@ -33,6 +33,7 @@ from tinykd import latency
 from tinykd.bench.augment import cpu_name
 from tinykd.bench.runner import Runner
 from tinykd.bench.sst2 import DATA, EXPERIMENT, STUDENT, arguments, mean_sd, plain_accuracy, read_dev, shared_runs
+from tinykd.run import read_results
 
 TARGETS = {"retention": 0.99, "points_over_baseline": 3.0, "speedup_b32": 4.0}
 PRUNED = STUDENT  # bench-sst2's student: row (b)
@@ -101,14 +102,14 @@ def main(argv=None) -> dict:
 
     # --- every export re-scored with plain transformers: SST-2 dev, and the held-out sentences
     dev_texts, dev_labels = read_dev(DATA / "glue" / "SST-2" / "dev.tsv")
-    teacher_dir = Path(json.loads((root / "teacher" / "results.json").read_text())["export"])
+    teacher_dir = Path(read_results(root / "teacher")["export"])
     teacher = {"dev": plain_accuracy(teacher_dir, dev_texts, dev_labels),
                "heldout": plain_accuracy(teacher_dir, held_texts, held_labels)}
     rows = {}
     for row, by_seed in runs.items():
         scores = []
         for seed, d in by_seed.items():
-            res = json.loads((d / "results.json").read_text())
+            res = read_results(d)
             export = Path(res["export"])
             scores.append({"seed": seed, "recorded": res["dev"]["accuracy"], "best_step": res["best_step"],
                            "init_dev": (res.get("init_dev") or {}).get("accuracy"),

@@ -37,6 +37,7 @@ import torch
 
 from tinykd import augment, augment_reference
 from tinykd.config import REPO_ROOT
+from tinykd.run import RESULTS
 from tinykd.system import cpu_name, tune_allocator
 
 DEFAULT_DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -193,7 +194,7 @@ def main(argv=None) -> dict:
     if (trained / "config.json").is_file():
         real = models.load_masked_lm(str(trained)).to(args.device).eval()
         measured = mlm_modes(real, models.load_tokenizer(str(trained)), words, args.k)
-        results = trained.parent / "results.json"
+        results = trained.parent / RESULTS
         approximate["trained_masked_lm"] = {
             "path": os.path.relpath(trained, REPO_ROOT), "modes": measured,
             "heldout": json.loads(results.read_text()).get("heldout") if results.is_file() else None}

@@ -45,6 +45,7 @@ import torch
 from tinykd.bench.augment import cpu_name
 from tinykd.bench.runner import Runner
 from tinykd.config import REPO_ROOT
+from tinykd.run import read_results
 
 DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
 TOLERANCE = 1e-6  # a reloaded export's dev figure against its run's
@@ -404,10 +405,8 @@ def main(argv=None) -> dict:
             task_b = [*task_b, f"distill.gate_examples={files['multilabel']['counts']['dev']['examples']}"]
         task_cfg[name] = ["stage=task", *common, *task, *STUDENT, *task_b]
         seconds[f"{name}/task"] = tinykd(*task_cfg[name])
-    results = {name: {"teacher": json.loads((root / "teacher" / f"{compose_name(name)}-minilm_l6" / "results.json")
-                                            .read_text()),
-                      "task": json.loads((root / "task" / f"{compose_name(name)}-minilm_l6-{STUDENT_NAME}" / "results.json")
-                                         .read_text())}
+    results = {name: {"teacher": read_results(root / "teacher" / f"{compose_name(name)}-minilm_l6"),
+                      "task": read_results(root / "task" / f"{compose_name(name)}-minilm_l6-{STUDENT_NAME}")}
                for name in tasks}
 
     # the multi-label exports scored on the label-column CSV (one 0/1 column per label) by stage=eval
@@ -424,7 +423,7 @@ def main(argv=None) -> dict:
         d = root / "eval" / f"sst_multilabel_columns-{'teacher' if who == 'teacher' else 'student'}"
         seconds[f"sst_multilabel_columns/{d.name.split('-')[1]}"] = tinykd(
             "stage=eval", *common, *columns_task, f"model={rel(Path(export))}", f"runs.eval={rel(d)}")
-        columns_eval["teacher" if who == "teacher" else "student"] = json.loads((d / "results.json").read_text())
+        columns_eval["teacher" if who == "teacher" else "student"] = read_results(d)
 
     # --- 3: the checks
     checks: list[dict] = []

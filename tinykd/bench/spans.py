@@ -35,6 +35,7 @@ from tinykd import latency
 from tinykd.bench.augment import cpu_name
 from tinykd.bench.runner import Runner
 from tinykd.config import REPO_ROOT
+from tinykd.run import CONFIG, METRICS, RESULTS, read_results
 
 TARGETS = {"retention": 0.95, "points_over_baseline": 2.0, "speedup_b32": 4.0}
 
@@ -182,7 +183,7 @@ def main(argv=None) -> dict:
     bench = BENCHES[args.task]
     if args.report_only:
         out_dir = Path(args.out or REPO_ROOT / "reports" / bench.out)
-        result = json.loads((out_dir / "results.json").read_text())
+        result = json.loads((out_dir / "results.json").read_text())  # the report's own
         if "student_curve" not in result:  # results written before the curve was recorded
             result["student_curve"] = dev_curve(REPO_ROOT / Path(result["student_dir"]).parent, bench.metric)
             (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -223,12 +224,12 @@ def main(argv=None) -> dict:
             runs[f"baseline_{init}"][seed] = d
 
     # --- every export scored again with plain transformers
-    teacher_res = json.loads((root / t / "teacher" / "results.json").read_text())
-    cfg = OmegaConf.load(runs["student"][args.seeds[0]] / "config.yaml")
+    teacher_res = read_results(root / t / "teacher")
+    cfg = OmegaConf.load(runs["student"][args.seeds[0]] / CONFIG)
     exports = {"teacher": (Path(teacher_res["export"]), teacher_res["dev"])}
     for group, by_seed in runs.items():
         for seed, d in by_seed.items():
-            res = json.loads((d / "results.json").read_text())
+            res = read_results(d)
             exports[f"{group}_seed{seed}"] = (Path(res["export"]), res["dev"])
     scored = {}
     for name, (export, recorded) in exports.items():
@@ -299,7 +300,7 @@ def main(argv=None) -> dict:
 
 def dev_curve(run_dir: Path, metric: str) -> list[tuple[str, int, float]]:
     """(phase, step, dev score) at every evaluation of a task run, from its metrics.jsonl."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (run_dir / METRICS).read_text().splitlines()]
     return [(x["phase"], x["step"], x[f"dev/{metric}"]) for x in rows if f"dev/{metric}" in x]
 
 
@@ -344,7 +345,7 @@ def cfg_labels(model_dir: Path) -> dict:
 
 def budget(cfg, root: Path) -> dict:
     """What the runs trained on and for how long, read from their configs and results."""
-    aug = root / "augment" / "results.json"
+    aug = root / "augment" / RESULTS
     tr = cfg.train
     return {"teacher_steps": tr.teacher.max_steps, "general_steps": tr.general.max_steps,
             "general_batch": tr.general.batch_size, "corpus_max_lines": cfg.corpus.max_lines,

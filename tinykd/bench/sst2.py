@@ -34,6 +34,7 @@ from tinykd import latency
 from tinykd.bench.augment import cpu_name
 from tinykd.bench.runner import Runner
 from tinykd.config import REPO_ROOT
+from tinykd.run import CONFIG, METRICS, read_results
 
 EXPERIMENT = "sst2_bench"
 DATA = Path(os.environ.get("TINYKD_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -93,12 +94,12 @@ def main(argv=None) -> dict:
     # --- 4: every export re-scored on SST-2 dev with plain transformers
     sentences, labels = read_dev(DATA / "glue" / "SST-2" / "dev.tsv")
     teacher_run = root / "teacher"
-    teacher_res = json.loads((teacher_run / "results.json").read_text())
+    teacher_res = read_results(teacher_run)
     teacher_dir = Path(teacher_res["export"])
     scored = {"teacher": {"recorded": teacher_res["dev"]["accuracy"], "plain": plain_accuracy(teacher_dir, sentences, labels)}}
     for group, by_seed in runs.items():
         for seed, d in by_seed.items():
-            res = json.loads((d / "results.json").read_text())
+            res = read_results(d)
             scored[f"{group}_seed{seed}"] = {"recorded": res["dev"]["accuracy"], "best_step": res["best_step"],
                                              "plain": plain_accuracy(Path(res["export"]), sentences, labels),
                                              "init_dev": (res.get("init_dev") or {}).get("accuracy"),
@@ -127,8 +128,8 @@ def main(argv=None) -> dict:
     baseline_kind = max(BASELINES, key=lambda init: baseline[init][0])
     baseline_mean, baseline_sd = baseline[baseline_kind]
     speed = {f"speedup_{b}": timing["teacher"][b]["median_ms"] / timing["student"][b]["median_ms"] for b in ("b1", "b32")}
-    cfg = OmegaConf.load(runs["student"][best_seed] / "config.yaml")
-    augment_res = json.loads((root / "augment" / "results.json").read_text())
+    cfg = OmegaConf.load(runs["student"][best_seed] / CONFIG)
+    augment_res = read_results(root / "augment")
     result = {
         "teacher_dev_acc": teacher_acc,
         "student_dev_acc_mean": s_mean, "student_dev_acc_sd": s_sd, "student_dev_acc_seeds": accs("student"),
@@ -357,7 +358,7 @@ def missed(r: dict) -> list[str]:
 
 def last_rate(run_dir: Path, phase: str, key: str) -> float:
     """The last logged throughput (`examples_per_s` or `tokens_per_s`) of one phase of a run."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (run_dir / METRICS).read_text().splitlines()]
     return [x[key] for x in rows if x.get("phase") == phase and key in x][-1]
 
 

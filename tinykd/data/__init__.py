@@ -7,11 +7,11 @@ One module per task type, each with the same functions, chosen here by `spec.typ
     qa.py       extractive QA (SQuAD JSON, or one question per row)
 
     spec(task, metrics, cache_dir) -> TaskSpec         your own data's spec, its labels read from the training split
-    read(task, spec, split, cache_dir, limit)           the split's rows, every one checked -> (Dataset, counts)
+    read(task, spec, split, cache_dir, limit)           the split's first `limit` rows, checked -> (Dataset, counts)
     featurise(raw, tokenizer, task, split, max_len)     model inputs and labels -> (Dataset, counts)
     cache_parts(task, spec, split, tokenizer, max_len, limit)   what the featurised split depends on (its cache key)
     has_labels(task, split, cache_dir)                  whether a split carries labels (a test split may not)
-    augmented_settings(task), AUGMENTED_KEY             stage=augment's rows of that type, featurised
+    augmented_settings(task), AUGMENTED_KEY             stage=augment's rows of that type, featurised (None: none)
 
 Below them: `files.py` reads a user's file whatever its format (and names every problem's line), `cache.py` keeps
 featurised splits as Arrow under keys, `batches.py` turns a featurised split into model inputs, `corpus.py` reads
@@ -60,7 +60,8 @@ def build_spec(task, cache_dir: str) -> TaskSpec:
 
 
 def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> datasets.Dataset:
-    """A split's rows before featurising (stage=augment's input), every row checked; the first `limit` kept."""
+    """A split's rows before featurising (stage=augment's input): the first `limit`, each checked (your own data:
+    every row of the file is checked first)."""
     return TYPES[spec.type].read(task, spec, split, cache_dir, limit)[0]
 
 
@@ -74,7 +75,7 @@ def load_split(spec: TaskSpec, split: str, tokenizer: PreTrainedTokenizerBase, t
     """A task split (train, dev or test), featurised and cached under `cache_dir` (the raw files' own cache in its
     `raw/`). `task` is the task's config node (`source` and `data_dir` for a GLUE task; `train`, `dev`, the columns
     and settings for your own data); `limit` keeps the first rows; `augmented`: stage=augment's output, read instead
-    of the training split."""
+    of the training split. Inputs are cut at `task.max_seq_len` tokens."""
     kind = TYPES[spec.type]
     if split == "train" and augmented:
         return _augmented(kind, spec, tokenizer, task, cache_dir, Path(augmented), limit)
@@ -95,6 +96,9 @@ def load_split(spec: TaskSpec, split: str, tokenizer: PreTrainedTokenizerBase, t
 
 def _augmented(kind: ModuleType, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, task, cache_dir: str,
                aug: Path, limit: Optional[int]) -> Split:
+    if kind.AUGMENTED_KEY is None:
+        raise TinyKDError(f"task.augmented={aug}, but a {spec.type.replace('_', ' ')} task takes no augmented rows "
+                          "(stage=augment refuses it).", "unset task.augmented.")
     if not aug.exists():
         raise TinyKDError(f"Augmented dataset {aug} not found.", "run stage=augment first, or unset task.augmented.")
     src = datasets.load_from_disk(str(aug))

@@ -55,9 +55,10 @@ def with_notes(ds: datasets.Dataset, notes: dict) -> datasets.Dataset:
 def notes_of(ds: datasets.Dataset) -> dict:
     """What building a split counted (`with_notes`: a token or QA split's windows, truncations, skips), or {}."""
     try:
-        return json.loads(ds.info.description or "{}")
+        notes = json.loads(ds.info.description or "{}")
     except json.JSONDecodeError:
         return {}
+    return notes if isinstance(notes, dict) else {}
 
 
 def describe(ds: datasets.Dataset) -> str:

@@ -236,8 +236,6 @@ def require_columns(rows: Rows, names: Sequence[str], key: str) -> None:
                           f"set {key} to columns of the file.")
 
 
-
-
 def sorted_labels(keys: set[str], numeric: bool) -> list[str]:
     """Class (or tag) names in id order: numbers in numeric order (so that "10" follows "9"), else sorted."""
     return sorted(keys, key=float) if numeric else sorted(keys)

@@ -29,6 +29,7 @@ from tinykd.data.files import Rows, data_format, origin, read_rows, read_utf8, r
 from tinykd.errors import TinyKDError
 from tinykd.tasks import AnswerSearch, TaskSpec
 
+AUGMENTED_KEY = None  # stage=augment writes no QA rows (it refuses QA tasks): task.augmented is refused
 SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 CLS_POSITION = 0  # where the tokenizer puts [CLS] with the question first: the "no answer here" label
 NO_OFFSET = [-1, -1]  # the offset of every token that is not context (an int, so Arrow stores list<list<int64>>)
@@ -68,7 +69,7 @@ def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) 
 
 
 def augmented_settings(task) -> tuple:
-    return ()  # stage=augment writes no QA rows (it refuses QA tasks)
+    return ()
 
 
 def cache_parts(task, spec: TaskSpec, split: str, tokenizer, max_len: int, limit: Optional[int]) -> tuple:

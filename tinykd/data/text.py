@@ -49,7 +49,8 @@ def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
 
 
 def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
-    """The split as text_a, text_b, label, every row checked (then the first `limit` kept); nothing is counted."""
+    """The split as text_a, text_b, label; nothing is counted. Your own data: every row checked, then the first
+    `limit` kept; a GLUE file is read (and checked) up to its `limit`-th example."""
     if spec.glue is not None:
         return load_glue_split(spec, split, task.source, task.data_dir, limit), {}
     rows = read_rows(task, split, cache_dir)
