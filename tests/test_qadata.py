@@ -53,13 +53,13 @@ PARAGRAPHS = [
 
 def refused(make_cfg, path, split="dev", *overrides) -> TinyKDError:
     with pytest.raises(TinyKDError) as err:
-        qadata.load_split(task(make_cfg, path, path, *overrides), split, str(path.parent / "raw"))
+        qadata.load_questions(task(make_cfg, path, path, *overrides), split, str(path.parent / "raw"))
     assert err.value.fix, "every refusal says how to fix it"
     return err.value
 
 
 def examples(*rows: tuple[str, str, str, list[tuple[str, int]]]) -> datasets.Dataset:
-    """load_split's columns from (id, question, context, [(answer, start)])."""
+    """load_questions' columns from (id, question, context, [(answer, start)])."""
     return datasets.Dataset.from_dict({
         "id": [r[0] for r in rows], "question": [r[1] for r in rows], "context": [r[2] for r in rows],
         "answers": [{"text": [t for t, _ in r[3]], "answer_start": [s for _, s in r[3]]} for r in rows]},
@@ -90,13 +90,13 @@ def test_nested_and_flat_files_read_the_same_questions(make_cfg, tmp_path, kind)
     else:  # a CSV cell holding the answers as JSON
         path = tmp_path / "d.csv"
         pd.DataFrame([r | {"answers": json.dumps(r["answers"])} for r in rows]).to_csv(path, index=False)
-    ds, stats = qadata.load_split(task(make_cfg, path), "dev", str(tmp_path / "raw"))
+    ds, stats = qadata.load_questions(task(make_cfg, path), "dev", str(tmp_path / "raw"))
     assert ds["id"] == ["p1", "p2", "r1"] and ds["context"] == [PARIS, PARIS, ROME]
     assert ds["question"][2] == "How long did Rome take?"
     assert ds["answers"][0] == {"text": ["Paris", "Paris"], "answer_start": [0, 56]}
     assert ds["answers"][2] == {"text": ["not built in a day"], "answer_start": [9]}
     assert stats == {"questions": 3, "answers_mismatched": 0, "unanswerable": 0, "dropped": 0}
-    limited, stats = qadata.load_split(task(make_cfg, path), "dev", str(tmp_path / "raw"), limit=2)
+    limited, stats = qadata.load_questions(task(make_cfg, path), "dev", str(tmp_path / "raw"), limit=2)
     assert limited["id"] == ["p1", "p2"] and stats["questions"] == 2
 
 
@@ -108,11 +108,11 @@ def test_misplaced_answers_counted_dropped_in_train_kept_in_dev(make_cfg, tmp_pa
         qa("fine", "Of what country?", ("France", 24)),
     ]}])
     t, raw = task(make_cfg, path), str(tmp_path / "raw")
-    train, stats = qadata.load_split(t, "train", raw)
+    train, stats = qadata.load_questions(t, "train", raw)
     assert stats == {"questions": 4, "answers_mismatched": 3, "unanswerable": 0, "dropped": 2}
     assert train["id"] == ["half", "fine"]
     assert train["answers"][0] == {"text": ["The Seine"], "answer_start": [32]}
-    dev, stats = qadata.load_split(t, "dev", raw)
+    dev, stats = qadata.load_questions(t, "dev", raw)
     assert stats == {"questions": 4, "answers_mismatched": 3, "unanswerable": 0, "dropped": 0}
     assert dev["id"] == ["wrong", "half", "beyond", "fine"]
     assert dev["answers"][0] == {"text": ["Paris"], "answer_start": [3]}  # scoring reads only the texts
@@ -124,7 +124,7 @@ def test_version_2_unanswerable_questions(make_cfg, tmp_path):
         qa("marked", "What is the capital of Italy?", ("Paris", 0), is_impossible=True),  # answers ignored
         qa("yes", "What is the capital of France?", ("Paris", 0), is_impossible=False),
     ]}])
-    ds, stats = qadata.load_split(task(make_cfg, path, path, "task.version_2_with_negative=true"), "train",
+    ds, stats = qadata.load_questions(task(make_cfg, path, path, "task.version_2_with_negative=true"), "train",
                                   str(tmp_path / "raw"))
     assert ds["id"] == ["none", "marked", "yes"] and stats["unanswerable"] == 2 and stats["dropped"] == 0
     assert [a["text"] for a in ds["answers"]] == [[], [], ["Paris"]]
@@ -182,7 +182,7 @@ def test_not_squad_json_and_bad_answers(make_cfg, tmp_path):
 def test_squad_json_found_by_task_format_and_empty_data_refused(make_cfg, tmp_path):
     named = squad_file(tmp_path / "squad.txt", PARAGRAPHS)  # no .json: the format says what it is
     for fmt in ("squad", "json"):
-        ds, _ = qadata.load_split(task(make_cfg, named, named, f"task.format={fmt}"), "dev", str(tmp_path / "raw"))
+        ds, _ = qadata.load_questions(task(make_cfg, named, named, f"task.format={fmt}"), "dev", str(tmp_path / "raw"))
         assert ds["id"] == ["p1", "p2", "r1"]
     empty = squad_file(tmp_path / "empty.json", [])
     assert f"task.dev={empty} holds no questions" in refused(make_cfg, empty).problem
@@ -278,14 +278,14 @@ def test_window_settings_that_leave_no_context_are_refused(tokenizer):
 @pytest.mark.skipif(not SQUAD_DIR.is_dir(), reason="needs the shared SQuAD files")
 def test_shared_squad_files(make_cfg, tmp_path, tokenizer):
     t, raw = task(make_cfg, SQUAD_DIR / "train.json", SQUAD_DIR / "dev.json"), str(tmp_path / "raw")
-    dev, stats = qadata.load_split(t, "dev", raw)
+    dev, stats = qadata.load_questions(t, "dev", raw)
     # the data README: every answer satisfies context[answer_start:answer_start + len(text)] == text
     assert stats == {"questions": 1302, "answers_mismatched": 0, "unanswerable": 0, "dropped": 0}
     evals, stats = qadata.eval_features(dev, tokenizer, max_len=384, doc_stride=128, max_question_len=64)
     assert sorted(set(evals["example"])) == list(range(1302)) and stats["questions_truncated"] == 0
     assert squad.references(evals) == dict(zip(dev["id"], ([*a["text"]] for a in dev["answers"])))
 
-    train, _ = qadata.load_split(t, "train", raw, limit=50)
+    train, _ = qadata.load_questions(t, "train", raw, limit=50)
     feats, stats = qadata.train_features(train, tokenizer, max_len=384, doc_stride=128, max_question_len=64)
     windows, _ = qadata.eval_features(train, tokenizer, max_len=384, doc_stride=128, max_question_len=64)
     assert len(feats) == len(windows) == stats["features"] >= 50 and stats["questions_too_long"] == 0

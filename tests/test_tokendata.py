@@ -123,15 +123,15 @@ def test_json_lines_tags_sorted_and_split_loaded_as_ids(make_cfg, tmp_path):
     assert where.at(1, 0) == f"{f} row 2, line 2, word 1"
     names = tokens.tag_names(t, str(tmp_path))
     assert names == ("B-LOC", "B-PER", "I-LOC", "O")
-    ds = tokens.load_split(t, names, "dev", str(tmp_path))
+    ds = tokens.load_sentences(t, names, "dev", str(tmp_path))
     assert ds["tokens"] == [r["words"] for r in rows] and ds["tags"] == [[1, 3, 3, 0, 2], [3]]
-    assert len(tokens.load_split(t, names, "dev", str(tmp_path), limit=1)) == 1
+    assert len(tokens.load_sentences(t, names, "dev", str(tmp_path), limit=1)) == 1
     # task.labels fixes the order (and so the ids)
     t = token_task(make_cfg, f, None, "task.tokens_column=words", "task.tags_column=ner",
                    "task.labels=[O,B-PER,B-LOC,I-LOC]")
     names = tokens.tag_names(t, str(tmp_path))
     assert names == ("O", "B-PER", "B-LOC", "I-LOC")
-    assert tokens.load_split(t, names, "dev", str(tmp_path))["tags"] == [[1, 0, 0, 2, 3], [0]]
+    assert tokens.load_sentences(t, names, "dev", str(tmp_path))["tags"] == [[1, 0, 0, 2, 3], [0]]
 
 
 def test_integer_tags_index_task_labels_or_a_class_label_column(make_cfg, tmp_path):
@@ -262,7 +262,7 @@ def test_tags_outside_bio_are_refused_with_file_and_line(make_cfg, tmp_path):
     train = write(tmp_path / "train.conll", "Sue\tB-PER\nran\tO\n")
     dev = write(tmp_path / "dev.conll", "Sue\tB-PER\n\nran\tVERB\n")
     t = token_task(make_cfg, train, dev)
-    e = refused(tokens.load_split, t, tokens.tag_names(t, str(tmp_path)), "dev", str(tmp_path))
+    e = refused(tokens.load_sentences, t, tokens.tag_names(t, str(tmp_path)), "dev", str(tmp_path))
     assert f"{dev} line 3" in e.problem and "'VERB'" in e.problem
 
 
@@ -288,7 +288,7 @@ def test_a_dev_tag_unknown_to_train(make_cfg, tmp_path):
     dev = write(tmp_path / "dev.conll", "Sue\tB-person\n\nbought\tO\nLego\tB-product\n")
     t = token_task(make_cfg, train, dev)
     names = tokens.tag_names(t, str(tmp_path))
-    e = refused(tokens.load_split, t, names, "dev", str(tmp_path))
+    e = refused(tokens.load_sentences, t, names, "dev", str(tmp_path))
     assert f"{dev} line 4" in e.problem and "'B-product'" in e.problem and "B-person" in e.problem
     assert "task.labels" in e.fix
 
@@ -320,7 +320,7 @@ def test_shared_wnut17_and_ewt_have_their_published_sizes(make_cfg, tmp_path, to
         pytest.skip("the shared token classification data is not on this machine")
     ner = token_task(make_cfg, DATA / "ner/wnut17/train.conll", DATA / "ner/wnut17/dev.conll")
     names = tokens.tag_names(ner, str(tmp_path))
-    train = tokens.load_split(ner, names, "train", str(tmp_path))
+    train = tokens.load_sentences(ner, names, "train", str(tmp_path))
     readme = _readme_row("train.conll")  # 3,394 sentences, 62,730 tokens, 1,975 entities
     assert [len(train), sum(map(len, train["tokens"]))] == readme[:2] == [3394, 62730]
     assert len(names) == 13 and names[-1] == "O"  # O + B-/I- of 6 types
@@ -331,7 +331,7 @@ def test_shared_wnut17_and_ewt_have_their_published_sizes(make_cfg, tmp_path, to
                      "task.tag_scheme=none", "task.labels=[ADJ,ADP,ADV,AUX,CCONJ,DET,INTJ,NOUN,NUM,PART,PRON,PROPN,"
                      "PUNCT,SCONJ,SYM,VERB,X]")  # the README's 17 UPOS tags (reading train for them takes longer)
     upos = tokens.tag_names(pos, str(tmp_path))
-    dev = tokens.load_split(pos, upos, "dev", str(tmp_path))
+    dev = tokens.load_sentences(pos, upos, "dev", str(tmp_path))
     assert [len(dev), sum(map(len, dev["tokens"]))] == _readme_row("dev.conllu")[:2] == [2001, 25147]
     assert {upos[t] for s in dev["tags"] for t in s} == set(upos) and len(upos) == 17
     # every dev word is scored once, through windows, and read back in place

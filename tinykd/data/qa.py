@@ -1,6 +1,6 @@
 """Extractive QA data: questions about a paragraph, each answered by a span of it (SQuAD).
 
-`load_split` reads a split as Hugging Face's squad columns (`id`, `question`, `context`, `answers` = {"text": [...],
+`load_questions` reads a split as Hugging Face's squad columns (`id`, `question`, `context`, `answers` = {"text": [...],
 "answer_start": [...]}) from SQuAD's nested JSON (`task.format=squad`, or a `.json` file whose top level holds a
 "data" list) or from any file `tinykd.data.files.read_rows` reads, with one row per question in the columns
 `task.id_column`, `task.question_column`, `task.context_column` and `task.answers_column`. Every question is checked
@@ -58,8 +58,8 @@ def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
 
 
 def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
-    """The questions of `split` and what reading them counted (`load_split`)."""
-    return load_split(task, split, cache_dir, limit)
+    """The questions of `split` and what reading them counted (`load_questions`)."""
+    return load_questions(task, split, cache_dir, limit)
 
 
 def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) -> tuple[datasets.Dataset, dict]:
@@ -242,7 +242,7 @@ def located(context: str, text: str, start: int) -> bool:
     return bool(text.strip()) and 0 <= start and context[start:start + len(text)] == text
 
 
-def load_split(task, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+def load_questions(task, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
     """The questions of `split` (train, dev or test) as Hugging Face's squad columns, and what reading them found.
 
     Every question of the file is checked first; then the first `limit` are kept. Returned stats (of those kept):
@@ -364,7 +364,7 @@ def train_features(examples: datasets.Dataset, tokenizer, *, max_len: int, doc_s
                    max_question_len: int) -> tuple[datasets.Dataset, dict]:
     """Training windows labelled with the first answer's token span, as run_qa's prepare_train_features.
 
-    examples: load_split's columns. Returns columns input_ids, token_type_ids (when the tokenizer makes them),
+    examples: load_questions' columns. Returns columns input_ids, token_type_ids (when the tokenizer makes them),
     attention_mask (lists of up to max_len), start_positions, end_positions (ints; CLS_POSITION where the window does
     not hold the whole answer, and for SQuAD 2.0 questions without one). A question longer than `max_question_len`
     tokens is skipped (it would crowd out its context). Stats: examples (given), questions_too_long (skipped),

@@ -62,8 +62,8 @@ def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
 
 
 def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
-    """The split as `tokens` and `tags` (`load_split`); nothing is counted until the words are featurised."""
-    return load_split(task, spec.label_names, split, cache_dir, limit), {}
+    """The split as `tokens` and `tags` (`load_sentences`); nothing is counted until the words are featurised."""
+    return load_sentences(task, spec.label_names, split, cache_dir, limit), {}
 
 
 def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) -> tuple[datasets.Dataset, dict]:
@@ -306,7 +306,7 @@ def raw_features(names: Sequence[str]) -> datasets.Features:
                               "tags": datasets.List(datasets.ClassLabel(names=list(names)))})
 
 
-def load_split(task, names: tuple[str, ...], split: str, cache_dir: str,
+def load_sentences(task, names: tuple[str, ...], split: str, cache_dir: str,
                limit: Optional[int] = None) -> datasets.Dataset:
     """The split as `tokens` and `tags` (ids into `names`), every sentence checked, then the first `limit` kept."""
     words, tags, where = read_sentences(task, split, cache_dir)
