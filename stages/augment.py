@@ -139,7 +139,7 @@ def run(cfg) -> dict:
 
     # the training rows: texts and labels, or (a token task) words and tag ids, of which only words tagged O are
     # replaced (augment.augment_tagged)
-    raw = data.read(cfg.task, spec, "train", str(Path(build.data_cache(cfg)) / "raw"), cfg.task.train_limit)
+    raw = data.read(cfg.task, spec, "train", build.data_cache(cfg), cfg.task.train_limit)
     outside = outside_tag(spec) if spec.is_token else None
     sources = build.augment_sources(cfg)
     if sources["note"]:

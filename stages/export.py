@@ -35,7 +35,7 @@ from tinykd.data.batches import batch_view, collator
 from tinykd.data.cache import cache_key
 from tinykd.errors import TinyKDError
 from tinykd.evaluate import evaluate
-from tinykd.run import RESULTS, command_line, save_config
+from tinykd.run import command_line, is_finished, read_results, save_config
 from tinykd.system import cpu_name
 
 BACKENDS = {"pytorch": "PyTorch fp32", "onnx": "ONNX Runtime fp32", "int8": "ONNX Runtime int8"}
@@ -51,9 +51,8 @@ def teacher_dir(cfg, model_dir: Path) -> Optional[str]:
     facts = modelcard.load_facts(model_dir)
     if facts and facts.get("teacher", {}).get("dir"):
         return facts["teacher"]["dir"]
-    results = model_dir.parent / RESULTS  # <run dir>/student: the run's own record
-    if results.is_file():
-        return json.loads(results.read_text()).get("teacher")
+    if is_finished(model_dir.parent):  # <run dir>/student: the run's own record
+        return read_results(model_dir.parent).get("teacher")
     return None
 
 

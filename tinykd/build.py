@@ -152,7 +152,7 @@ def data_cache(cfg) -> str:
 
 def task_spec(cfg) -> TaskSpec:
     """The task: a GLUE task's registry entry, or (your own data) one built from `task.*` and the training split."""
-    return data.build_spec(cfg.task, str(Path(data_cache(cfg)) / "raw"))
+    return data.build_spec(cfg.task, data_cache(cfg))
 
 
 def task_split(cfg, spec: TaskSpec, tokenizer, split: str, *, limit: Optional[int] | str = "config"):

@@ -123,7 +123,7 @@ def evaluate_and_keep_best(loop, model, ds, tokenizer, spec: TaskSpec, best: Opt
 def test_score(model, spec: TaskSpec, tokenizer, task, cache_dir: str, batch_size: int, device) -> Optional[dict]:
     """The model's scores on `task.test` (your own data), when it is set and labelled; else None. Only models
     already selected on dev are scored here: nothing is chosen by it. `cache_dir`: the datasets cache."""
-    if spec.glue is not None or not task.test or not data.has_labels(task, "test", str(Path(cache_dir) / "raw")):
+    if spec.glue is not None or not task.test or not data.has_labels(task, "test", cache_dir):
         return None
     test = data.load_split(spec, "test", tokenizer, task, cache_dir).dataset
     scores = evaluate(model, test, tokenizer, spec, batch_size, device)

@@ -6,12 +6,15 @@ One module per task type, each with the same functions, chosen here by `spec.typ
     tokens.py   token classification (a tag per word: CoNLL columns, or token and tag list columns)
     qa.py       extractive QA (SQuAD JSON, or one question per row)
 
-    spec(task, metrics, cache_dir) -> TaskSpec         your own data's spec, its labels read from the training split
-    read(task, spec, split, cache_dir, limit)           the split's first `limit` rows, checked -> (Dataset, counts)
+    spec(task, metrics, raw_cache) -> TaskSpec         your own data's spec, its labels read from the training split
+    read(task, spec, split, raw_cache, limit)           the split's first `limit` rows, checked -> (Dataset, counts)
     featurise(raw, tokenizer, task, split, max_len)     model inputs and labels -> (Dataset, counts)
     cache_parts(task, spec, split, tokenizer, max_len, limit)   what the featurised split depends on (its cache key)
-    has_labels(task, split, cache_dir)                  whether a split carries labels (a test split may not)
+    has_labels(task, split, raw_cache)                  whether a split carries labels (a test split may not)
     augmented_settings(task), AUGMENTED_KEY             stage=augment's rows of that type, featurised (None: none)
+
+Every function here takes the datasets cache directory (`paths.cache`/datasets); the raw files' own cache
+(datasets' `load_dataset`) is its `raw/` (`raw_cache`), which the task types' functions are given.
 
 Below them: `files.py` reads a user's file whatever its format (and names every problem's line), `cache.py` keeps
 featurised splits as Arrow under keys, `batches.py` turns a featurised split into model inputs, `corpus.py` reads
@@ -49,6 +52,11 @@ class Split:
     notes: dict
 
 
+def raw_cache(cache_dir: str) -> str:
+    """Where the raw files' own cache (datasets' load_dataset) lives under the datasets cache `cache_dir`."""
+    return str(Path(cache_dir) / "raw")
+
+
 def build_spec(task, cache_dir: str) -> TaskSpec:
     """The task's spec: a GLUE task's registry entry, or (your own data, described in task.*) one built from
     `task.*` and the training split (its class names or tags, unless `task.labels` fixes them)."""
@@ -56,41 +64,49 @@ def build_spec(task, cache_dir: str) -> TaskSpec:
         return get_task(task.name)
     check_settings(task)
     metrics = tuple(task.metrics) if task.metrics else default_metrics(task.type, task.problem_type, task.tag_scheme)
-    return TYPES[task.type].spec(task, metrics, cache_dir)
+    return TYPES[task.type].spec(task, metrics, raw_cache(cache_dir))
 
 
 def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> datasets.Dataset:
     """A split's rows before featurising (stage=augment's input): the first `limit`, each checked (your own data:
     every row of the file is checked first)."""
-    return TYPES[spec.type].read(task, spec, split, cache_dir, limit)[0]
+    return TYPES[spec.type].read(task, spec, split, raw_cache(cache_dir), limit)[0]
 
 
 def has_labels(task, split: str, cache_dir: str) -> bool:
     """Whether `split` of your own data carries labels (a test split may not)."""
-    return TYPES[task.type].has_labels(task, split, cache_dir)
+    return TYPES[task.type].has_labels(task, split, raw_cache(cache_dir))
 
 
 def load_split(spec: TaskSpec, split: str, tokenizer: PreTrainedTokenizerBase, task, cache_dir: str, *,
                limit: Optional[int] = None, augmented: Optional[str] = None) -> Split:
-    """A task split (train, dev or test), featurised and cached under `cache_dir` (the raw files' own cache in its
-    `raw/`). `task` is the task's config node (`source` and `data_dir` for a GLUE task; `train`, `dev`, the columns
+    """A task split (train, dev or test), featurised and cached under `cache_dir`. `task` is the task's config node (`source` and `data_dir` for a GLUE task; `train`, `dev`, the columns
     and settings for your own data); `limit` keeps the first rows; `augmented`: stage=augment's output, read instead
     of the training split. Inputs are cut at `task.max_seq_len` tokens."""
     kind = TYPES[spec.type]
     if split == "train" and augmented:
         return _augmented(kind, spec, tokenizer, task, cache_dir, Path(augmented), limit)
 
-    def build() -> datasets.Dataset:
-        raw, read_counts = kind.read(task, spec, split, str(Path(cache_dir) / "raw"), limit)
+    def build() -> tuple[datasets.Dataset, dict]:
+        raw, read_counts = kind.read(task, spec, split, raw_cache(cache_dir), limit)
         ds, made = kind.featurise(raw, tokenizer, task, split, task.max_seq_len)
-        counts = read_counts | made
-        return with_notes(ds, counts) if counts else ds
+        return ds, read_counts | made
 
     key = cache_key(*kind.cache_parts(task, spec, split, tokenizer, task.max_seq_len, limit))
-    ds = cached_dataset(cache_dir, key, build)
+    return _cached(cache_dir, key, build, f"{spec.name} {split}")
+
+
+def _cached(cache_dir: str, key: str, build, label: str) -> Split:
+    """The featurised split under `key`, built (with what building it counted) when it is not cached yet."""
+
+    def noted() -> datasets.Dataset:
+        ds, counts = build()
+        return with_notes(ds, counts) if counts else ds
+
+    ds = cached_dataset(cache_dir, key, noted)
     notes = notes_of(ds)
     if notes:
-        print(f"[tinykd] {spec.name} {split}: {describe(ds)}")
+        print(f"[tinykd] {label}: {describe(ds)}")
     return Split(ds, notes)
 
 
@@ -111,15 +127,8 @@ def _augmented(kind: ModuleType, spec: TaskSpec, tokenizer: PreTrainedTokenizerB
     key = cache_key(kind.AUGMENTED_KEY, aug.resolve(), src._fingerprint, tokenizer_fingerprint(tokenizer),
                     task.max_seq_len, limit, *kind.augmented_settings(task))
 
-    def build() -> datasets.Dataset:
-        ds, counts = kind.featurise(src, tokenizer, task, "train", task.max_seq_len)
-        return with_notes(ds, counts) if counts else ds
-
-    ds = cached_dataset(cache_dir, key, build)
-    notes = notes_of(ds)
-    if notes:
-        print(f"[tinykd] {spec.name} train (augmented): {describe(ds)}")
-    return Split(ds, notes)
+    return _cached(cache_dir, key, lambda: kind.featurise(src, tokenizer, task, "train", task.max_seq_len),
+                   f"{spec.name} train (augmented)")
 
 
 def example_count(ds: datasets.Dataset) -> int:

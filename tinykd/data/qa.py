@@ -51,15 +51,15 @@ EXAMPLE_FEATURES = datasets.Features({
 # ----------------------------------------------------------------------------- the task type's functions
 
 
-def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
+def spec(task, metrics: tuple[str, ...], raw_cache: str) -> TaskSpec:
     """The task's spec: no classes (the two outputs are an answer's start and end) and how answers are searched."""
     search = AnswerSearch(task.n_best, task.max_answer_len, task.version_2_with_negative)
     return TaskSpec(task.name, task.problem_type, None, metrics, type=QA, answer_search=search)
 
 
-def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+def read(task, spec: TaskSpec, split: str, raw_cache: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
     """The questions of `split` and what reading them counted (`load_questions`)."""
-    return load_questions(task, split, cache_dir, limit)
+    return load_questions(task, split, raw_cache, limit)
 
 
 def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) -> tuple[datasets.Dataset, dict]:
@@ -80,14 +80,14 @@ def cache_parts(task, spec: TaskSpec, split: str, tokenizer, max_len: int, limit
             *settings)
 
 
-def has_labels(task, split: str, cache_dir: str) -> bool:
+def has_labels(task, split: str, raw_cache: str) -> bool:
     """Whether `split` carries answers: SQuAD's nested JSON always does; a table, when it has the answers column."""
     if not task.hub:
         path = Path(split_source(task, split)).expanduser()
         kind = data_format(path, task.format)
         if kind == "squad" or (kind == "json" and squad_document(path, required=False) is not None):
             return True
-    return task.answers_column in read_rows(task, split, cache_dir).ds.column_names
+    return task.answers_column in read_rows(task, split, raw_cache).ds.column_names
 
 
 # ----------------------------------------------------------------------------- reading

@@ -38,22 +38,22 @@ AUGMENTED_KEY = "aug"  # the cache key's first part for stage=augment's rows of 
 # ----------------------------------------------------------------------------- the task type's functions
 
 
-def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
+def spec(task, metrics: tuple[str, ...], raw_cache: str) -> TaskSpec:
     """Your own data's spec: its class names read from the training split (or `task.labels`)."""
     kind = task.problem_type
-    names = None if kind == REGRESSION else label_names(task, read_rows(task, "train", cache_dir))
+    names = None if kind == REGRESSION else label_names(task, read_rows(task, "train", raw_cache))
     if "f1" in metrics and (names is None or len(names) != 2):
         raise TinyKDError(f"task.metrics includes f1 (the positive class's F1), but the task has "
                           f"{len(names or ())} classes.", "use macro_f1 for more than two classes.")
     return TaskSpec(task.name, kind, names, metrics, pair=len(task.text_columns) == 2)
 
 
-def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+def read(task, spec: TaskSpec, split: str, raw_cache: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
     """The split as text_a, text_b, label; nothing is counted. Your own data: every row checked, then the first
     `limit` kept; a GLUE file is read (and checked) up to its `limit`-th example."""
     if spec.glue is not None:
         return load_glue_split(spec, split, task.source, task.data_dir, limit), {}
-    rows = read_rows(task, split, cache_dir)
+    rows = read_rows(task, split, raw_cache)
     a, b = _texts(task, rows)
     labels = _labels(task, spec, rows, split)
     n = len(a) if limit is None else min(limit, len(a))
@@ -90,9 +90,9 @@ def cache_parts(task, spec: TaskSpec, split: str, tokenizer: PreTrainedTokenizer
     return ("glue", spec.name, split, where, fingerprint, max_len, limit)
 
 
-def has_labels(task, split: str, cache_dir: str) -> bool:
+def has_labels(task, split: str, raw_cache: str) -> bool:
     """Whether `split` of your own data carries the label column(s) (a test split may not)."""
-    cols = read_rows(task, split, cache_dir).ds.column_names
+    cols = read_rows(task, split, raw_cache).ds.column_names
     return all(c in cols for c in (task.label_columns or [task.label_column]))
 
 

@@ -56,14 +56,14 @@ COLUMNS_FIX = ("give every token line its token and its tag (separated by a tab,
 # ----------------------------------------------------------------------------- the task type's functions
 
 
-def spec(task, metrics: tuple[str, ...], cache_dir: str) -> TaskSpec:
+def spec(task, metrics: tuple[str, ...], raw_cache: str) -> TaskSpec:
     """The task's spec: its tags (`tag_names`) in id order."""
-    return TaskSpec(task.name, task.problem_type, tag_names(task, cache_dir), metrics, type=TOKEN)
+    return TaskSpec(task.name, task.problem_type, tag_names(task, raw_cache), metrics, type=TOKEN)
 
 
-def read(task, spec: TaskSpec, split: str, cache_dir: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+def read(task, spec: TaskSpec, split: str, raw_cache: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
     """The split as `tokens` and `tags` (`load_sentences`); nothing is counted until the words are featurised."""
-    return load_sentences(task, spec.label_names, split, cache_dir, limit), {}
+    return load_sentences(task, spec.label_names, split, raw_cache, limit), {}
 
 
 def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) -> tuple[datasets.Dataset, dict]:
@@ -90,11 +90,11 @@ def cache_parts(task, spec: TaskSpec, split: str, tokenizer, max_len: int, limit
             *settings)
 
 
-def has_labels(task, split: str, cache_dir: str) -> bool:
+def has_labels(task, split: str, raw_cache: str) -> bool:
     """Whether `split` carries tags: CoNLL column files always do; a table, when it has the tags column."""
     if not task.hub and data_format(Path(split_source(task, split)).expanduser(), task.format) in COLUMN_FORMATS:
         return True
-    return task.tags_column in read_rows(task, split, cache_dir).ds.column_names
+    return task.tags_column in read_rows(task, split, raw_cache).ds.column_names
 
 
 # ----------------------------------------------------------------------------- where a sentence came from
