@@ -1,8 +1,10 @@
 """Stage `augment`: TinyBERT data augmentation of a task's training set.
 
-Writes `<run_dir>/data`, a `datasets` directory (columns text_a, text_b, label,
-source_index): the original examples first, then each example's augmented rows, each
-carrying the index of its source example. `task.augmented=<run_dir>/data` makes the task
+Writes `<run_dir>/data`, a `datasets` directory (columns text_a, text_b, label; a token task's
+tokens and tags; a QA task's id, question, context and answers; and source_index): the original
+examples first, then each example's augmented rows, each carrying the index of its source example.
+A token task replaces only words tagged O; a QA task only words of the question (its context and
+answer are the source's). `task.augmented=<run_dir>/data` makes the task
 stage train on it; `stage=pipeline stage.augment=true` chains it.
 
 The work is cut into shards of `augment.shard_size` source examples. A shard is written to
@@ -27,8 +29,10 @@ from tqdm.auto import tqdm
 
 from tinykd import augment, build, data
 from tinykd.atomic import atomic_directory, atomic_write_text
+from tinykd.choices import QA
 from tinykd.data.cache import file_fingerprint
 from tinykd.data.files import origin
+from tinykd.data.qa import EXAMPLE_FEATURES
 from tinykd.data.text import row_features
 from tinykd.errors import TinyKDError
 from tinykd.run import is_finished, move_aside, read_results, save_config, write_results
@@ -46,6 +50,8 @@ def row_schema(spec) -> datasets.Features:
     """The task's rows (tinykd.data.text.row_features; a token task's words and tags) and each row's source example."""
     if spec.is_token:
         rows = {"tokens": datasets.Sequence(datasets.Value("string")), "tags": datasets.Sequence(datasets.Value("int64"))}
+    elif spec.type == QA:
+        rows = dict(EXAMPLE_FEATURES)
     else:
         rows = row_features(spec)
     return datasets.Features({**rows, "source_index": datasets.Value("int64")})
@@ -61,6 +67,22 @@ def outside_tag(spec) -> int:
     return spec.label_names.index("O")
 
 
+def qa_rows(questions: dict[str, list], rows: dict[str, list], start: int) -> dict[str, list]:
+    """A QA shard's augmented rows: each new question with its source's context and answers, untouched, and an id
+    of its own (the source's, then #aug and a count)."""
+    out: dict[str, list] = {name: [] for name in (*EXAMPLE_FEATURES, "source_index")}
+    made: dict[int, int] = {}
+    for question, index in zip(questions["question"], questions["source_index"]):
+        made[index] = made.get(index, 0) + 1
+        i = index - start
+        out["id"].append(f"{rows['id'][i]}#aug{made[index]}")
+        out["question"].append(question)
+        out["context"].append(rows["context"][i])
+        out["answers"].append(rows["answers"][i])
+        out["source_index"].append(index)
+    return out
+
+
 def identity(cfg, source_file: str) -> dict:
     """Everything the output depends on: a rerun continues only when this is unchanged."""
     a = {k: v for k, v in OmegaConf.to_container(cfg.augment, resolve=True).items() if k not in OUTPUT_FREE}
@@ -71,6 +93,8 @@ def identity(cfg, source_file: str) -> dict:
     columns = [list(t.text_columns), t.label_column, t.label_columns and list(t.label_columns),
                t.labels and list(t.labels), t.problem_type, t.type, t.tokens_column, t.tags_column,
                t.conll_token_column, t.conll_tag_column]
+    if t.type == QA:
+        columns += [t.id_column, t.question_column, t.context_column, t.answers_column, t.version_2_with_negative]
     return {"augment": a, "task": cfg.task.name, "source": cfg.task.source, "data": source_file, "columns": columns,
             "train_limit": cfg.task.train_limit, "seed": cfg.seed, "teacher": teacher if uses_teacher else None}
 
@@ -168,6 +192,8 @@ def run(cfg) -> dict:
                       max_tokens=a.max_tokens, lowercase=a.lowercase, start_index=lo, stats=stats, mlm_mode=a.mlm_mode)
         if spec.is_token:
             cols = augment.augment_tagged(rows["tokens"], rows["tags"], outside, **common)
+        elif spec.type == QA:
+            cols = qa_rows(augment.augment_questions(rows["question"], **common), rows, lo)
         else:
             cols = augment.augment_examples(rows["text_a"], rows["text_b"] if spec.pair else None, rows["label"],
                                             include_originals=False, **common)
@@ -187,6 +213,8 @@ def run(cfg) -> dict:
     # --- the final dataset: originals first, then the shards in order
     if spec.is_token:
         originals = {"tokens": raw["tokens"], "tags": raw["tags"], "source_index": list(range(count))}
+    elif spec.type == QA:
+        originals = {name: raw[name] for name in EXAMPLE_FEATURES} | {"source_index": list(range(count))}
     else:
         originals = {"text_a": raw["text_a"], "text_b": raw["text_b"], "label": raw["label"],
                      "source_index": list(range(count))}

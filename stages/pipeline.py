@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from tinykd import build
+from tinykd import build, data
 from tinykd.run import CHECKPOINT, check_start, holding, is_finished, read_results, write_results
 from tinykd.stages import augment, general, task, teacher
 
@@ -44,6 +44,8 @@ def run(cfg) -> dict:
     spec = build.task_spec(cfg)
     if cfg.stage.augment and spec.is_token:  # before any step runs: a tag set without O cannot be augmented
         augment.outside_tag(spec)
+    if cfg.task.transfer:  # and transfer data that cannot be read is named now, not after the teacher trained
+        data.check_transfer(spec, cfg.task, build.data_cache(cfg))
     given = None if cfg.stage.teacher_dir else build.given_finetuned_teacher(cfg, spec)
     for name, module in STEPS:
         if (name == "augment" and not cfg.stage.augment) or (name == "general" and cfg.student.arch == "bilstm"):

@@ -30,7 +30,7 @@ from tinykd.distiller import layer_outputs
 from tinykd.engine import pick_device
 from tinykd.evaluate import evaluate, evaluate_and_keep_best, test_score
 from tinykd.loop import StepBudget
-from tinykd.losses import gold_labels, prediction_loss, prediction_mask, task_loss
+from tinykd.losses import gold_label_loss, gold_labels, prediction_loss, prediction_mask, task_loss
 from tinykd.run import (MetricsLogger, check_upstream, load_checkpoint, prepare_run_dir, remaining_phases, save_config,
                         write_results)
 from tinykd.stages import task_bilstm
@@ -38,11 +38,13 @@ from tinykd.stages import task_bilstm
 
 def teacher_cache_precision(cfg, examples: int) -> str:
     """What `distill.teacher_cache` means for this run: fp16, fp32 or none. `auto` caches (fp16)
-    only when the prediction phase reads every training example at least twice: filling the cache
-    is one teacher pass over the whole set, which a short phase would never make."""
+    with transfer data (task.transfer), or when the prediction phase reads every training example at least
+    twice: filling the cache is one teacher pass over the whole set, which a short phase would never make."""
     choice = cfg.distill.teacher_cache
     if choice != "auto":
         return choice
+    if cfg.task.transfer:  # the teacher labels the transfer rows once: their outputs are what distillation reads
+        return "fp16"
     hp = cfg.train.task_prediction
     per_step = hp.batch_size * hp.grad_accum
     steps = hp.max_steps if hp.max_steps > 0 else math.ceil(hp.epochs * examples / per_step)
@@ -63,6 +65,9 @@ def run(cfg) -> dict:
     tokenizer = models.load_tokenizer(teacher_dir)  # the student keeps the teacher's tokenizer
     train_ds = build.task_split(cfg, spec, tokenizer, "train")
     dev_ds = build.task_split(cfg, spec, tokenizer, "dev")
+    # task.transfer: unlabeled inputs the teacher labels; distillation draws from them and the training rows
+    transfer_rows = build.transfer_split(cfg, spec, tokenizer) if cfg.task.transfer else None
+    transfer_ds, transfer = transfer_rows and transfer_rows.dataset, None
     student, kept = students.task_student(cfg, spec, teacher, tokenizer, train_ds)
     init_dev = None
     if cfg.student.init == "pruned":  # what pruning alone keeps, before any training
@@ -87,16 +92,31 @@ def run(cfg) -> dict:
     logger = MetricsLogger(run_dir, cfg.logger, cfg, "task")
     cache = teacher_cache_precision(cfg, len(train_ds)) if "prediction" in phases else "none"
     if cache != "none":
-        # The prediction phase reads only the teacher's logits: computed once over the training set and
-        # cached on disk (epochs, resumed runs and sweep trials with the same teacher and data reuse them).
+        # The prediction phase reads only the teacher's logits: computed once over the training (and transfer) rows
+        # and cached on disk (epochs, resumed runs and sweep trials with the same teacher and data reuse them).
         t0 = time.perf_counter()
         teacher.to(pick_device(cfg.engine.device))
-        train_ds = teacher_outputs.with_teacher_outputs(
-            teacher, teacher_dir, train_ds, tokenizer, batch_size=cfg.train.task_prediction.eval_batch_size,
-            device=pick_device(cfg.engine.device), cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"),
-            progress=cfg.progress, precision=cache, representations=False)
-        print(f"[tinykd] teacher logits for {len(train_ds)} training examples ({cache}, cached): "
-              f"{time.perf_counter() - t0:.1f} s")
+
+        def labelled(ds):
+            return teacher_outputs.with_teacher_outputs(
+                teacher, teacher_dir, ds, tokenizer, batch_size=cfg.train.task_prediction.eval_batch_size,
+                device=pick_device(cfg.engine.device), cache_dir=str(Path(cfg.paths.cache) / "teacher_outputs"),
+                progress=cfg.progress, precision=cache, representations=False)
+
+        train_ds = labelled(train_ds)
+        transfer_ds = transfer_ds and labelled(transfer_ds)
+        print(f"[tinykd] teacher logits for {len(train_ds)} training"
+              + (f" and {len(transfer_ds)} transfer" if transfer_ds else "")
+              + f" rows ({cache}, cached): {time.perf_counter() - t0:.1f} s")
+    if transfer_ds is not None:
+        train_ds = data.mix(train_ds, transfer_ds, cfg.task.transfer_share, cfg.seed)
+        drawn = sum(train_ds[data.TRANSFER])
+        transfer = {"source": cfg.task.transfer, "read": transfer_rows.notes.get("transfer_rows"),
+                    "rows": len(transfer_ds), "examples": data.example_count(transfer_ds),
+                    "drawn": drawn, "training_rows": len(train_ds) - drawn, "share": cfg.task.transfer_share,
+                    "equal_to_a_scored_example": transfer_rows.notes.get("equal_to_a_scored_example", 0)}
+        print(f"[tinykd] distillation rows: {transfer['training_rows']} training + {drawn} transfer "
+              f"(task.transfer_share={cfg.task.transfer_share})")
 
     # --- the phases, in order; a resumed run skips those its checkpoint is past
     ckpt = load_checkpoint(run_dir, cfg.keep_checkpoints) if cfg.resume else None
@@ -139,6 +159,7 @@ def run(cfg) -> dict:
               "teacher_dev": teacher_dev, "retention": metrics.retention(best["dev"], teacher_dev, m),
               "test": test, "main_metric": m, "best_step": best["step"], "phases": phases,
               "teacher": teacher_dir, "teacher_gate": teacher_gate, "latency_seq64": timing, "init_dev": init_dev,
+              "transfer": transfer,
               "parameters": {"student": latency.parameters(exported), "teacher": latency.parameters(teacher)},
               "wall_s": round(time.perf_counter() - started, 1)}  # this invocation's (a resumed run: since resuming)
     # --- the model card (README.md) beside the export: its facts, and its speed beside the teacher's
@@ -161,6 +182,8 @@ def recipe(cfg, phases: list[str]) -> str:
             "teacher_layers": "the teacher's layers",
             "pruned": "the fine-tuned teacher pruned to the student's shape"}.get(cfg.student.init, cfg.student.init)
     data_ = f"augmented data ({cfg.task.augmented})" if cfg.task.augmented else "the task's training split"
+    if cfg.task.transfer and phases != ["finetune"]:
+        data_ += f" and teacher-labelled transfer data ({cfg.task.transfer})"
     if phases == ["finetune"]:
         return (f"no distillation (a baseline): from {init}, fine-tuned on the gold labels of {data_}, "
                 f"{steps('task_finetune')} x {cfg.train.task_finetune.batch_size}.")
@@ -223,8 +246,8 @@ def train_phase(name, index, best, resume_from, budget, *, cfg, spec, teacher, s
                                        spec.problem_type, spec.type, prediction_mask(batch, spec.type))
                 parts = {"prediction": pred.detach()}
                 loss = w.prediction * pred
-                if w.hard_label:
-                    hard = task_loss(s_logits, gold_labels(batch, spec.type), spec.problem_type, spec.type)
+                if w.hard_label:  # the rows with gold labels (transfer rows have none)
+                    hard = gold_label_loss(s_logits, batch, spec.problem_type, spec.type)
                     parts["hard_label"] = hard.detach()
                     loss = loss + w.hard_label * hard
         if not loop.update(loss, parts, items=batch["input_ids"].size(0)):

@@ -138,11 +138,12 @@ def test_every_task_type_module_gives_the_same_functions():
 
     from tinykd import data
 
-    interface = ("spec", "read", "featurise", "cache_parts", "has_labels", "augmented_settings")
+    interface = ("spec", "read", "featurise", "cache_parts", "has_labels", "augmented_settings", "read_transfer",
+                 "input_texts")
     reference = data.TYPES["sequence_classification"]
     assert set(data.TYPES) == {"sequence_classification", "token_classification", "question_answering"}
     for kind, module in data.TYPES.items():
         for name in interface:
             assert list(inspect.signature(getattr(module, name)).parameters) == \
                 list(inspect.signature(getattr(reference, name)).parameters), (kind, name)
-        assert hasattr(module, "AUGMENTED_KEY"), kind
+        assert hasattr(module, "AUGMENTED_KEY") and hasattr(module, "AUGMENTED_COLUMNS"), kind

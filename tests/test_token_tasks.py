@@ -106,12 +106,31 @@ def test_augmentation_replaces_only_words_tagged_o(make_cfg):
     assert changed > 0 and res["augmented_rows"] == len(rows) - 64
 
 
-def test_qa_augmentation_is_refused_at_start_up(make_cfg):
-    from tinykd import config
+def test_qa_augmentation_replaces_question_words_only(make_cfg):
+    """Question-only augmentation: every new row keeps its source's context and answers, character for character,
+    and the answer is still where answer_start says; only the question changed, under an id of its own."""
+    res = run_stage(make_cfg("stage=augment", "task=squad", "debug=smoke", "task.train_limit=40",
+                             "augment.shard_size=16"))
+    rows = datasets.load_from_disk(res["data"]).to_list()
+    originals = {r["source_index"]: r for r in rows[:40]}  # the originals first, then the new rows
+    assert len(rows) > 40 and res["augmented_rows"] == len(rows) - 40
+    for r in rows[40:]:
+        src = originals[r["source_index"]]
+        assert r["context"] == src["context"] and r["answers"] == src["answers"]
+        assert r["question"] != src["question"] and r["id"].startswith(src["id"] + "#aug")
+        for text, start in zip(r["answers"]["text"], r["answers"]["answer_start"]):
+            assert r["context"][start:start + len(text)] == text
+    assert len({r["id"] for r in rows}) == len(rows)
+    # task distillation reads them as training windows
+    cfg = make_cfg("stage=task", "task=squad", "debug=smoke", f"task.augmented={res['data']}")
+    from tinykd import build
 
-    with pytest.raises(TinyKDError, match="extractive QA: augmentation"):
-        config.check(make_cfg("stage=pipeline", "task=squad", "debug=smoke", "stage.augment=true",
-                              "task.max_question_len=12", "task.doc_stride=8"))
+    spec = build.task_spec(cfg)
+    from tinykd.models import load_tokenizer
+
+    tok = load_tokenizer(build.teacher_source(cfg))
+    windows = build.task_split(cfg, spec, tok, "train")
+    assert len(windows) >= len(rows) and {"start_positions", "end_positions"} <= set(windows.column_names)
 
 
 def test_a_sequence_classifier_is_refused_as_a_token_model(make_cfg, tmp_path):

@@ -728,3 +728,12 @@ def augment_tagged(sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[i
             out["tags"].append(list(word_tags))
             out["source_index"].append(start_index + e)
     return out
+
+
+def augment_questions(questions: Sequence[str], **settings) -> dict[str, list]:
+    """Augment an extractive QA task's questions only: columns question, source_index, each question's augmented
+    copies in question order (the originals are not repeated). The candidates and draws are `augment_examples`'s;
+    the context, and so the answer's span in it, is never touched (a replaced context word could move or change the
+    answer): the caller pairs each copy with its source's context and answers."""
+    cols = augment_examples(list(questions), None, list(range(len(questions))), include_originals=False, **settings)
+    return {"question": cols["text_a"], "source_index": cols["source_index"]}

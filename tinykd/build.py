@@ -165,6 +165,12 @@ def task_split(cfg, spec: TaskSpec, tokenizer, split: str, *, limit: Optional[in
                            augmented=cfg.task.augmented).dataset
 
 
+def transfer_split(cfg, spec: TaskSpec, tokenizer) -> data.Split:
+    """task.transfer's rows, featurised with placeholder labels, and what reading them counted
+    (`data.load_transfer`)."""
+    return data.load_transfer(spec, tokenizer, cfg.task, data_cache(cfg))
+
+
 def corpus(cfg, tokenizer):
     return data.load_corpus(
         tokenizer, corpus_dir=cfg.paths.corpus_dir, patterns=list(cfg.corpus.files), exclude=list(cfg.corpus.exclude),

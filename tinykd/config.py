@@ -164,6 +164,14 @@ class TaskConfig:
     train_limit: Optional[int] = bounded(None, ge=1)  # first N training rows (None: all)
     dev_limit: Optional[int] = bounded(None, ge=1)
     augmented: Optional[str] = None  # a datasets directory to train on instead of the training split
+    # teacher-labelled transfer data (stage=task; tinykd/data/__init__.py load_transfer): a file of unlabeled inputs
+    # (a .txt file: one text, or one sentence of words, per line; else the task's own columns, labels not read; QA
+    # also `other_paragraphs`: each training question with the other paragraphs of its article). The teacher labels
+    # every row once (cached); both phases of task distillation draw from the transfer and the training rows.
+    transfer: Optional[str] = None
+    transfer_limit: Optional[int] = bounded(None, ge=1)  # the first N transfer rows (None: all)
+    # the transfer rows' share of the rows distillation draws from; null: every training and transfer row once
+    transfer_share: Optional[float] = bounded(None, gt=0, lt=1)
 
 
 @dataclass
@@ -477,6 +485,7 @@ class StageSpec:
     # (key, value, prefixes): prefixes read only when the config's `key` has `value`
     when: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     runs: tuple[str, ...] = ()  # pipeline: the stages it runs, whose keys it reads too
+    skips: tuple[str, ...] = ()  # keys inside `reads` that this stage never reads
 
 
 # Every stage reads these; Hydra's own keys (hydra.*) and group selections (task=sst2) are never refused.
@@ -493,11 +502,14 @@ _BILSTM_RECIPE = ("stage.bilstm_phases", "stage.transfer", "stage.transfer_limit
                   "train.bilstm_representation", "train.bilstm_logits", "train.bilstm_finetune",
                   "augment.vectors", "augment.max_words")
 
+# task distillation's transfer data: read by stage=task (and the pipeline that runs it) alone
+TRANSFER_KEYS = ("task.transfer", "task.transfer_limit", "task.transfer_share")
+
 # The stages, in the order `python -m tinykd` lists them: one source for their names (conf/stage/ holds
 # one file per entry), the optimiser blocks each reads (`stage_phases`) and the keys it reads.
 STAGE_SPECS = (
     StageSpec("teacher", "fine-tune the teacher on the task (skip it with stage.teacher_dir=<your fine-tuned model>)",
-              reads=("task", "teacher", "train.teacher")),
+              reads=("task", "teacher", "train.teacher"), skips=TRANSFER_KEYS),
     StageSpec("general", "general distillation on unlabeled text (TinyBERT layer losses, DistilBERT, MiniLM relations)",
               reads=("teacher", "student", "corpus", "distill.method", "train.general"),
               when=(("distill.method", "tinybert", _TINYBERT_LOSSES),
@@ -506,17 +518,17 @@ STAGE_SPECS = (
               reads=("teacher", "corpus", "stage.heldout", "stage.mask_prob", "stage.tie_decoder",
                      "train.mlm_head")),
     StageSpec("augment", "TinyBERT data augmentation of the task's training set",
-              reads=("task", "teacher", "augment")),
+              reads=("task", "teacher", "augment"), skips=TRANSFER_KEYS),
     StageSpec("task", "task distillation: intermediate layers, then predictions; evaluates and exports the student",
               reads=("task", "teacher", "student", "distill", "stage.teacher_dir", "stage.general_dir", "stage.phases",
                      "stage.latency_repeats", "train.task_intermediate", "train.task_prediction", "train.task_finetune"),
               when=(("student.arch", "bilstm", _BILSTM_RECIPE),)),
     StageSpec("eval", "score an exported model on the task's dev set (model=<dir>)",
-              reads=("task", "model", "train.task_prediction.eval_batch_size")),
+              reads=("task", "model", "train.task_prediction.eval_batch_size"), skips=TRANSFER_KEYS),
     StageSpec("export", "ship a student: ONNX, its check against PyTorch, int8, latency, model card",
-              reads=("task", "model", "export", "train.task_prediction.eval_batch_size")),
+              reads=("task", "model", "export", "train.task_prediction.eval_batch_size"), skips=TRANSFER_KEYS),
     StageSpec("predict", "batch prediction over a file (model=<dir> input=<file> output=<file>)",
-              reads=("task", "model", "input", "output", "predict")),
+              reads=("task", "model", "input", "output", "predict"), skips=TRANSFER_KEYS),
     StageSpec("pipeline", "teacher, then task distillation, in one command (general distillation and augmentation "
               "when asked)",
               reads=("stage.augment",), runs=("teacher", "general", "augment", "task")),
@@ -553,7 +565,12 @@ def _within(key: str, prefixes) -> bool:
 
 def reads(cfg, key: str) -> bool:
     """Whether the configured stage reads `key` (a dotted key) with this config."""
-    return _within(key, (*COMMON_KEYS, *_reads(STAGES[cfg.stage.name], cfg)))
+    spec = STAGES[cfg.stage.name]
+    return not _skipped(spec, key) and _within(key, (*COMMON_KEYS, *_reads(spec, cfg)))
+
+
+def _skipped(spec: StageSpec, key: str) -> bool:
+    return any(key == s or key.startswith(s + ".") for s in spec.skips)
 
 
 def result_depends_on(cfg, key: str) -> bool:
@@ -569,7 +586,8 @@ def _readers(key: str) -> list[str]:
     """Where `key` is read, for the error message: stage=x, or stage=x with some.key=value."""
     out = []
     for spec in STAGE_SPECS:
-        if _within(key, spec.reads) or any(_within(key, STAGES[p].reads) for p in spec.runs):
+        if (_within(key, spec.reads) and not _skipped(spec, key)) or any(
+                _within(key, STAGES[p].reads) and not _skipped(STAGES[p], key) for p in spec.runs):
             out.append(f"stage={spec.name}")
             continue
         conditions = [(k, v) for s in (spec, *(STAGES[p] for p in spec.runs)) for k, v, ps in s.when
@@ -825,15 +843,34 @@ def _check_combinations(cfg) -> None:
     if task_type != choices.SEQUENCE and cfg.student.arch == "bilstm" and reads(cfg, "stage.bilstm_phases"):
         raise TinyKDError(f"student=bilstm predicts one label per text; task {cfg.task.name} is "
                           f"{task_type.replace('_', ' ')}.", "use a Transformer student (student=tinybert4, small, ...).")
-    if task_type == choices.QA and (name == "augment" or (name == "pipeline" and cfg.stage.augment)):
-        raise TinyKDError(
-            f"Task {cfg.task.name} is extractive QA: augmentation replaces words, and a replaced context word would move "
-            "or change the answer span (TinyBERT augments sentence tasks only).",
-            "drop stage.augment=true (QA distils on its own questions; README, \"Token classification and QA\").")
+    if reads(cfg, "task.transfer") and cfg.task.transfer is not None:
+        _check_transfer(cfg, task_type)
     if e.name == "deepspeed" and e.zero_stage == 3 and name == "mlm_head":
         raise TinyKDError("engine.zero_stage=3 cannot run stage=mlm_head: the head's decoder is the encoder's "
                           "frozen input embedding matrix, and ZeRO-3 would partition it away from the encoder.",
                           "use engine.zero_stage=0, 1 or 2, or engine=torch.")
+
+
+def _check_transfer(cfg, task_type: str) -> None:
+    """task.transfer: distillation data the teacher labels, so a run must distil from the teacher's cached outputs."""
+    t = cfg.task
+    if cfg.student.arch == "bilstm":
+        raise TinyKDError(f"task.transfer={t.transfer}: the BiLSTM recipe (student=bilstm) reads its transfer data from "
+                          "stage.transfer.", "set stage.transfer=<datasets directory> instead of task.transfer.")
+    if list(cfg.stage.phases) == ["finetune"]:
+        raise TinyKDError(f"task.transfer={t.transfer} with stage.phases=[finetune]: the no-distillation baseline "
+                          "trains on gold labels only, and transfer rows have none.",
+                          "drop task.transfer for the baseline, or distil (stage.phases=[intermediate,prediction]).")
+    if "prediction" in cfg.stage.phases and cfg.distill.teacher_cache == "none":
+        raise TinyKDError(f"task.transfer={t.transfer} with distill.teacher_cache=none: the teacher labels the transfer "
+                          "rows once, and its outputs are cached.", "set distill.teacher_cache=auto, fp16 or fp32.")
+    if t.transfer != "other_paragraphs" and not t.hub and not Path(t.transfer).expanduser().exists():
+        raise TinyKDError(f"task.transfer={t.transfer}: no such file or directory.",
+                          "point task.transfer at a file of unlabeled inputs (a .txt file: one per line; README, "
+                          "\"Transfer data\").")
+    if t.transfer == "other_paragraphs" and task_type != choices.QA:
+        raise TinyKDError(f"task.transfer=other_paragraphs pairs QA questions with other paragraphs, but task "
+                          f"{t.name} is {task_type.replace('_', ' ')}.", "point task.transfer at a file of inputs.")
 
 
 def _device(name: str) -> str:

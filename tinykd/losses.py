@@ -272,6 +272,18 @@ def gold_labels(batch: dict, task_type: str) -> torch.Tensor:
     return batch["labels"]
 
 
+def gold_label_loss(logits: torch.Tensor, batch: dict, problem_type: str, task_type: str) -> torch.Tensor:
+    """`task_loss` over the rows that carry gold labels: a batch's teacher-labelled transfer rows (`transfer` = 1,
+    task.transfer) have none, so the mean runs over the others; 0 (with a gradient) when there are none."""
+    labels = gold_labels(batch, task_type)
+    if "transfer" in batch:
+        gold = batch["transfer"] == 0
+        if not bool(gold.any()):
+            return logits.sum() * 0.0
+        logits, labels = logits[gold], labels[gold]
+    return task_loss(logits, labels, problem_type, task_type)
+
+
 def prediction_mask(batch: dict, task_type: str) -> Optional[torch.Tensor]:
     """Where `prediction_loss` compares teacher and student: a token task's labelled tokens, a QA window's
     real tokens; None for a text task (one prediction per example)."""

@@ -11,7 +11,9 @@ One module per task type, each with the same functions, chosen here by `spec.typ
     featurise(raw, tokenizer, task, split, max_len)     model inputs and labels -> (Dataset, counts)
     cache_parts(task, spec, split, tokenizer, max_len, limit)   what the featurised split depends on (its cache key)
     has_labels(task, split, raw_cache)                  whether a split carries labels (a test split may not)
-    augmented_settings(task), AUGMENTED_KEY             stage=augment's rows of that type, featurised (None: none)
+    augmented_settings(task), AUGMENTED_KEY, AUGMENTED_COLUMNS   stage=augment's rows of that type, featurised
+    read_transfer(task, spec, raw_cache, limit)         task.transfer's unlabeled inputs, placeholder labels
+    input_texts(raw)                                    each row's input as one string (rows compared across splits)
 
 Every function here takes the datasets cache directory (`paths.cache`/datasets); the raw files' own cache
 (datasets' `load_dataset`) is its `raw/` (`raw_cache`), which the task types' functions are given.
@@ -28,11 +30,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
+import re
+
 import datasets
 from transformers import PreTrainedTokenizerBase
 
 from tinykd.choices import QA, SEQUENCE, TOKEN
 from tinykd.data import qa, text, tokens
+from tinykd.data.files import TRANSFER, origin
 from tinykd.data.cache import cache_key, cached_dataset, describe, notes_of, tokenizer_fingerprint, with_notes
 from tinykd.data.corpus import load_corpus
 from tinykd.errors import TinyKDError
@@ -40,8 +45,9 @@ from tinykd.tasks import TaskSpec, check_settings, default_metrics, described_in
 
 TYPES: dict[str, ModuleType] = {SEQUENCE: text, TOKEN: tokens, QA: qa}
 
-__all__ = ["Split", "TYPES", "build_spec", "describe", "example_count", "has_labels", "load_corpus", "load_split",
-           "read"]
+__all__ = ["Split", "TRANSFER", "TYPES", "build_spec", "check_transfer", "describe", "example_count", "has_labels",
+           "load_corpus",
+           "load_split", "load_transfer", "mix", "read"]
 
 
 @dataclass(frozen=True)
@@ -112,13 +118,10 @@ def _cached(cache_dir: str, key: str, build, label: str) -> Split:
 
 def _augmented(kind: ModuleType, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, task, cache_dir: str,
                aug: Path, limit: Optional[int]) -> Split:
-    if kind.AUGMENTED_KEY is None:
-        raise TinyKDError(f"task.augmented={aug}, but a {spec.type.replace('_', ' ')} task takes no augmented rows "
-                          "(stage=augment refuses it).", "unset task.augmented.")
     if not aug.exists():
         raise TinyKDError(f"Augmented dataset {aug} not found.", "run stage=augment first, or unset task.augmented.")
     src = datasets.load_from_disk(str(aug))
-    missing = ({"tokens", "tags"} if spec.type == TOKEN else {"text_a", "text_b", "label"}) - set(src.column_names)
+    missing = set(kind.AUGMENTED_COLUMNS) - set(src.column_names)
     if missing:
         raise TinyKDError(f"Augmented dataset {aug} lacks columns {sorted(missing)}.",
                           "write it with stage=augment (for this task).")
@@ -129,6 +132,60 @@ def _augmented(kind: ModuleType, spec: TaskSpec, tokenizer: PreTrainedTokenizerB
 
     return _cached(cache_dir, key, lambda: kind.featurise(src, tokenizer, task, "train", task.max_seq_len),
                    f"{spec.name} train (augmented)")
+
+
+def load_transfer(spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, task, cache_dir: str) -> Split:
+    """task.transfer's rows (its first task.transfer_limit), featurised as training rows with placeholder labels and
+    `transfer` = 1 (the teacher labels them; no gold-label loss reads them). A row whose input equals a dev (or test)
+    example's, compared on lower-cased letters and digits, is dropped and counted: transfer data never holds what the
+    student is scored on."""
+    kind = TYPES[spec.type]
+    source = origin(task, "train") if task.transfer == qa.OTHER_PARAGRAPHS else origin(task, TRANSFER)
+    scored = [s for s in ("dev", "test") if s == "dev" or (task.test and spec.glue is None and
+                                                            has_labels(task, s, cache_dir))]
+
+    def build() -> tuple[datasets.Dataset, dict]:
+        raw, counts = kind.read_transfer(task, spec, raw_cache(cache_dir), task.transfer_limit)
+        seen = {_compared(x) for s in scored for x in kind.input_texts(read(task, spec, s, cache_dir))}
+        keep = [i for i, x in enumerate(kind.input_texts(raw)) if _compared(x) not in seen]
+        if not keep:
+            raise TinyKDError(f"task.transfer={task.transfer}: every one of its {len(raw)} rows equals a dev or test "
+                              "example.", "give transfer data that is not what the student is scored on.")
+        ds, made = kind.featurise(raw.select(keep), tokenizer, task, "train", task.max_seq_len)
+        ds = ds.add_column(TRANSFER, [1] * len(ds))
+        return ds, counts | {"equal_to_a_scored_example": len(raw) - len(keep)} | made
+
+    key = cache_key(TRANSFER, source, task.transfer_limit, scored,
+                    *[kind.cache_parts(task, spec, s, tokenizer, task.max_seq_len, None) for s in scored],
+                    *kind.augmented_settings(task))
+    return _cached(cache_dir, key, build, f"{spec.name} transfer")
+
+
+def check_transfer(spec: TaskSpec, task, cache_dir: str) -> int:
+    """Read task.transfer as load_transfer will (every problem a TinyKDError naming it), before any step runs;
+    returns its row count."""
+    return len(TYPES[spec.type].read_transfer(task, spec, raw_cache(cache_dir), task.transfer_limit)[0])
+
+
+def _compared(text_: str) -> str:
+    """What two inputs are compared on: their letters and digits, lower-cased."""
+    return re.sub(r"[\W_]+", "", text_.lower())
+
+
+def mix(train: datasets.Dataset, transfer: datasets.Dataset, share: Optional[float], seed: int) -> datasets.Dataset:
+    """The rows task distillation draws from: every training row once (`transfer` = 0) and transfer rows (1), in the
+    columns both hold (they are featurised alike: a token task's word ids among them). `share` None: every transfer
+    row once; else round(share / (1 - share) x training rows) transfer rows, so that they are `share` of the rows:
+    a seeded random subset of the transfer rows, or, when that is more than there are, all of them repeated in a
+    seeded order until there are as many."""
+    columns = [c for c in train.column_names if c in transfer.column_names and c != TRANSFER]
+    ours = train.select_columns(columns)
+    ours = ours.add_column(TRANSFER, [0] * len(ours))
+    theirs = transfer.select_columns([*columns, TRANSFER])
+    if share is not None:
+        wanted = round(share / (1 - share) * len(ours))
+        theirs = theirs.shuffle(seed=seed).select([i % len(theirs) for i in range(wanted)])
+    return datasets.concatenate_datasets([ours, theirs.cast(ours.features)])
 
 
 def example_count(ds: datasets.Dataset) -> int:

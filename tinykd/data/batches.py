@@ -18,9 +18,10 @@ from tinykd.errors import TinyKDError
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 # what a training or inference batch holds: the model's inputs, the gold labels (per text, per token, or an
-# answer's start and end), cached teacher outputs. Other columns (a token task's word ids, a QA window's
+# answer's start and end), cached teacher outputs, whether a row is teacher-labelled transfer data. Other columns (a token task's word ids, a QA window's
 # offsets and context) stay in the dataset for scoring.
-BATCH_COLUMNS = (*MODEL_INPUTS, "labels", "start_positions", "end_positions", "teacher_logits", "teacher_rep")
+BATCH_COLUMNS = (*MODEL_INPUTS, "labels", "start_positions", "end_positions", "teacher_logits", "teacher_rep",
+                 "transfer")
 
 
 def token_task(ds: datasets.Dataset) -> bool:

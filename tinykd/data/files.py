@@ -28,8 +28,31 @@ README_FIX = "README, \"Your own data\""
 
 
 def split_source(task, split: str) -> Optional[str]:
-    """The configured location of `split` (train, dev or test): a path, or a hub split name."""
-    return {"train": task.train, "dev": task.dev, "test": task.test}[split]
+    """The configured location of `split` (train, dev, test, or transfer: task.transfer): a path, or a hub split
+    name."""
+    return {"train": task.train, "dev": task.dev, "test": task.test, "transfer": task.transfer}[split]
+
+
+TRANSFER = "transfer"  # the split name of task.transfer's rows
+LINES = ".txt"  # a transfer file of one input per line
+
+
+def transfer_lines(task) -> Optional[list[tuple[int, str]]]:
+    """task.transfer's (line number, text) pairs when it is a .txt file of one input per line, blank lines skipped;
+    None when it is a table (read by read_rows). A missing or empty file is an error naming it."""
+    where = task.transfer
+    path = Path(where).expanduser()
+    if task.hub and not path.exists():
+        return None  # a split of the hub dataset
+    if not path.exists():
+        raise TinyKDError(f"task.transfer={where}: no such file or directory.",
+                          "point task.transfer at a file of unlabeled inputs (a .txt file: one per line).")
+    if path.suffix.lower() != LINES:
+        return None
+    lines = [(n, line.strip()) for n, line in enumerate(read_utf8(path).split("\n"), start=1) if line.strip()]
+    if not lines:
+        raise TinyKDError(f"task.transfer={where} holds no text.", "give it one input per line.")
+    return lines
 
 
 def data_format(path: Path, fmt: str) -> str:

@@ -25,11 +25,13 @@ import datasets
 
 from tinykd.choices import QA
 from tinykd.data.cache import tokenizer_fingerprint
-from tinykd.data.files import Rows, data_format, origin, read_rows, read_utf8, require_columns, split_source
+from tinykd.data.files import (TRANSFER, Rows, data_format, origin, read_rows, read_utf8, require_columns,
+                               split_source, transfer_lines)
 from tinykd.errors import TinyKDError
 from tinykd.tasks import AnswerSearch, TaskSpec
 
-AUGMENTED_KEY = None  # stage=augment writes no QA rows (it refuses QA tasks): task.augmented is refused
+AUGMENTED_KEY = "aug-qa"  # the cache key's first part for stage=augment's rows of this type (questions only replaced)
+AUGMENTED_COLUMNS = ("id", "question", "context", "answers")  # what stage=augment's rows of this type hold
 SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 CLS_POSITION = 0  # where the tokenizer puts [CLS] with the question first: the "no answer here" label
 NO_OFFSET = [-1, -1]  # the offset of every token that is not context (an int, so Arrow stores list<list<int64>>)
@@ -69,7 +71,8 @@ def featurise(raw: datasets.Dataset, tokenizer, task, split: str, max_len: int) 
 
 
 def augmented_settings(task) -> tuple:
-    return ()
+    """What, beside the rows, changes stage=augment's featurised rows (training windows)."""
+    return (task.doc_stride, task.max_question_len)
 
 
 def cache_parts(task, spec: TaskSpec, split: str, tokenizer, max_len: int, limit: Optional[int]) -> tuple:
@@ -88,6 +91,68 @@ def has_labels(task, split: str, raw_cache: str) -> bool:
         if kind == "squad" or (kind == "json" and squad_document(path, required=False) is not None):
             return True
     return task.answers_column in read_rows(task, split, raw_cache).ds.column_names
+
+
+OTHER_PARAGRAPHS = "other_paragraphs"  # task.transfer: each training question with another paragraph of its article
+
+
+def read_transfer(task, spec: TaskSpec, raw_cache: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+    """Transfer (question, context) pairs without answers (the teacher gives their start and end): from
+    task.transfer, SQuAD's nested JSON (its answers not read) or a table's question and context columns; or, with
+    `task.transfer=other_paragraphs`, each training question paired with the next paragraph of its article (SQuAD's
+    nested JSON), which the teacher reads as a context that may not hold the answer."""
+    if task.transfer == OTHER_PARAGRAPHS:
+        pairs = _other_paragraphs(task)
+    else:
+        if transfer_lines(task) is not None:
+            raise TinyKDError(f"task.transfer={task.transfer}: a QA transfer row is a question and a context, not a "
+                              "line of text.", "give SQuAD's nested JSON, or a table with the question and context "
+                              "columns (task.question_column, task.context_column).")
+        path = Path(task.transfer).expanduser()
+        document = squad_document(path, required=False) if path.is_file() and path.suffix.lower() == ".json" else None
+        if document is not None:
+            questions = _nested_questions(path, document, with_answers=False)
+        else:
+            rows = read_rows(task, TRANSFER, raw_cache)
+            require_columns(rows, [task.question_column, task.context_column], "task.question_column/context_column")
+            questions = [Question(rows.at(i), "", q, c, [], None) for i, (q, c) in
+                         enumerate(zip(rows.ds[task.question_column], rows.ds[task.context_column]))]
+        pairs = []
+        for q in questions:
+            for value, what in ((q.question, "question"), (q.context, "context")):
+                if not isinstance(value, str) or not value.strip():
+                    raise TinyKDError(f"{q.where}: the {what} is empty.", f"give it its {what}, or remove the row.")
+            pairs.append((q.question, q.context))
+    n = len(pairs) if limit is None else min(limit, len(pairs))
+    rows_out = {"id": [f"transfer-{i}" for i in range(n)], "question": [q for q, _ in pairs[:n]],
+                "context": [c for _, c in pairs[:n]], "answers": [{"text": [], "answer_start": []}] * n}
+    return datasets.Dataset.from_dict(rows_out, features=EXAMPLE_FEATURES), {"transfer_rows": n}
+
+
+def _other_paragraphs(task) -> list[tuple[str, str]]:
+    path = Path(task.train).expanduser() if task.train else None
+    document = squad_document(path, required=False) if path is not None and path.is_file() else None
+    if document is None:
+        raise TinyKDError(f"task.transfer=other_paragraphs reads the articles of SQuAD's nested JSON, but task.train="
+                          f"{task.train} is not such a file.", "point task.transfer at a file of (question, context) "
+                          "pairs instead.")
+    pairs = []
+    for article in document["data"]:
+        contexts = [p.get("context") for p in article.get("paragraphs", [])]
+        if len(contexts) < 2:
+            continue
+        for p, paragraph in enumerate(article["paragraphs"]):
+            for qa in paragraph.get("qas", []):
+                pairs.append((qa.get("question"), contexts[(p + 1) % len(contexts)]))
+    if not pairs:
+        raise TinyKDError(f"task.transfer=other_paragraphs: no article of {path} has two paragraphs.",
+                          "point task.transfer at a file of (question, context) pairs instead.")
+    return [(q, c) for q, c in pairs if isinstance(q, str) and q.strip() and isinstance(c, str) and c.strip()]
+
+
+def input_texts(raw: datasets.Dataset) -> list[str]:
+    """Each (question, context) pair as one string, to compare rows across splits."""
+    return [f"{q} {c}" for q, c in zip(raw["question"], raw["context"])]
 
 
 # ----------------------------------------------------------------------------- reading
@@ -155,8 +220,8 @@ def squad_document(path: Path, required: bool) -> Optional[dict]:
     return None
 
 
-def _nested_questions(path: Path, document: dict) -> list[Question]:
-    """Every question of data[].paragraphs[].qas[], in file order."""
+def _nested_questions(path: Path, document: dict, with_answers: bool = True) -> list[Question]:
+    """Every question of data[].paragraphs[].qas[], in file order (without their answers: none read)."""
     out = []
     for a, article in enumerate(document["data"]):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
@@ -173,8 +238,8 @@ def _nested_questions(path: Path, document: dict) -> list[Question]:
                 qid = "" if qa.get("id") is None else str(qa["id"])
                 where = f"{path} question id {qid!r}" if qid.strip() else place
                 impossible = None if qa.get("is_impossible") is None else bool(qa["is_impossible"])
-                out.append(Question(where, qid, qa.get("question"), paragraph.get("context"),
-                                    _answers(where, qa.get("answers")), impossible))
+                answers = _answers(where, qa.get("answers")) if with_answers else []
+                out.append(Question(where, qid, qa.get("question"), paragraph.get("context"), answers, impossible))
     return out
 
 

@@ -28,11 +28,12 @@ from transformers import PreTrainedTokenizerBase
 from tinykd.choices import MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_SOURCES
 from tinykd.data.batches import MODEL_INPUTS
 from tinykd.data.cache import file_fingerprint, tokenizer_fingerprint
-from tinykd.data.files import Rows, origin, read_rows, require_columns, sorted_labels
+from tinykd.data.files import TRANSFER, Rows, origin, read_rows, require_columns, sorted_labels, transfer_lines
 from tinykd.errors import TinyKDError
 from tinykd.tasks import TaskSpec
 
 AUGMENTED_KEY = "aug"  # the cache key's first part for stage=augment's rows of this type
+AUGMENTED_COLUMNS = ("text_a", "text_b", "label")  # what stage=augment's rows of this type hold
 
 
 # ----------------------------------------------------------------------------- the task type's functions
@@ -94,6 +95,36 @@ def has_labels(task, split: str, raw_cache: str) -> bool:
     """Whether `split` of your own data carries the label column(s) (a test split may not)."""
     cols = read_rows(task, split, raw_cache).ds.column_names
     return all(c in cols for c in (task.label_columns or [task.label_column]))
+
+
+def read_transfer(task, spec: TaskSpec, raw_cache: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+    """task.transfer's texts as text_a, text_b and a placeholder label (never read: the teacher labels the rows): a
+    .txt file's lines (single texts), else a table's `task.text_columns` (one, or two for pairs)."""
+    lines = transfer_lines(task)
+    if lines is not None:
+        if spec.pair:
+            raise TinyKDError(f"task.transfer={task.transfer}: task {spec.name} takes text pairs, and a .txt file holds "
+                              "one text per line.", "give a CSV, TSV or JSON Lines file with the pair's two columns, "
+                              "named in task.text_columns.")
+        a, b = [text for _, text in lines], None
+    else:
+        rows = read_rows(task, TRANSFER, raw_cache)
+        if len(task.text_columns) != (2 if spec.pair else 1):
+            raise TinyKDError(f"task.transfer={task.transfer}: task {spec.name} takes "
+                              f"{'text pairs' if spec.pair else 'single texts'}, but task.text_columns names "
+                              f"{list(task.text_columns)}.", f"set task.text_columns to the file's "
+                              f"{'two text columns' if spec.pair else 'text column'}.")
+        a, b = _texts(task, rows)
+    n = len(a) if limit is None else min(limit, len(a))
+    placeholder = [0.0] * spec.num_labels if spec.is_multi_label else (0.0 if spec.is_regression else 0)
+    raw = datasets.Dataset.from_dict({"text_a": a[:n], "text_b": (b or [None] * len(a))[:n], "label": [placeholder] * n},
+                                     features=row_features(spec))
+    return raw, {"transfer_rows": n}
+
+
+def input_texts(raw: datasets.Dataset) -> list[str]:
+    """Each row's input as one string (a pair's two texts joined), to compare rows across splits."""
+    return [a if b is None else f"{a} {b}" for a, b in zip(raw["text_a"], raw["text_b"])]
 
 
 # ----------------------------------------------------------------------------- GLUE

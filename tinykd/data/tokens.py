@@ -35,13 +35,14 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 
 from tinykd.choices import OVERFLOWS, TOKEN, TOKEN_METRICS
 from tinykd.data.cache import tokenizer_fingerprint
-from tinykd.data.files import (Rows, data_format, origin, read_rows, read_utf8, require_columns, sorted_labels,
-                               split_source)
+from tinykd.data.files import (TRANSFER, Rows, data_format, origin, read_rows, read_utf8, require_columns,
+                               sorted_labels, split_source, transfer_lines)
 from tinykd.errors import TinyKDError
 from tinykd.losses import IGNORE
 from tinykd.tasks import TaskSpec
 
 AUGMENTED_KEY = "aug-token"  # the cache key's first part for stage=augment's rows of this type
+AUGMENTED_COLUMNS = ("tokens", "tags")  # what stage=augment's rows of this type hold
 
 NO_WORD = -1  # word_ids of a special token ([CLS], [SEP])
 COLUMN_FORMATS = ("conll", "conllu")
@@ -95,6 +96,32 @@ def has_labels(task, split: str, raw_cache: str) -> bool:
     if not task.hub and data_format(Path(split_source(task, split)).expanduser(), task.format) in COLUMN_FORMATS:
         return True
     return task.tags_column in read_rows(task, split, raw_cache).ds.column_names
+
+
+def read_transfer(task, spec: TaskSpec, raw_cache: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:
+    """task.transfer's sentences as `tokens` and placeholder `tags` (the first tag; never read: the teacher tags the
+    words): a .txt file's lines split on whitespace, else a table's `task.tokens_column` (a list of words a row)."""
+    lines = transfer_lines(task)
+    if lines is not None:
+        words = [text.split() for _, text in lines]
+    else:
+        rows = read_rows(task, TRANSFER, raw_cache)
+        require_columns(rows, [task.tokens_column], "task.tokens_column")
+        words = []
+        for i, value in enumerate(rows.ds[task.tokens_column]):
+            if not isinstance(value, list) or not value or not all(isinstance(w, str) and w.strip() for w in value):
+                raise TinyKDError(f"{rows.at(i)}: '{task.tokens_column}' holds {str(value)[:80]}, not a list of words.",
+                                  "give each row a non-empty list of words (or use a .txt file: a sentence a line).")
+            words.append(value)
+    n = len(words) if limit is None else min(limit, len(words))
+    raw = datasets.Dataset.from_dict({"tokens": words[:n], "tags": [[0] * len(w) for w in words[:n]]},
+                                     features=raw_features(spec.label_names))
+    return raw, {"transfer_rows": n}
+
+
+def input_texts(raw: datasets.Dataset) -> list[str]:
+    """Each sentence's words as one string, to compare rows across splits."""
+    return [" ".join(words) for words in raw["tokens"]]
 
 
 # ----------------------------------------------------------------------------- where a sentence came from
