@@ -125,6 +125,28 @@ def test_epoch_batches_order_depends_only_on_seed_and_epoch():
     assert a != batching.epoch_batches(50, 8, seed=3, epoch=1, shuffle=False)
 
 
+def test_grouped_batches_hold_similar_lengths_and_every_row_once():
+    """group_by_length: every row once, the short batch last, each batch drawn from one sorted group of 50
+    batches, so a batch's lengths span far less than a random batch's; seeded."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 200, size=4000)
+    grouped = batching.epoch_batches(4000, 16, seed=1, epoch=0, shuffle=True, lengths=lengths)
+    plain = batching.epoch_batches(4000, 16, seed=1, epoch=0, shuffle=True)
+    assert sorted(i for b in grouped for i in b) == list(range(4000))
+    assert all(len(b) == 16 for b in grouped)  # 4000 = 250 x 16
+    padded = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs)  # noqa: E731
+    assert padded(grouped) < 0.6 * padded(plain)  # tokens computed with padding: much less
+    # each batch is a run of its group sorted longest first (the first group: batches of the first 800 rows)
+    group = sorted(plain_order := [i for b in plain for i in b][:800], key=lambda i: -lengths[i])
+    assert any(b == group[:16] for b in grouped) and set(plain_order) == set(group)
+    assert grouped == batching.epoch_batches(4000, 16, seed=1, epoch=0, shuffle=True, lengths=lengths)
+    assert grouped != batching.epoch_batches(4000, 16, seed=1, epoch=1, shuffle=True, lengths=lengths)
+    short = batching.epoch_batches(100, 16, seed=1, epoch=0, shuffle=True, lengths=lengths[:100])
+    assert [len(b) for b in short][-1] == 4 and all(len(b) == 16 for b in short[:-1])
+
+
 def _take(it, n):
     return [next(it) for _ in range(n)]
 

@@ -63,10 +63,14 @@ def kept(w: torch.Tensor, rows, cols) -> torch.Tensor:
     return torch.stack([torch.stack([w[r, c] for c in cols]) for r in rows])
 
 
-def test_each_kept_row_and_column_is_the_teachers():
-    teacher = teacher_of(BertForSequenceClassification, num_labels=2)
-    sc = shaped(num_hidden_layers=2, hidden_size=16, num_attention_heads=4, intermediate_size=20, num_labels=2)
-    student = BertForSequenceClassification(sc).eval()
+@pytest.mark.parametrize("cls", [BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering])
+def test_each_kept_row_and_column_is_the_teachers(cls):
+    """For a sequence, a token and a QA student: every weight it keeps is the teacher's, at the kept rows and
+    columns (the head reads the kept pooler outputs, or the kept hidden channels)."""
+    labels = 2 if cls is BertForQuestionAnswering else 5
+    teacher = teacher_of(cls, num_labels=labels)
+    sc = shaped(num_hidden_layers=2, hidden_size=16, num_attention_heads=4, intermediate_size=20, num_labels=labels)
+    student = cls(sc).eval()
     plan = prune.prune(teacher, student, batches())
     ch = plan.channels
     assert len(ch) == 16 and len(plan.layers) == 2 and all(len(h) == 4 for h in plan.heads)
@@ -93,9 +97,16 @@ def test_each_kept_row_and_column_is_the_teachers():
         assert torch.equal(sl.output.dense.weight, kept(tl.output.dense.weight, ch, n))
         assert torch.equal(sl.output.dense.bias, tl.output.dense.bias[ch])
         assert torch.equal(sl.output.LayerNorm.weight, tl.output.LayerNorm.weight[ch])
-    assert torch.equal(s.pooler.dense.weight, kept(t.pooler.dense.weight, plan.pooler, ch))
-    assert torch.equal(student.classifier.weight, teacher.classifier.weight[:, plan.pooler])
-    assert torch.equal(student.classifier.bias, teacher.classifier.bias)
+    if cls is BertForSequenceClassification:
+        assert torch.equal(s.pooler.dense.weight, kept(t.pooler.dense.weight, plan.pooler, ch))
+        assert torch.equal(student.classifier.weight, teacher.classifier.weight[:, plan.pooler])
+        assert torch.equal(student.classifier.bias, teacher.classifier.bias)
+    else:  # token and QA heads read every kept hidden channel; their outputs (tags, start/end) are all kept
+        head, t_head = ((student.classifier, teacher.classifier) if cls is BertForTokenClassification
+                        else (student.qa_outputs, teacher.qa_outputs))
+        assert plan.pooler is None  # these heads have no pooler
+        assert torch.equal(head.weight, kept(t_head.weight, range(labels), ch))
+        assert torch.equal(head.bias, t_head.bias)
 
 
 def test_token_head_keeps_the_hidden_channels():
@@ -209,11 +220,18 @@ def test_a_calibration_sample_larger_than_the_corpus_is_refused(make_cfg):
 
 
 @pytest.mark.slow
-def test_the_task_stage_prunes_the_finetuned_teacher(make_cfg):
-    run_stage(make_cfg("stage=teacher", "task=sst2", "debug=smoke"))
-    res = run_stage(make_cfg("stage=task", "task=sst2", "student.init=pruned", "debug=smoke"))
+@pytest.mark.parametrize("task, arch", [("sst2", "BertForSequenceClassification"),
+                                        ("wnut17", "BertForTokenClassification"),
+                                        ("squad", "BertForQuestionAnswering")])
+def test_the_task_stage_prunes_the_finetuned_teacher(make_cfg, task, arch):
+    """Every task family starts a pruned student from its fine-tuned teacher, scores it before training, and
+    distils it with the kept layer map."""
+    run_stage(make_cfg("stage=teacher", f"task={task}", "debug=smoke"))
+    res = run_stage(make_cfg("stage=task", f"task={task}", "student.init=pruned", "distill.layer_map=kept",
+                             "debug=smoke"))
+    assert res["init_dev"] is not None and res["init_dev"].keys() == res["dev"].keys()
     config = json.loads((Path(res["export"]) / "config.json").read_text())
-    assert config["architectures"] == ["BertForSequenceClassification"] and config["hidden_size"] == 32
+    assert config["architectures"] == [arch] and config["hidden_size"] == 32
     card = (Path(res["export"]) / "README.md").read_text()
     assert "pruned to the student's shape" in card
 

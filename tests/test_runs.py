@@ -170,3 +170,25 @@ def test_a_task_run_without_its_general_student_prints_the_command_that_makes_it
     made = cli(*fix.split()[3:], "train.general.max_steps=2")  # the printed command makes what was missing
     assert made.returncode == 0, made.stderr[-2000:]
     assert "runs/smoke/general/walk/student" in made.stdout
+
+
+def test_elapsed_seconds_continue_across_a_resume(tmp_path):
+    """Each metrics record carries elapsed_s since the run began; a logger reopened on the run (a resume) continues
+    from the last record's, and a line cut by a kill is passed over."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from tinykd.run import MetricsLogger
+
+    none = OmegaConf.create({"name": "none"})
+    first = MetricsLogger(tmp_path, none, OmegaConf.create({}), "task")
+    time.sleep(0.05)
+    first.log({"step": 1})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "elaps\n')  # a line cut by a kill
+    second = MetricsLogger(tmp_path, none, OmegaConf.create({}), "task")
+    second.log({"step": 3})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    a, b = json.loads(lines[0])["elapsed_s"], json.loads(lines[-1])["elapsed_s"]
+    assert a >= 0.05 and b >= a

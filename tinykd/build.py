@@ -272,7 +272,7 @@ def phase_loop(cfg, name: str, hp, ds, tokenizer, module, *, run_dir: Path, logg
     """One phase's loop over `ds` with the settings `hp` (a train.<block>): its batches, its step
     count, the engine that trains `module` (labelled `name` in DeepSpeed's checkpoints), resumed
     from `resume_from` when given."""
-    batcher = Batcher(ds, tokenizer, hp.batch_size, cfg.seed)
+    batcher = Batcher(ds, tokenizer, hp.batch_size, cfg.seed, group_by_length=hp.group_by_length)
     total = total_steps(hp, batcher.batches_per_epoch)
     engine = build_engine(cfg.engine, hp, module, total, run_dir=run_dir, label=name, keep=cfg.keep_checkpoints)
     return PhaseLoop(name, engine=engine, batcher=batcher, hp=hp, total=total, run_dir=run_dir, logger=logger,

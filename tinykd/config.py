@@ -304,6 +304,9 @@ class PhaseConfig:
     save_every: int = bounded(200, ge=1)  # steps between checkpoints; the end is always saved
     log_every: int = bounded(10, ge=1)
     eval_batch_size: int = bounded(128, ge=1)
+    # batches of rows of similar length (each padded to its own longest: less padding computed per step): the
+    # epoch's shuffled rows cut into groups of 50 batches, each group sorted by length, the batches shuffled
+    group_by_length: bool = False
 
 
 @dataclass

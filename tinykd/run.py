@@ -331,11 +331,28 @@ def remaining_phases(phases: list[str], ckpt: Optional[dict]):
 # ----------------------------------------------------------------------------- metrics
 
 
+def _last_elapsed(path: Path) -> float:
+    """The `elapsed_s` of a metrics file's last record that has one (0 for a new run)."""
+    if not path.is_file():
+        return 0.0
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            value = json.loads(line).get("elapsed_s")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut by a kill
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
 class MetricsLogger:
-    """`metrics.jsonl` always; Weights & Biases too when `logger.name=wandb`. Rank 0 only."""
+    """`metrics.jsonl` always; Weights & Biases too when `logger.name=wandb`. Rank 0 only. Every record carries
+    `elapsed_s`: seconds since the run began (a resumed run continues from its last record's), what a curve of
+    score against training time reads."""
 
     def __init__(self, run_dir: Path, logger_cfg, cfg, job: str):
         self.path = run_dir / METRICS
+        self.start = time.perf_counter() - _last_elapsed(self.path)
         self.wandb = None
         self.enabled = distributed.is_main()
         if not self.enabled:
@@ -367,6 +384,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
+        record["elapsed_s"] = round(time.perf_counter() - self.start, 2)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from tinykd.bench.augment import cpu_name
-from tinykd.bench.runner import Runner
+from tinykd.bench.runner import Runner, compose
 from tinykd.config import REPO_ROOT
 from tinykd.run import read_results
 
@@ -270,19 +270,6 @@ def phase_overrides(b: dict) -> tuple[list[str], list[str]]:
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def compose(overrides: list[str]):
-    """The config a `python -m tinykd ...` command line composes (without running anything)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from tinykd import config
-
-    config.register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def tokenised(overrides: list[str], tokenizer_dir: str) -> dict[str, dict[str, list]]:

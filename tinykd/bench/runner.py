@@ -47,3 +47,16 @@ class Runner:
         if proc.wait():
             raise SystemExit(f"[{self.tag}] failed ({proc.returncode}): {shown}; its output is in {self.log}")
         return time.perf_counter() - t0
+
+
+def compose(overrides: Sequence[str]):
+    """The config a `python -m tinykd ...` command line composes (without running anything)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tinykd import config
+
+    config.register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))

@@ -1,18 +1,20 @@
 """Token classification and extractive QA on real data (`make bench-ner`, `bench-pos`, `bench-qa`): the
-MiniLM-L6 teacher fine-tuned, a 4 x 192 student distilled (general, then task distillation: intermediate and
-prediction layers) with 3 seeds, the no-distillation baselines of the same shape (3 seeds each, from the
-general-distilled weights and from random weights), the speed-up, and the table that judges them against
-the issue's targets.
+MiniLM-L6 teacher fine-tuned, a 4 x 192 student distilled by the recipe of `conf/experiment/<task>_bench.yaml`
+(its initialisation, transfer data, losses and budgets) with 3 seeds, the no-distillation baselines of the same
+shape (3 seeds from the student's own initialisation, and from the best other one), the speed-up, what each
+CPU-minute buys (dev score against training minutes), and the table that judges them against the targets.
 
-    python -m tinykd.bench.spans --task wnut17|upos|squad [--seeds 42 43 44] [--out reports/ner] [overrides...]
+    python -m tinykd.bench.spans --task wnut17|upos|squad [--seeds 42 43 44] [--test FILE] [--out reports/ner]
+                                 [overrides...]
 
 Every step is an ordinary `python -m tinykd ... experiment=<task>_bench reuse=true` command (tinykd/bench/
-runner.py): an interrupted benchmark continues where it stopped, and the general-distilled student (task-
-agnostic) is made once for the three. Then, in this process:
+runner.py): an interrupted benchmark continues where it stopped. Then, in this process:
   - every export (teacher, students, baselines) is loaded with plain `transformers` and scored again on all of
     dev: token tasks by a loop that uses nothing from tinykd (its own word windows, seqeval / word accuracy);
     QA by the plain model's logits on the dev windows, answers searched and scored by tinykd.squad (the
     official script's rules: tests/test_squad.py); each must match its run's own figure;
+  - with `--test FILE` (a labelled file that is not in ../shared, in the task's own format), every student and
+    baseline is also scored on it at the end of its run (task.test): a second opinion on recipes chosen on dev;
   - teacher and best student are timed side by side (tinykd.latency, batch 1 and 32);
   - `<out>/results.json`, `<out>/REPORT.md`, `<out>/score_latency.png` and `<out>/commands.log` are written.
 """
@@ -27,47 +29,49 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
 
 from tinykd import latency
 from tinykd.bench.augment import cpu_name
-from tinykd.bench.runner import Runner
+from tinykd.bench.runner import Runner, compose
 from tinykd.config import REPO_ROOT
 from tinykd.run import CONFIG, METRICS, RESULTS, read_results
 
-TARGETS = {"retention": 0.95, "points_over_baseline": 2.0, "speedup_b32": 4.0}
+TARGETS = {"gap_closed": 0.5, "speedup_b32": 4.0}  # and each Bench's retention
 
 
 @dataclass(frozen=True)
 class Bench:
-    task: str  # conf/task/<task>.yaml
+    task: str  # conf/task/<task>.yaml; the recipe is conf/experiment/<task>_bench.yaml
     out: str  # reports/<out>
     title: str
     metric: str  # the main metric, judged by the targets
     metric_name: str
     others: tuple[str, ...]  # reported beside it
-    augment: bool  # task distillation on stage=augment's rows (token tasks: only O words replaced)
+    augment: bool  # stage=augment runs first and the students train on its rows (task.augmented)
     latency_len: int  # tokens of the timed inputs: about a dev example's length
     data: str  # what the figures are on, for the report
-    # the no-distillation baselines' initial weights (UPOS and QA: the general-distilled ones only, for time: at the
-    # same steps bench-sst2 and bench-ner measured the random-init baseline below them, so the harder one is kept)
-    baselines: tuple[str, ...] = ("general", "random")
+    retention: float  # the target: student / teacher on dev
+    other_init: str = "general"  # the other no-distillation baseline's initial weights (the best other one)
+    other_seeds: int = 1  # its seeds (the student's own initialisation gets all of them): the 90-minute budget
 
 
 BENCHES = {
     "wnut17": Bench("wnut17", "ner", "NER on WNUT-17", "entity_f1", "entity F1",
-                    ("entity_precision", "entity_recall", "token_accuracy"), True, 64,
-                    "WNUT-17 train (3,394 sentences) -> dev (1,009 sentences, 836 entities)"),
-    # no augmentation for part of speech: it replaces only words tagged O, and UPOS has no O tag
+                    ("entity_precision", "entity_recall", "token_accuracy"), False, 64,
+                    "WNUT-17 train (3,394 sentences) -> dev (1,009 sentences, 836 entities)", 0.95),
     "upos": Bench("upos", "pos", "UPOS tagging on UD English-EWT", "token_accuracy", "word accuracy", (), False, 64,
-                  "UD English-EWT train (12,544 sentences) -> dev (2,001 sentences, 25,147 words)", ("general",)),
+                  "UD English-EWT train (12,544 sentences) -> dev (2,001 sentences, 25,147 words)", 0.98),
     "squad": Bench("squad", "qa", "Extractive QA (SQuAD v1.1 format)", "squad_f1", "F1", ("squad_em",), False, 256,
                    "../shared/data/squad train.json (36 articles, 8,123 questions) -> dev.json (6 articles, "
                    "1,302 questions): the SQuAD v1.1 dev articles split by article, not the official training file",
-                   ("general",)),
+                   0.95),
 }
+INITS = {"pruned": "the fine-tuned teacher pruned to the student's shape", "general": "the general-distilled student",
+         "random": "random weights"}
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -171,8 +175,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=sorted(BENCHES), required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    ap.add_argument("--baselines", nargs="+", default=None, choices=["general", "random"],
-                    help="the no-distillation baselines' initial weights (default: the task's, BENCHES)")
+    ap.add_argument("--test", default=None, help="a labelled file not in ../shared: every student and baseline is "
+                                                 "also scored on it (task.test)")
     ap.add_argument("--runs", default=str(Path(os.environ.get("TINYKD_RUNS", REPO_ROOT / "runs")) / "bench_spans"))
     ap.add_argument("--out", default=None, help="default: reports/<ner|pos|qa>")
     ap.add_argument("--report-only", action="store_true",
@@ -181,66 +185,70 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     given = sys.argv[1:] if argv is None else list(argv)  # the report names the command that made it
     bench = BENCHES[args.task]
+    out_dir = Path(args.out or REPO_ROOT / "reports" / bench.out)
     if args.report_only:
-        out_dir = Path(args.out or REPO_ROOT / "reports" / bench.out)
         result = json.loads((out_dir / "results.json").read_text())  # the report's own
-        if "student_curve" not in result:  # results written before the curve was recorded
-            result["student_curve"] = dev_curve(REPO_ROOT / Path(result["student_dir"]).parent, bench.metric)
-            (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         plot(result, out_dir / "score_latency.png")
         (out_dir / "REPORT.md").write_text(report(result))
         return result
-    args.baselines = args.baselines or list(bench.baselines)
     root = Path(args.runs).resolve()
-    out_dir = Path(args.out or REPO_ROOT / "reports" / bench.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     t = bench.task
+    recipe = compose([f"experiment={t}_bench", "stage=task", *args.overrides])  # the student's recipe
+    init = recipe.student.init
+    inits = [init, *([bench.other_init] if bench.other_init != init else [])]
     common = [f"runs.teacher={root}/{t}/teacher", f"runs.general={root}/general", f"runs.augment={root}/{t}/augment",
               *args.overrides]
+    test = [f"task.test={Path(args.test).resolve()}"] if args.test else []
     tinykd = Runner(f"bench-{bench.out}", out_dir / "commands.log", (f"experiment={t}_bench",))
     seconds: dict[str, float] = {}
 
-    # --- teacher, general distillation (shared by the span benchmarks), augmentation
+    # --- teacher, general distillation (when a student or baseline starts from it), augmentation
     seconds["teacher"] = tinykd("stage=teacher", *common)
-    seconds["general"] = tinykd("stage=general", *common)
+    if "general" in inits:
+        seconds["general"] = tinykd("stage=general", *common)
     extra = []
     if bench.augment:
         seconds["augment"] = tinykd("stage=augment", *common)
         extra = [f"task.augmented={root}/{t}/augment/data"]
 
-    # --- task distillation and the baselines, 3 seeds each
-    runs: dict[str, dict[int, Path]] = {"student": {}, **{f"baseline_{b}": {} for b in args.baselines}}
+    # --- task distillation (3 seeds), then the baselines: the same shape on the gold labels alone
+    runs: dict[str, dict[int, Path]] = {"student": {}, **{f"baseline_{b}": {} for b in inits}}
     for seed in args.seeds:
-        d = root / t / f"distilled-seed{seed}"
-        seconds[f"student_seed{seed}"] = tinykd("stage=task", f"seed={seed}", *extra, f"runs.task={d}", *common)
+        d = root / t / f"distilled-{init}-seed{seed}"
+        seconds[f"student_seed{seed}"] = tinykd("stage=task", f"seed={seed}", *extra, *test, f"runs.task={d}",
+                                                *common)
         runs["student"][seed] = d
-    for init in args.baselines:
-        for seed in args.seeds:
-            d = root / t / f"finetune-{init}-seed{seed}"
-            seconds[f"baseline_{init}_seed{seed}"] = tinykd("stage=task", "stage.phases=[finetune]",
-                                                            f"student.init={init}", f"seed={seed}", f"runs.task={d}",
-                                                            *common)
-            runs[f"baseline_{init}"][seed] = d
+    for b in inits:
+        layer_map = [] if b == "pruned" else ["distill.layer_map=uniform"]  # (kept maps a pruned student only)
+        for seed in args.seeds if b == init else args.seeds[:bench.other_seeds]:
+            d = root / t / f"finetune-{b}-seed{seed}"
+            seconds[f"baseline_{b}_seed{seed}"] = tinykd("stage=task", "stage.phases=[finetune]", f"student.init={b}",
+                                                         "task.transfer=null", *layer_map, f"seed={seed}", *test,
+                                                         f"runs.task={d}", *common)
+            runs[f"baseline_{b}"][seed] = d
 
     # --- every export scored again with plain transformers
     teacher_res = read_results(root / t / "teacher")
     cfg = OmegaConf.load(runs["student"][args.seeds[0]] / CONFIG)
-    exports = {"teacher": (Path(teacher_res["export"]), teacher_res["dev"])}
+    exports = {"teacher": (Path(teacher_res["export"]), teacher_res["dev"], None)}
     for group, by_seed in runs.items():
         for seed, d in by_seed.items():
             res = read_results(d)
-            exports[f"{group}_seed{seed}"] = (Path(res["export"]), res["dev"])
+            exports[f"{group}_seed{seed}"] = (Path(res["export"]), res["dev"], res)
     scored = {}
-    for name, (export, recorded) in exports.items():
+    for name, (export, recorded, res) in exports.items():
         plain = plain_scores(bench, export, cfg)
         scored[name] = {"recorded": recorded, "plain": plain, "dir": os.path.relpath(export, REPO_ROOT),
-                        "agrees": bool(all(abs(plain[k] - recorded[k]) <= 1e-3 for k in plain if k in recorded))}
+                        "agrees": bool(all(abs(plain[k] - recorded[k]) <= 1e-3 for k in plain if k in recorded)),
+                        "test": (res or {}).get("test"), "init_dev": (res or {}).get("init_dev"),
+                        "transfer": (res or {}).get("transfer")}
         print(f"[bench-{bench.out}] {name:28s} dev {bench.metric} {recorded[bench.metric]:.4f} "
               f"(plain transformers {plain[bench.metric]:.4f})")
 
     def values(group, metric=bench.metric):
-        return [scored[f"{group}_seed{s}"]["plain"][metric] for s in args.seeds]
+        return [scored[k]["plain"][metric] for k in scored if k.startswith(f"{group}_seed")]
 
     best_seed = max(args.seeds, key=lambda s: scored[f"student_seed{s}"]["plain"][bench.metric])
     student_dir = REPO_ROOT / scored[f"student_seed{best_seed}"]["dir"]
@@ -257,84 +265,108 @@ def main(argv=None) -> dict:
 
     teacher_score = scored["teacher"]["plain"][bench.metric]
     s_mean, s_sd = mean_sd(values("student"))
-    baselines = {b: mean_sd(values(f"baseline_{b}")) for b in args.baselines}
+    baselines = {b: mean_sd(values(f"baseline_{b}")) for b in inits}
     best_baseline = max(baselines, key=lambda b: baselines[b][0])
+    same = baselines[init][0]
+    first = args.seeds[0]
     result = {
-        "task": t, "metric": bench.metric, "title": bench.title, "data": bench.data,
+        "task": t, "metric": bench.metric, "title": bench.title, "data": bench.data, "init": init,
         "teacher": teacher_score, "student_mean": s_mean, "student_sd": s_sd, "student_seeds": values("student"),
         "baselines": {b: {"mean": m, "sd": sd, "seeds": values(f"baseline_{b}")} for b, (m, sd) in baselines.items()},
         "best_baseline": best_baseline,
+        "init_dev": scored[f"student_seed{first}"]["init_dev"],  # before any training (pruning alone), or None
         "others": {m: {"teacher": scored["teacher"]["plain"][m], "student_mean": mean_sd(values("student", m))[0],
-                       **{f"baseline_{b}_mean": mean_sd(values(f"baseline_{b}", m))[0] for b in args.baselines}}
+                       **{f"baseline_{b}_mean": mean_sd(values(f"baseline_{b}", m))[0] for b in inits}}
                    for m in bench.others},
         "retention": s_mean / teacher_score if teacher_score > 0 else float("nan"),  # (a smoke teacher may score 0)
-        "points_over_baseline": 100 * (s_mean - baselines[best_baseline][0]),
+        # the share of the gap between the no-distillation baseline (same initialisation) and the teacher closed
+        "gap_closed": (s_mean - same) / (teacher_score - same) if teacher_score != same else float("nan"),
+        "gap_closed_best": ((s_mean - baselines[best_baseline][0]) / (teacher_score - baselines[best_baseline][0])
+                            if teacher_score != baselines[best_baseline][0] else float("nan")),
+        "test": test_scores(scored, bench.metric, args.seeds, inits) if args.test else None,
+        "test_file": args.test,
         **speed, "latency": timing, "params": params, "latency_len": bench.latency_len,
         "student_seed": best_seed, "student_dir": os.path.relpath(student_dir, REPO_ROOT),
+        "transfer": scored[f"student_seed{first}"]["transfer"],
         "scored": scored, "seeds": args.seeds, "seconds": time.perf_counter() - start, "step_seconds": seconds,
         "student_shape": {k: cfg.student[k] for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size")},
-        "budget": budget(cfg, root / t),
+        "budget": budget(cfg, root / t), "recipe": recipe_summary(cfg),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "commands": tinykd.commands, "command": f"make bench-{bench.out}" if given == ["--task", args.task]
         else "python -m tinykd.bench.spans " + " ".join(given),
         "reused_steps": [k for k, c in zip(seconds, tinykd.commands) if c in tinykd.reused],
+        # what each CPU-minute buys: the first seed's dev curves (its run paid for the teacher's transfer labels)
+        "curves": {"student": dev_curve(runs["student"][first], bench.metric),
+                   f"baseline_{init}": dev_curve(runs[f"baseline_{init}"][first], bench.metric)},
     }
     result["targets"] = {
-        "retention": {"target": TARGETS["retention"], "value": result["retention"]},
-        "points_over_baseline": {"target": TARGETS["points_over_baseline"], "value": result["points_over_baseline"]},
+        "retention": {"target": bench.retention, "value": result["retention"]},
+        "gap_closed": {"target": TARGETS["gap_closed"], "value": result["gap_closed"]},
         "speedup_b32": {"target": TARGETS["speedup_b32"], "value": speed["speedup_b32"]},
     }
     for v in result["targets"].values():
         v["met"] = bool(v["value"] >= v["target"])
     result["plain_transformers_reproduces"] = all(s["agrees"] for s in scored.values())
-    result["student_curve"] = dev_curve(runs["student"][best_seed], bench.metric)
     plot(result, out_dir / "score_latency.png")
     (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "REPORT.md").write_text(report(result))
     print(f"[bench-{bench.out}] teacher {teacher_score:.4f}; student {s_mean:.4f} ± {s_sd:.4f} (retention "
-          f"{result['retention']:.3f}); best baseline ({best_baseline}) {baselines[best_baseline][0]:.4f}; speed-up "
-          f"b1 {speed['speedup_b1']:.2f}x b32 {speed['speedup_b32']:.2f}x; {result['seconds'] / 60:.1f} min")
+          f"{result['retention']:.3f}); baseline ({init}) {same:.4f}, gap closed {result['gap_closed']:.2f}; "
+          f"speed-up b1 {speed['speedup_b1']:.2f}x b32 {speed['speedup_b32']:.2f}x; {result['seconds'] / 60:.1f} min")
     return result
 
 
-def dev_curve(run_dir: Path, metric: str) -> list[tuple[str, int, float]]:
-    """(phase, step, dev score) at every evaluation of a task run, from its metrics.jsonl."""
+def test_scores(scored: dict, metric: str, seeds: list[int], inits: list[str]) -> dict:
+    """Mean scores on --test: the teacher (as the first student run scored it), the students, the baselines."""
+    def mean(group: str, who: str = "student") -> Optional[float]:
+        xs = [v["test"][who][metric] for k, v in scored.items() if k.startswith(f"{group}_seed") and v["test"]]
+        return statistics.mean(xs) if xs else None
+
+    teacher = scored[f"student_seed{seeds[0]}"]["test"]
+    return {"teacher": teacher["teacher"][metric] if teacher and teacher.get("teacher") else None,
+            "student": mean("student"), **{f"baseline_{b}": mean(f"baseline_{b}") for b in inits}}
+
+
+def dev_curve(run_dir: Path, metric: str) -> list[tuple[str, int, float, Optional[float]]]:
+    """(phase, step, dev score, minutes since the run began) at every evaluation of a task run (metrics.jsonl)."""
     rows = [json.loads(x) for x in (run_dir / METRICS).read_text().splitlines()]
-    return [(x["phase"], x["step"], x[f"dev/{metric}"]) for x in rows if f"dev/{metric}" in x]
+    return [(x["phase"], x["step"], x[f"dev/{metric}"],
+             x["elapsed_s"] / 60 if "elapsed_s" in x else None) for x in rows if f"dev/{metric}" in x]
+
+
+def recipe_summary(cfg) -> dict:
+    """The student recipe's settings that the report names."""
+    d, t = cfg.distill, cfg.task
+    return {"init": cfg.student.init, "layer_map": d.layer_map, "phases": list(cfg.stage.phases),
+            "temperature": d.temperature, "pred_loss": d.pred_loss, "hard_label": d.weights.hard_label,
+            "transfer": t.transfer, "transfer_limit": t.transfer_limit, "transfer_share": t.transfer_share,
+            "augmented": bool(t.augmented), "prediction_lr": cfg.train.task_prediction.lr}
 
 
 def missed(r: dict) -> list[str]:
     """For each missed score target: by how much, and what this run's parts bought, measured in this run."""
     tg = r["targets"]
-    if tg["retention"]["met"] and tg["points_over_baseline"]["met"]:
+    if tg["retention"]["met"] and tg["gap_closed"]["met"]:
         return []
     pct = 100
     teacher, student = pct * r["teacher"], pct * r["student_mean"]
-    lines = ["## Missed targets: by how much, and what the parts bought", ""]
+    same = pct * r["baselines"][r["init"]]["mean"]
+    lines = ["## Missed targets: by how much", ""]
     if not tg["retention"]["met"]:
         need = tg["retention"]["target"] * teacher
         lines.append(f"- Retention {tg['retention']['target']} of the teacher's {teacher:.2f} needs a student at "
                      f"{need:.2f}; this one scores {student:.2f}, {need - student:.2f} points short.")
-    if not tg["points_over_baseline"]["met"]:
-        base = pct * r["baselines"][r["best_baseline"]]["mean"]
-        lines.append(f"- {tg['points_over_baseline']['target']} points over the {r['best_baseline']}-init baseline "
-                     f"({base:.2f}) needs {base + tg['points_over_baseline']['target']:.2f}; this student is "
-                     f"{base + tg['points_over_baseline']['target'] - student:.2f} points short.")
-    b = r["baselines"]
-    if "general" in b:
-        parts = [f"task distillation instead of fine-tuning on the labels (general-init baseline -> student) "
-                 f"{student - pct * b['general']['mean']:+.2f} points"]
-        if "random" in b:
-            parts.insert(0, f"general distillation (random-init baseline -> general-init baseline) "
-                            f"{pct * (b['general']['mean'] - b['random']['mean']):+.2f} points")
-        lines.append("- What each part bought, measured in this run: " + "; ".join(parts) + ".")
-    curve = r.get("student_curve")
+    if not tg["gap_closed"]["met"]:
+        need = same + tg["gap_closed"]["target"] * (teacher - same)
+        lines.append(f"- Closing {tg['gap_closed']['target']:.0%} of the gap between the {r['init']}-init baseline "
+                     f"({same:.2f}) and the teacher needs {need:.2f}; this student is {need - student:.2f} points "
+                     "short.")
+    curve = r["curves"]["student"]
     if curve:
-        shown = ", ".join(f"{phase} {step}: {100 * v:.2f}" for phase, step, v in curve)
-        rising = curve[-1][2] >= max(v for *_, v in curve)
-        lines.append(f"- The best student's dev {r['metric']} at each evaluation (%): {shown}"
-                     + ("; still rising at its last evaluation." if rising else "."))
+        rising = curve[-1][2] >= max(c[2] for c in curve)
+        lines.append(f"- The first seed's dev {r['metric']} was {100 * curve[-1][2]:.2f} at its last evaluation"
+                     + (" and still rising." if rising else f", {100 * max(c[2] for c in curve):.2f} at its best."))
     lines.append("")
     return lines
 
@@ -347,43 +379,61 @@ def budget(cfg, root: Path) -> dict:
     """What the runs trained on and for how long, read from their configs and results."""
     aug = root / "augment" / RESULTS
     tr = cfg.train
+    used = bool(cfg.task.augmented) and aug.is_file()
     return {"teacher_steps": tr.teacher.max_steps, "general_steps": tr.general.max_steps,
             "general_batch": tr.general.batch_size, "corpus_max_lines": cfg.corpus.max_lines,
             "intermediate_steps": tr.task_intermediate.max_steps, "prediction_steps": tr.task_prediction.max_steps,
             "finetune_steps": tr.task_finetune.max_steps, "batch_size": tr.task_prediction.batch_size,
             "max_seq_len": cfg.task.max_seq_len,
-            "augmented_rows": json.loads(aug.read_text())["rows"] if aug.is_file() else None,
-            "augment_n": cfg.augment.n if aug.is_file() else None}
+            "augmented_rows": json.loads(aug.read_text())["rows"] if used else None,
+            "augment_n": cfg.augment.n if used else None}
+
+
+COLORS = {"pruned": "tab:orange", "general": "tab:green", "random": "tab:gray"}
 
 
 def plot(r: dict, path: Path) -> None:
+    """Left: dev score against batch-32 latency (teacher, student, baselines). Right: dev score against training
+    minutes, the student's and its same-init baseline's (the first seed): what each CPU-minute buys."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t_ms, s_ms = r["latency"]["teacher"]["b32"]["median_ms"], r["latency"]["student"]["b32"]["median_ms"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.4))
     ax.scatter([t_ms], [100 * r["teacher"]], s=80, marker="*", color="black", label="teacher (MiniLM-L6)")
     points = [("student (distilled)", r["student_mean"], r["student_sd"], "tab:blue", 0.0)]
-    colors = {"general": ("tab:orange", -0.04), "random": ("tab:gray", 0.04)}
-    for b, v in r["baselines"].items():
-        points.append((f"baseline, {b} init", v["mean"], v["sd"], *colors[b]))
+    for i, (b, v) in enumerate(r["baselines"].items()):
+        points.append((f"baseline, {b} init", v["mean"], v["sd"], COLORS[b], 0.04 * (i + 1) * (-1) ** i))
     for label, m, sd, color, dx in points:  # the baselines share the student's shape: nudged apart to be seen
         ax.errorbar([s_ms * (1 + dx)], [100 * m], yerr=[100 * sd], fmt="o", color=color, capsize=4, label=label)
     ax.set_xscale("log")
     ax.set_xlabel(f"CPU latency, batch 32 x {r['latency_len']} tokens (ms, log scale)")
     ax.set_ylabel(f"dev {r['metric']} (%)")
-    ax.set_title(f"{r['title']}: {r['speedup_b32']:.1f}x faster, {100 * r['retention']:.1f}% of the teacher")
+    ax.set_title(f"{r['title']}: {r['speedup_b32']:.1f}x faster, {100 * r['retention']:.1f}% of the teacher",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    for name, curve in r["curves"].items():
+        xs = [c[3] for c in curve if c[3] is not None]
+        if xs:
+            label = "student (distilled)" if name == "student" else f"baseline, {name.split('_', 1)[1]} init"
+            bx.plot(xs, [100 * c[2] for c in curve if c[3] is not None], "o-", ms=3, label=label,
+                    color="tab:blue" if name == "student" else COLORS[name.split("_", 1)[1]])
+    bx.axhline(100 * r["teacher"], color="black", ls="--", lw=1, label="teacher")
+    bx.set_xlabel("training minutes (this machine, the first seed)")
+    bx.set_ylabel(f"dev {r['metric']} (%)")
+    bx.set_title("What each CPU-minute buys", fontsize=10)
+    bx.grid(alpha=0.3)
+    bx.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def report(r: dict) -> str:
-    sh, b, tg = r["student_shape"], r["budget"], r["targets"]
+    sh, b, tg, rc = r["student_shape"], r["budget"], r["targets"], r["recipe"]
     lat = r["latency"]
     pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
 
@@ -395,16 +445,22 @@ def report(r: dict) -> str:
 
     t1, t32 = lat["teacher"]["b1"]["median_ms"], lat["teacher"]["b32"]["median_ms"]
     s1, s32 = lat["student"]["b1"]["median_ms"], lat["student"]["b32"]["median_ms"]
+    transfer = (f", teacher-labelled transfer data `{rc['transfer']}` (first {rc['transfer_limit']} rows)"
+                if rc["transfer"] else "")
+    phases = " + ".join(rc["phases"])
     rows = [f"| teacher | MiniLM-L6 (6x384) fine-tuned {b['teacher_steps']} steps x 32 | {pct(r['teacher'])} | "
             f"{r['params']['teacher'] / 1e6:.2f}M | {t1:.2f} | {t32:.1f} |",
             f"| student | BERT {sh['num_layers']}x{sh['hidden_size']} (heads {sh['num_heads']}, FFN "
-            f"{sh['intermediate_size']}): general + task distillation; seeds {', '.join(map(str, r['seeds']))}: "
-            f"{seeds(r['student_seeds'])} | {spread(r['student_mean'], r['student_sd'], len(r['seeds']))} | "
+            f"{sh['intermediate_size']}) from {INITS[r['init']]}; task distillation ({phases}){transfer}; seeds "
+            f"{', '.join(map(str, r['seeds']))}: {seeds(r['student_seeds'])} | "
+            f"{spread(r['student_mean'], r['student_sd'], len(r['seeds']))} | "
             f"{r['params']['student'] / 1e6:.2f}M | {s1:.2f} | {s32:.1f} |"]
     for name, v in r["baselines"].items():
-        what = "general-distilled" if name == "general" else "random"
-        rows.append(f"| baseline ({name} init) | same shape, {what} weights, fine-tuned on the labels "
-                    f"{b['finetune_steps']} steps: {seeds(v['seeds'])} | {spread(v['mean'], v['sd'], len(v['seeds']))} | "
+        rows.append(f"| baseline ({name} init) | same shape, from {INITS[name]}, fine-tuned on the gold labels "
+                    f"{b['finetune_steps']} steps: {seeds(v['seeds'])} | {spread(v['mean'], v['sd'], len(v['seeds']))} "
+                    f"| {r['params']['student'] / 1e6:.2f}M | {s1:.2f} | {s32:.1f} |")
+    if r.get("init_dev"):
+        rows.append(f"| pruning alone | the student before any training | {pct(r['init_dev'][r['metric']])} | "
                     f"{r['params']['student'] / 1e6:.2f}M | {s1:.2f} | {s32:.1f} |")
     others = [f"| {m} | {pct(v['teacher'])} | {pct(v['student_mean'])} | "
               + " | ".join(pct(v[f"baseline_{x}_mean"]) for x in r["baselines"]) + " |" for m, v in r["others"].items()]
@@ -416,11 +472,10 @@ def report(r: dict) -> str:
     lines = [
         f"# {r['title']} (`{r['command']}`)", "",
         f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']} "
-        f"({r['machine']['torch_threads']} threads), no GPU. Whole benchmark: {r['seconds'] / 60:.1f} min "
-        "(the general-distilled student, shared by the span benchmarks, is made by the first of them to run).", "",
+        f"({r['machine']['torch_threads']} threads), no GPU. Whole benchmark: {r['seconds'] / 60:.1f} min.", "",
         f"Data: {r['data']}. Figures: dev {r['metric']}, every model scored again with plain `transformers` "
         f"(matches each run's own figure: **{'yes' if r['plain_transformers_reproduces'] else 'NO'}**).", "",
-        "![score vs latency](score_latency.png)", "",
+        "![score vs latency, and vs training minutes](score_latency.png)", "",
         f"| model | what | dev {r['metric']} (%) | params | b1 ms | b32 ms |", "|---|---|---|---|---|---|", *rows, "",
         f"Latency: {r['latency_len']} tokens, median of 30 forwards after 5 warm-up, teacher and best student timed "
         "side by side in one process.", "",
@@ -429,29 +484,44 @@ def report(r: dict) -> str:
         lines += ["Other metrics (means over seeds, %):", "",
                   "| metric | teacher | student | " + " | ".join(f"baseline ({x})" for x in r["baselines"]) + " |",
                   "|---|---|---|" + "---|" * len(r["baselines"]), *others, ""]
+    if r.get("test"):
+        tt = r["test"]
+        lines += [f"Held-out test ({r['test_file']}, not in ../shared; never used to choose anything): teacher "
+                  f"{pct(tt['teacher'])}, student {pct(tt['student'])}, "
+                  + ", ".join(f"baseline ({x.split('_', 1)[1]}) {pct(v)}" for x, v in tt.items()
+                              if x.startswith("baseline_") and v is not None) + ".", ""]
     lines += [
         "## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|",
         f"| retention (student / teacher) | ≥ {tg['retention']['target']} | {tg['retention']['value']:.4f} | "
         f"{verdict('retention', '.4f')} |",
-        f"| points over the best no-distillation baseline ({r['best_baseline']} init) | ≥ "
-        f"{tg['points_over_baseline']['target']} | {tg['points_over_baseline']['value']:+.2f} | "
-        f"{verdict('points_over_baseline', '.2f')} |",
+        f"| share of the gap between the no-distillation baseline ({r['init']} init) and the teacher closed | ≥ "
+        f"{tg['gap_closed']['target']:.2f} | {tg['gap_closed']['value']:.2f} (against the best baseline, "
+        f"{r['best_baseline']} init: {r['gap_closed_best']:.2f}) | {verdict('gap_closed', '.2f')} |",
         f"| speed-up at batch 32 | ≥ {tg['speedup_b32']['target']}x | {tg['speedup_b32']['value']:.2f}x (batch 1: "
         f"{r['speedup_b1']:.2f}x) | {verdict('speedup_b32', '.2f')} |", "",
         *missed(r),
-        "## Budget of this run", "",
-        f"- teacher: {b['teacher_steps']} steps x 32, windows of {b['max_seq_len']} tokens;",
-        f"- general distillation (shared): {b['general_steps']} steps x {b['general_batch']} blocks of 128 tokens "
-        f"from `../shared/data/corpus` (first {b['corpus_max_lines']} lines of each file);",
+        "## Recipe and budget of this run", "",
+        f"- teacher: {b['teacher_steps']} steps x 32, inputs of up to {b['max_seq_len']} tokens;",
+        f"- student: {INITS[r['init']]} (layer map `{rc['layer_map']}`); task distillation phases "
+        f"{phases}: {b['intermediate_steps']} intermediate + {b['prediction_steps']} prediction steps x "
+        f"{b['batch_size']} (prediction: `{rc['pred_loss']}` at T={rc['temperature']:g}, hard-label weight "
+        f"{rc['hard_label']:g}, lr {rc['prediction_lr']:g}), the best dev checkpoint;",
     ]
+    if r.get("transfer"):
+        x = r["transfer"]
+        lines.append(f"- transfer data: `{x['source']}`, {x['read']:,} rows read, {x['equal_to_a_scored_example']} "
+                     f"equal to a dev example dropped, {x['rows']:,} featurised rows labelled once by the teacher "
+                     f"(cached), {x['drawn']:,} drawn beside the {x['training_rows']:,} training rows;")
     if b["augmented_rows"]:
-        lines.append(f"- augmentation: every training sentence, {b['augment_n']} new row(s) each, GloVe word-vector "
-                     f"replacement of words tagged O only: {b['augmented_rows']:,} rows in all;")
+        lines.append(f"- augmentation: every training example, {b['augment_n']} new row(s) each: "
+                     f"{b['augmented_rows']:,} rows in all;")
+    if "general" in r["baselines"] or r["init"] == "general":
+        lines.append(f"- general distillation (shared by the span benchmarks): {b['general_steps']} steps x "
+                     f"{b['general_batch']} blocks of 128 tokens from `../shared/data/corpus` (first "
+                     f"{b['corpus_max_lines']} lines of each file);")
     lines += [
-        f"- task distillation: {b['intermediate_steps']} intermediate + {b['prediction_steps']} prediction steps x "
-        f"{b['batch_size']}{' on the augmented rows' if b['augmented_rows'] else ''}, the best dev checkpoint;",
-        f"- baselines: {b['finetune_steps']} steps x {b['batch_size']} on the gold labels (about the student's "
-        "steps), the best dev checkpoint.", "",
+        f"- baselines: {b['finetune_steps']} steps x {b['batch_size']} on the gold labels of the training split, "
+        "the best dev checkpoint.", "",
         "Seconds per step (a reused step found its run finished by an earlier invocation of this benchmark: "
         "its seconds are the reuse check's, not the run's):", "", "| step | seconds |", "|---|---|",
         *[f"| {k} | {v:.0f}{' (reused)' if k in r.get('reused_steps', ()) else ''} |"

@@ -66,15 +66,28 @@ def batch_view(ds: datasets.Dataset) -> datasets.Dataset:
     return ds.with_format(None).select_columns([c for c in ds.column_names if c in BATCH_COLUMNS])
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool) -> list[list[int]]:
+GROUP = 50  # group_by_length: batches per group sorted by length (Hugging Face's LengthGroupedSampler's mega-batch)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool,
+                  lengths: Optional[np.ndarray] = None) -> list[list[int]]:
     """Index lists for one pass; the order depends only on (seed, epoch), so a resumed run
-    sees the same batches. The last, shorter batch is kept."""
+    sees the same batches. The last, shorter batch is kept. With `lengths` (group_by_length): the
+    shuffled rows cut into groups of GROUP batches, each group sorted by length (longest first), and
+    the full batches of the whole pass shuffled: every row once, each batch of similar lengths."""
     if shuffle:
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(n, generator=g).tolist()
     else:
         order = list(range(n))
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    group = batch_size * GROUP
+    grouped = [i for k in range(0, n, group) for i in sorted(order[k : k + group], key=lambda i: -lengths[i])]
+    batches = [grouped[i : i + batch_size] for i in range(0, n, batch_size)]
+    full = n // batch_size  # the shorter batch, if any, stays last (Batcher fills it across ranks)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919)
+    return [batches[i] for i in torch.randperm(full, generator=g).tolist()] + batches[full:]
 
 
 class Batcher:
@@ -87,7 +100,7 @@ class Batcher:
     of an epoch is filled from the epoch's first examples so every rank gets a full slice."""
 
     def __init__(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int,
-                 rank: Optional[int] = None, world_size: Optional[int] = None):
+                 rank: Optional[int] = None, world_size: Optional[int] = None, group_by_length: bool = False):
         if len(ds) == 0:
             raise TinyKDError("The training set is empty.", "check the data files and task.train_limit.")
         self.ds = batch_view(ds)
@@ -97,10 +110,12 @@ class Batcher:
         self.world_size = distributed.world_size() if world_size is None else world_size
         self.collate = collator(ds, tokenizer)
         self.batches_per_epoch = math.ceil(len(ds) / (batch_size * self.world_size))
+        self.lengths = (np.fromiter((len(x) for x in self.ds["input_ids"]), dtype=np.int64, count=len(self.ds))
+                        if group_by_length else None)
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         size = self.batch_size * self.world_size
-        batches = epoch_batches(len(self.ds), size, self.seed, epoch, True)
+        batches = epoch_batches(len(self.ds), size, self.seed, epoch, True, self.lengths)
         if self.world_size > 1 and len(batches[-1]) < size:
             order = [i for b in batches for i in b]
             need = size - len(batches[-1])
