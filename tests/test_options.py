@@ -314,6 +314,24 @@ def test_sweep_params_are_read_by_the_task_stage(make_cfg, option):
     assert "never reads" in refused(make_cfg("stage=teacher", "task=sst2"), ["stage=teacher", *one_trial]).problem
 
 
+@pytest.mark.parametrize("option, experiment", [("wnut17_grid", "wnut17_bench")])
+def test_every_trial_of_a_family_grid_is_read_by_the_task_stage(make_cfg, option, experiment):
+    """Each trial of a per-family grid (its swept values parsed as Hydra parses them) is a task-stage command that
+    passes the start-up check."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = OverridesParser.create().parse_overrides(_sweep_params(option))
+    grid = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] for o in swept]
+    assert all(len(values) >= 2 for values in grid)
+    import itertools
+
+    trials = list(itertools.product(*grid))
+    assert len(trials) == 8
+    for trial in trials:
+        given = [f"experiment={experiment}", f"hparams_search={option}", "stage=task", *trial]
+        config.check(make_cfg(*given), given)
+
+
 def _makefile_commands() -> list[list[str]]:
     out = []
     for line in (REPO_ROOT / "Makefile").read_text().splitlines():
