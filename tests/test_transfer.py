@@ -87,7 +87,7 @@ def test_sequence_transfer_end_to_end(make_cfg, tmp_path, cache_dir):
     transfer = tmp_path / "texts.txt"
     transfer.write_text("\n".join([*tweets(400), dev]) + "\n", encoding="utf-8")
     res = run_stage(make_cfg("stage=pipeline", "task=sst2", "debug=smoke", f"task.transfer={transfer}",
-                             "task.transfer_share=0.5", "task.train_limit=100"))
+                             "task.transfer_share=0.5", "task.train_limit=100", "task.transfer_limit=500"))
     t = read_results(Path(res["student_export"]).parent)["transfer"]
     assert t["equal_to_a_scored_example"] == 1 and t["rows"] == 400
     assert t["drawn"] == t["training_rows"] == 100
