@@ -69,3 +69,6 @@ LOGGER_MODES = ("offline", "online", "disabled")
 # stage=predict: which form of the exported model predicts (stage=export writes the ONNX ones)
 BACKENDS = ("pytorch", "onnx", "int8")
 EXPORT_ATTENTION = ("eager", "sdpa")  # stage=export: attention as matrix products | as the exporter lowers SDPA
+
+# task.transfer for an extractive QA task: each training question with another paragraph of its article
+OTHER_PARAGRAPHS = "other_paragraphs"

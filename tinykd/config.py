@@ -867,11 +867,11 @@ def _check_transfer(cfg, task_type: str) -> None:
     if "prediction" in cfg.stage.phases and cfg.distill.teacher_cache == "none":
         raise TinyKDError(f"task.transfer={t.transfer} with distill.teacher_cache=none: the teacher labels the transfer "
                           "rows once, and its outputs are cached.", "set distill.teacher_cache=auto, fp16 or fp32.")
-    if t.transfer != "other_paragraphs" and not t.hub and not Path(t.transfer).expanduser().exists():
+    if t.transfer != choices.OTHER_PARAGRAPHS and not t.hub and not Path(t.transfer).expanduser().exists():
         raise TinyKDError(f"task.transfer={t.transfer}: no such file or directory.",
-                          "point task.transfer at a file of unlabeled inputs (a .txt file: one per line; README, "
-                          "\"Transfer data\").")
-    if t.transfer == "other_paragraphs" and task_type != choices.QA:
+                          "point task.transfer at a file of unlabeled inputs (a .txt file: one per line; "
+                          "docs/methods.md, \"Teacher-labelled transfer data\").")
+    if t.transfer == choices.OTHER_PARAGRAPHS and task_type != choices.QA:
         raise TinyKDError(f"task.transfer=other_paragraphs pairs QA questions with other paragraphs, but task "
                           f"{t.name} is {task_type.replace('_', ' ')}.", "point task.transfer at a file of inputs.")
 

@@ -25,17 +25,16 @@ the unlabeled corpus. A fourth task type is one new module beside text, tokens a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
-import re
-
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from tinykd.choices import QA, SEQUENCE, TOKEN
+from tinykd.choices import OTHER_PARAGRAPHS, QA, SEQUENCE, TOKEN
 from tinykd.data import qa, text, tokens
 from tinykd.data.files import TRANSFER, origin
 from tinykd.data.cache import cache_key, cached_dataset, describe, notes_of, tokenizer_fingerprint, with_notes
@@ -46,8 +45,7 @@ from tinykd.tasks import TaskSpec, check_settings, default_metrics, described_in
 TYPES: dict[str, ModuleType] = {SEQUENCE: text, TOKEN: tokens, QA: qa}
 
 __all__ = ["Split", "TRANSFER", "TYPES", "build_spec", "check_transfer", "describe", "example_count", "has_labels",
-           "load_corpus",
-           "load_split", "load_transfer", "mix", "read"]
+           "load_corpus", "load_split", "load_transfer", "mix", "read"]
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,8 @@ def load_transfer(spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, task, cach
     example's, compared on lower-cased letters and digits, is dropped and counted: transfer data never holds what the
     student is scored on."""
     kind = TYPES[spec.type]
-    source = origin(task, "train") if task.transfer == qa.OTHER_PARAGRAPHS else origin(task, TRANSFER)
+    pairs = task.transfer == OTHER_PARAGRAPHS  # made from the training file, not read from one
+    source = (OTHER_PARAGRAPHS, origin(task, "train")) if pairs else origin(task, TRANSFER)
     scored = [s for s in ("dev", "test") if s == "dev" or (task.test and spec.glue is None and
                                                             has_labels(task, s, cache_dir))]
 

@@ -37,8 +37,8 @@ TRANSFER = "transfer"  # the split name of task.transfer's rows
 LINES = ".txt"  # a transfer file of one input per line
 
 
-def transfer_lines(task) -> Optional[list[tuple[int, str]]]:
-    """task.transfer's (line number, text) pairs when it is a .txt file of one input per line, blank lines skipped;
+def transfer_lines(task) -> Optional[list[str]]:
+    """task.transfer's lines when it is a .txt file of one input per line, stripped, blank lines skipped;
     None when it is a table (read by read_rows). A missing or empty file is an error naming it."""
     where = task.transfer
     path = Path(where).expanduser()
@@ -49,7 +49,7 @@ def transfer_lines(task) -> Optional[list[tuple[int, str]]]:
                           "point task.transfer at a file of unlabeled inputs (a .txt file: one per line).")
     if path.suffix.lower() != LINES:
         return None
-    lines = [(n, line.strip()) for n, line in enumerate(read_utf8(path).split("\n"), start=1) if line.strip()]
+    lines = [line.strip() for line in read_utf8(path).split("\n") if line.strip()]
     if not lines:
         raise TinyKDError(f"task.transfer={where} holds no text.", "give it one input per line.")
     return lines

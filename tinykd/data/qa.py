@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import datasets
 
-from tinykd.choices import QA
+from tinykd.choices import OTHER_PARAGRAPHS, QA
 from tinykd.data.cache import tokenizer_fingerprint
 from tinykd.data.files import (TRANSFER, Rows, data_format, origin, read_rows, read_utf8, require_columns,
                                split_source, transfer_lines)
@@ -92,8 +92,6 @@ def has_labels(task, split: str, raw_cache: str) -> bool:
             return True
     return task.answers_column in read_rows(task, split, raw_cache).ds.column_names
 
-
-OTHER_PARAGRAPHS = "other_paragraphs"  # task.transfer: each training question with another paragraph of its article
 
 
 def read_transfer(task, spec: TaskSpec, raw_cache: str, limit: Optional[int] = None) -> tuple[datasets.Dataset, dict]:

@@ -106,7 +106,7 @@ def read_transfer(task, spec: TaskSpec, raw_cache: str, limit: Optional[int] = N
             raise TinyKDError(f"task.transfer={task.transfer}: task {spec.name} takes text pairs, and a .txt file holds "
                               "one text per line.", "give a CSV, TSV or JSON Lines file with the pair's two columns, "
                               "named in task.text_columns.")
-        a, b = [text for _, text in lines], None
+        a, b = lines, None
     else:
         rows = read_rows(task, TRANSFER, raw_cache)
         if len(task.text_columns) != (2 if spec.pair else 1):

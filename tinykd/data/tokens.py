@@ -103,7 +103,7 @@ def read_transfer(task, spec: TaskSpec, raw_cache: str, limit: Optional[int] = N
     words): a .txt file's lines split on whitespace, else a table's `task.tokens_column` (a list of words a row)."""
     lines = transfer_lines(task)
     if lines is not None:
-        words = [text.split() for _, text in lines]
+        words = [line.split() for line in lines]
     else:
         rows = read_rows(task, TRANSFER, raw_cache)
         require_columns(rows, [task.tokens_column], "task.tokens_column")
